@@ -1,0 +1,310 @@
+//! Token persistence behind one async, object-safe trait.
+//!
+//! The store knows FAST clients as records (two token slots, timestamps, a revocation cutoff),
+//! not HT mechanisms or HMACs: the `fast` module decides what a record change means, the store
+//! makes each change atomic and durable. Ready-made stores: [`memory::MemoryStore`] (tests) and
+//! [`sled_store::SledStore`] (the default, embedded).
+//!
+//! # Sealed at rest
+//! A [`TokenSlot`] holds a random per-token nonce, never the token a client presents: the
+//! token is derived from the nonce and a server-side pepper (see `fast::sealing`), so a copy of
+//! the store alone cannot log anyone in.
+
+pub mod memory;
+pub mod sled_store;
+
+use std::fmt;
+
+use async_trait::async_trait;
+use sha2::{Digest, Sha256};
+use zeroize::Zeroize;
+
+/// Longest account name a key may hold (JID localpart limit, RFC 7622).
+pub const MAX_ACCOUNT_BYTES: usize = 1023;
+/// Longest mechanism name kept in a slot (XEP-0388 schema: 1..20; HT names are shorter).
+pub const MAX_MECHANISM_BYTES: usize = 32;
+/// Longest `<software>` / `<device>` string kept for the account owner's device list.
+pub const MAX_LABEL_BYTES: usize = 128;
+
+/// Identifies one FAST client of one account: the account localpart and the SHA-256 of the
+/// SASL2 user-agent id. The raw id never becomes a key (it is attacker-chosen and long-lived).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClientKey {
+    account: String,
+    client: [u8; 32],
+}
+
+impl ClientKey {
+    /// The key for `account` (already normalized) and a raw user-agent id.
+    pub fn new(account: &str, user_agent_id: &str) -> Result<Self, StoreError> {
+        let client: [u8; 32] = Sha256::digest(user_agent_id.as_bytes()).into();
+        Self::from_parts(account, client)
+    }
+
+    /// The key from an account and an already hashed client id.
+    pub fn from_parts(account: &str, client: [u8; 32]) -> Result<Self, StoreError> {
+        if account.is_empty() || account.len() > MAX_ACCOUNT_BYTES {
+            return Err(StoreError::InvalidKey);
+        }
+        Ok(ClientKey {
+            account: account.to_owned(),
+            client,
+        })
+    }
+
+    /// The account localpart.
+    pub fn account(&self) -> &str {
+        &self.account
+    }
+
+    /// SHA-256 of the user-agent id.
+    pub fn client_hash(&self) -> &[u8; 32] {
+        &self.client
+    }
+
+    /// A short, stable label for logs and events: the first 8 bytes of the hash, in hex.
+    /// It identifies a client to an operator without revealing the user-agent id.
+    pub fn client_label(&self) -> String {
+        self.client[..8].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Binary form used as a database key: `u16 BE account length || account || hash`.
+    /// Keys of one account share a prefix ([`ClientKey::account_prefix`]).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Self::account_prefix(&self.account);
+        out.extend_from_slice(&self.client);
+        out
+    }
+
+    /// The key prefix shared by every client of `account`.
+    pub fn account_prefix(account: &str) -> Vec<u8> {
+        let mut out = Vec::with_capacity(2 + account.len() + 32);
+        out.extend_from_slice(&(account.len() as u16).to_be_bytes());
+        out.extend_from_slice(account.as_bytes());
+        out
+    }
+
+    /// Parses [`ClientKey::encode`] output.
+    pub fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
+        if bytes.len() < 2 {
+            return Err(StoreError::Corrupt("short key".into()));
+        }
+        let len = u16::from_be_bytes([bytes[0], bytes[1]]) as usize;
+        if bytes.len() != 2 + len + 32 {
+            return Err(StoreError::Corrupt("key length".into()));
+        }
+        let account = std::str::from_utf8(&bytes[2..2 + len])
+            .map_err(|_| StoreError::Corrupt("key account".into()))?;
+        let mut client = [0u8; 32];
+        client.copy_from_slice(&bytes[2 + len..]);
+        Self::from_parts(account, client)
+    }
+}
+
+impl fmt::Debug for ClientKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ClientKey({}, {})", self.account, self.client_label())
+    }
+}
+
+/// One token of a client: `current` or `new` (protocol.md §8).
+///
+/// `nonce` is not the token, but together with the server pepper it yields the token, so it is
+/// zeroized on drop and redacted in `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenSlot {
+    /// Random per-token value from which the token is derived.
+    pub nonce: [u8; 32],
+    /// The HT mechanism the token is bound to (F-15).
+    pub mechanism: String,
+    /// Unix seconds when issued.
+    pub issued_at: u64,
+    /// Unix seconds when it stops being accepted.
+    pub expires_at: u64,
+    /// Unix seconds when the chain of rotations that led to this token began with a password
+    /// login (for `token_max_chain_age`).
+    pub chain_started_at: u64,
+    /// Highest `count` seen with this token (F-13, F-14), if any.
+    pub max_count: Option<u32>,
+}
+
+impl Drop for TokenSlot {
+    fn drop(&mut self) {
+        self.nonce.zeroize();
+    }
+}
+
+impl fmt::Debug for TokenSlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenSlot")
+            .field("nonce", &"[redacted]")
+            .field("mechanism", &self.mechanism)
+            .field("issued_at", &self.issued_at)
+            .field("expires_at", &self.expires_at)
+            .field("chain_started_at", &self.chain_started_at)
+            .field("max_count", &self.max_count)
+            .finish()
+    }
+}
+
+/// Everything stored for one (account, client).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClientRecord {
+    /// The token in use.
+    pub current: Option<TokenSlot>,
+    /// A token handed out but not used yet (F-17).
+    pub new: Option<TokenSlot>,
+    /// Unix seconds when the record was first written.
+    pub created_at: u64,
+    /// Unix seconds of the last successful FAST login (coarse: updated at most every few
+    /// minutes, so the hot path does not write on every login). Drives the per-account cap.
+    pub last_used_at: u64,
+    /// Tokens issued before this instant (unix seconds) are revoked: they verify but are
+    /// answered with `credentials-expired`. 0 = never revoked.
+    pub revoked_before: u64,
+    /// `<software>` of the client, for the owner's device list (S-12: never shown to others).
+    pub software: Option<String>,
+    /// `<device>` of the client, for the owner's device list.
+    pub device: Option<String>,
+}
+
+impl ClientRecord {
+    /// The instant after which nothing in this record can be accepted any more: the latest
+    /// slot expiry, or `None` when both slots are empty. The stores index records by it so an
+    /// expiry sweep only visits what expired.
+    pub fn expires_at(&self) -> Option<u64> {
+        match (&self.current, &self.new) {
+            (None, None) => None,
+            (a, b) => Some(
+                a.as_ref()
+                    .map_or(0, |s| s.expires_at)
+                    .max(b.as_ref().map_or(0, |s| s.expires_at)),
+            ),
+        }
+    }
+
+    /// True when neither slot holds a token.
+    pub fn is_empty(&self) -> bool {
+        self.current.is_none() && self.new.is_none()
+    }
+}
+
+/// A record with the version the store assigned to it. Writes name the version they were
+/// computed from ([`TokenStore::compare_and_swap`]), which is how two concurrent logins with
+/// the same token never see a half-rotated record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned<T> {
+    /// Monotonic per key; a fresh record starts at 1.
+    pub version: u64,
+    /// The value.
+    pub value: T,
+}
+
+/// When a write must be on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// On stable storage before the call returns. Used for every write that precedes handing a
+    /// token to a client, and for revocations.
+    Durable,
+    /// May be lost in a crash (the store's background flush catches up, e.g. within 500 ms for
+    /// sled). Used for bookkeeping such as `last_used_at` and replay counters outside 0-RTT.
+    Lazy,
+}
+
+/// The outcome of a compare-and-swap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CasOutcome {
+    /// Written; the record now has this version (0 after a delete).
+    Written(u64),
+    /// Someone else changed the record first: re-read and retry.
+    Conflict,
+}
+
+/// Which tokens a revocation cutoff applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevocationScope {
+    /// Every token of every account (e.g. after a suspected pepper leak).
+    All,
+    /// Every token of one account (what a password change calls).
+    Account(String),
+}
+
+/// A store failure. Never contains a token or nonce.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The account name is empty or too long.
+    #[error("invalid client key")]
+    InvalidKey,
+    /// A stored value could not be decoded.
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+    /// The backend failed (I/O, connection, ...).
+    #[error("store backend: {0}")]
+    Backend(String),
+}
+
+/// Persistence of FAST client records.
+///
+/// # Contract
+/// - **Atomic per record.** Every state change of one (account, client) record happens in one
+///   [`compare_and_swap`](TokenStore::compare_and_swap): it succeeds only if the stored version
+///   still equals `expected`, and then replaces the whole record (and any index the store keeps)
+///   at once. Two concurrent FAST logins with the same token therefore never observe a
+///   half-rotated record; the loser gets [`CasOutcome::Conflict`] and re-reads. A SQL backend
+///   implements this as one `UPDATE ... WHERE version = $expected` (or `INSERT ... ON CONFLICT
+///   DO NOTHING` for `expected = None`) in one transaction.
+/// - **Durable when asked.** With [`Durability::Durable`] the write is on stable storage before
+///   the call returns: a token handed to a client is never lost by a crash, and a revoked token
+///   is never resurrected. Implementations should let concurrent durable writes share one flush.
+/// - **Attacker-controlled keys.** Account names and client hashes come from unauthenticated
+///   peers; keys are bounded ([`MAX_ACCOUNT_BYTES`]) and the store must not be made to do work
+///   proportional to anything but the record asked for.
+/// - **No secrets in errors or logs.** Slots hold nonces that, with the server pepper, yield
+///   tokens: never log them.
+#[async_trait]
+pub trait TokenStore: fmt::Debug + Send + Sync {
+    /// Reads one record.
+    async fn get(&self, key: &ClientKey) -> Result<Option<Versioned<ClientRecord>>, StoreError>;
+
+    /// Atomically replaces the record at `key` if its version is `expected` (`None`: no record
+    /// exists). `new = None` deletes the record.
+    async fn compare_and_swap(
+        &self,
+        key: &ClientKey,
+        expected: Option<u64>,
+        new: Option<ClientRecord>,
+        durability: Durability,
+    ) -> Result<CasOutcome, StoreError>;
+
+    /// Every record of one account, at most `limit` of them, in key order.
+    async fn clients_of(
+        &self,
+        account: &str,
+        limit: usize,
+    ) -> Result<Vec<(ClientKey, Versioned<ClientRecord>)>, StoreError>;
+
+    /// Keys of records whose [`ClientRecord::expires_at`] is at or before `before`, oldest
+    /// first, at most `limit`. Served from an expiry index: the cost is proportional to the
+    /// number returned, not to the store size.
+    async fn expired(&self, before: u64, limit: usize) -> Result<Vec<ClientKey>, StoreError>;
+
+    /// Deletes every record of an account; returns how many were removed. Durable.
+    async fn remove_account(&self, account: &str) -> Result<usize, StoreError>;
+
+    /// Raises a revocation cutoff: tokens in scope issued before `before` (unix seconds) are no
+    /// longer trusted. Cutoffs only move forward. Durable.
+    async fn raise_revocation_cutoff(
+        &self,
+        scope: RevocationScope,
+        before: u64,
+    ) -> Result<(), StoreError>;
+
+    /// The cutoff that applies to `account`: the larger of its own and the global one.
+    async fn revocation_cutoff(&self, account: &str) -> Result<u64, StoreError>;
+
+    /// Number of client records (for metrics and tests).
+    async fn len(&self) -> Result<u64, StoreError>;
+
+    /// Makes every earlier write durable.
+    async fn flush(&self) -> Result<(), StoreError>;
+}

@@ -235,6 +235,9 @@ pub enum StoreError {
     /// The account name is empty or too long.
     #[error("invalid client key")]
     InvalidKey,
+    /// A record to be written breaks a size bound (mechanism or label too long).
+    #[error("invalid record: {0}")]
+    InvalidRecord(&'static str),
     /// A stored value could not be decoded.
     #[error("corrupt record: {0}")]
     Corrupt(String),

@@ -1,1 +1,23 @@
-//! placeholder (being written)
+//! The FAST plugin (XEP-0484): HT mechanisms, the `<fast>` inline feature, the two-slot token
+//! lifecycle, sealed tokens, rotation hooks and configuration.
+//!
+//! - [`ht`]: the HT mechanism family (hash × channel binding) and its wire format.
+//! - [`token`]: token secrets, the pepper, sealing at rest.
+//! - [`tokens`]: the lifecycle over a [`crate::store::TokenStore`].
+//! - [`plugin`]: the SASL2 inline feature a host registers.
+//! - [`hooks`]: observers of lifecycle events; [`config`]: options and validation.
+
+pub mod clock;
+pub mod config;
+pub mod hooks;
+pub mod ht;
+pub mod plugin;
+pub mod token;
+pub mod tokens;
+
+pub use config::FastConfig;
+pub use hooks::{FastMetrics, FastObserver};
+pub use ht::HtMechanism;
+pub use plugin::FastPlugin;
+pub use token::{FastToken, Pepper};
+pub use tokens::FastTokens;

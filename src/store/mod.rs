@@ -117,11 +117,11 @@ pub struct TokenSlot {
     pub nonce: [u8; 32],
     /// The HT mechanism the token is bound to (F-15).
     pub mechanism: String,
-    /// Unix seconds when issued.
+    /// Unix milliseconds when issued.
     pub issued_at: u64,
-    /// Unix seconds when it stops being accepted.
+    /// Unix milliseconds when it stops being accepted.
     pub expires_at: u64,
-    /// Unix seconds when the chain of rotations that led to this token began with a password
+    /// Unix milliseconds when the chain of rotations that led to this token began with a password
     /// login (for `token_max_chain_age`).
     pub chain_started_at: u64,
     /// Highest `count` seen with this token (F-13, F-14), if any.
@@ -154,12 +154,12 @@ pub struct ClientRecord {
     pub current: Option<TokenSlot>,
     /// A token handed out but not used yet (F-17).
     pub new: Option<TokenSlot>,
-    /// Unix seconds when the record was first written.
+    /// Unix milliseconds when the record was first written.
     pub created_at: u64,
-    /// Unix seconds of the last successful FAST login (coarse: updated at most every few
+    /// Unix milliseconds of the last successful FAST login (coarse: updated at most every few
     /// minutes, so the hot path does not write on every login). Drives the per-account cap.
     pub last_used_at: u64,
-    /// Tokens issued before this instant (unix seconds) are revoked: they verify but are
+    /// Tokens issued before this instant (unix milliseconds) are revoked: they verify but are
     /// answered with `credentials-expired`. 0 = never revoked.
     pub revoked_before: u64,
     /// `<software>` of the client, for the owner's device list (S-12: never shown to others).
@@ -294,7 +294,7 @@ pub trait TokenStore: fmt::Debug + Send + Sync {
     /// Deletes every record of an account; returns how many were removed. Durable.
     async fn remove_account(&self, account: &str) -> Result<usize, StoreError>;
 
-    /// Raises a revocation cutoff: tokens in scope issued before `before` (unix seconds) are no
+    /// Raises a revocation cutoff: tokens in scope issued before `before` (unix milliseconds) are no
     /// longer trusted. Cutoffs only move forward. Durable.
     async fn raise_revocation_cutoff(
         &self,

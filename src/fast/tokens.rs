@@ -1,0 +1,673 @@
+//! The token lifecycle (protocol.md §8): verification, promotion, rotation, invalidation,
+//! revocation, expiry and the per-account cap, on top of any [`TokenStore`].
+//!
+//! Every change to a client's record is one compare-and-swap on the version that was read, so
+//! two concurrent logins with the same token see either the record before or after the other's
+//! change, never half of it; the loser re-reads and decides again.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::debug;
+
+use super::clock::{Clock, SystemClock};
+use super::config::FastConfig;
+use super::hooks::{FastObserver, RejectEvent, RejectReason, RevokeEvent, RevokeScope, TokenEvent};
+use super::ht::HtMechanism;
+use super::token::{new_nonce, FastToken, Pepper};
+use crate::store::{
+    CasOutcome, ClientKey, ClientRecord, Durability, RevocationScope, StoreError, TokenSlot,
+    TokenStore, Versioned, MAX_LABEL_BYTES,
+};
+
+/// How often a compare-and-swap is retried before giving up with `temporary-auth-failure`.
+const MAX_CAS_RETRIES: usize = 32;
+/// `last_used_at` is only rewritten when it is older than this, so the common FAST login (token
+/// in `current`, no count) does not write at all.
+const LAST_USED_RESOLUTION_MS: u64 = 5 * 60 * 1000;
+
+/// Which slot of a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotName {
+    /// The token in use.
+    Current,
+    /// The token handed out but not yet used.
+    New,
+}
+
+/// A FAST attempt to verify.
+#[derive(Debug)]
+pub struct VerifyRequest<'a> {
+    /// Normalized account localpart.
+    pub account: &'a str,
+    /// Raw user-agent id.
+    pub user_agent_id: &'a str,
+    /// The mechanism of the attempt.
+    pub mechanism: HtMechanism,
+    /// The client's initiator MAC.
+    pub mac: &'a [u8],
+    /// Channel-binding data of this connection for the mechanism.
+    pub cb_data: &'a [u8],
+    /// `<fast count>` if sent.
+    pub count: Option<u32>,
+    /// `<fast invalidate>`.
+    pub invalidate: bool,
+}
+
+/// A successful verification.
+#[derive(Debug)]
+pub struct Verified {
+    /// The client.
+    pub key: ClientKey,
+    /// The mechanism used.
+    pub mechanism: HtMechanism,
+    /// The slot that matched (before promotion).
+    pub slot: SlotName,
+    /// `HMAC(token, "Responder" || cb)` for `<additional-data>`.
+    pub responder: Vec<u8>,
+    /// The token is older than `token_min_ttl`: issue a replacement (F-16).
+    pub rotation_due: bool,
+    /// Start of the token chain (for `token_max_chain_age`).
+    pub chain_started_at: u64,
+    /// Both slots were removed at the client's request (F-21).
+    pub invalidated: bool,
+}
+
+/// Why a token was issued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IssueKind {
+    /// The client sent `<request-token>`.
+    Requested,
+    /// Server-initiated rotation (F-16).
+    Rotated,
+}
+
+/// A freshly issued token, already durable in the store.
+#[derive(Debug)]
+pub struct IssuedToken {
+    /// The secret.
+    pub token: FastToken,
+    /// Its expiry (unix ms).
+    pub expires_at: u64,
+}
+
+/// One client of an account, for the owner's device list or an admin.
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
+    /// The client key (its `Debug` shows only a hash label).
+    pub key: ClientKey,
+    /// `<software>` as last seen.
+    pub software: Option<String>,
+    /// `<device>` as last seen.
+    pub device: Option<String>,
+    /// First token issued (unix ms).
+    pub created_at: u64,
+    /// Last FAST login, coarse (unix ms).
+    pub last_used_at: u64,
+    /// Mechanism and expiry of the current token.
+    pub current: Option<(String, u64)>,
+    /// Mechanism and expiry of an unused new token.
+    pub new: Option<(String, u64)>,
+    /// True if the client's tokens were revoked.
+    pub revoked: bool,
+}
+
+/// The token authority: owns the store, the pepper, the policy and the observers.
+pub struct FastTokens {
+    store: Arc<dyn TokenStore>,
+    pepper: Pepper,
+    config: FastConfig,
+    observers: Vec<Arc<dyn FastObserver>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl fmt::Debug for FastTokens {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FastTokens")
+            .field("store", &self.store)
+            .field("config", &self.config)
+            .field("observers", &self.observers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis().min(u64::MAX as u128) as u64
+}
+
+fn bounded_label(s: Option<&str>) -> Option<String> {
+    let s = s?;
+    let mut end = s.len().min(MAX_LABEL_BYTES);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    Some(s[..end].to_owned())
+}
+
+impl FastTokens {
+    /// A token authority over `store` with the given pepper and policy.
+    pub fn new(store: Arc<dyn TokenStore>, pepper: Pepper, config: FastConfig) -> Self {
+        FastTokens {
+            store,
+            pepper,
+            config,
+            observers: Vec::new(),
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// Replaces the clock (tests).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Adds an observer.
+    pub fn with_observer(mut self, observer: Arc<dyn FastObserver>) -> Self {
+        self.observers.push(observer);
+        self
+    }
+
+    /// The policy.
+    pub fn config(&self) -> &FastConfig {
+        &self.config
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn TokenStore> {
+        &self.store
+    }
+
+    /// Current time in unix ms.
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    fn event(&self, key: &ClientKey, slot: &TokenSlot, at: u64) -> TokenEvent {
+        TokenEvent {
+            account: key.account().to_owned(),
+            client: key.client_label(),
+            mechanism: slot.mechanism.clone(),
+            issued_at: slot.issued_at,
+            expires_at: slot.expires_at,
+            at,
+        }
+    }
+
+    fn reject(
+        &self,
+        key: Option<&ClientKey>,
+        account: Option<&str>,
+        mechanism: &str,
+        reason: RejectReason,
+    ) -> RejectReason {
+        let e = RejectEvent {
+            account: key
+                .map(|k| k.account().to_owned())
+                .or_else(|| account.map(str::to_owned)),
+            client: key.map(ClientKey::client_label),
+            mechanism: mechanism.to_owned(),
+            reason,
+            at: self.clock.now_ms(),
+        };
+        for o in &self.observers {
+            o.rejected(&e);
+        }
+        reason
+    }
+
+    /// Reports a rejection that happened before verification (malformed request).
+    pub fn report_rejection(&self, account: Option<&str>, mechanism: &str, reason: RejectReason) {
+        self.reject(None, account, mechanism, reason);
+    }
+
+    /// The token a slot stands for.
+    fn token_for(&self, key: &ClientKey, slot: &TokenSlot) -> FastToken {
+        self.pepper.derive_token(&slot.nonce, key)
+    }
+
+    /// Verifies a FAST attempt and applies its state transition (protocol.md §4 steps 4-5).
+    pub async fn verify(&self, req: &VerifyRequest<'_>) -> Result<Verified, RejectReason> {
+        let mech_name = req.mechanism.name();
+        let key = match ClientKey::new(req.account, req.user_agent_id) {
+            Ok(k) => k,
+            Err(_) => {
+                return Err(self.reject(None, Some(req.account), mech_name, RejectReason::Malformed))
+            }
+        };
+        let unavailable = |e: StoreError| {
+            tracing::warn!(error = %e, "token store unavailable");
+            RejectReason::StoreUnavailable
+        };
+        for _ in 0..MAX_CAS_RETRIES {
+            let now = self.clock.now_ms();
+            let rec = match self.store.get(&key).await {
+                Ok(Some(r)) => r,
+                Ok(None) => {
+                    return Err(self.reject(Some(&key), None, mech_name, RejectReason::UnknownToken))
+                }
+                Err(e) => return Err(self.reject(Some(&key), None, mech_name, unavailable(e))),
+            };
+            // Newest first (protocol.md §4 step 4). A slot bound to another mechanism is
+            // skipped even if its MAC would verify (F-15, N1).
+            let mut matched = None;
+            for (name, slot) in [
+                (SlotName::New, rec.value.new.as_ref()),
+                (SlotName::Current, rec.value.current.as_ref()),
+            ] {
+                let Some(slot) = slot else { continue };
+                if slot.mechanism != mech_name {
+                    continue;
+                }
+                let token = self.token_for(&key, slot);
+                if req
+                    .mechanism
+                    .verify_initiator(token.expose().as_bytes(), req.cb_data, req.mac)
+                {
+                    matched = Some((name, slot, token));
+                    break;
+                }
+            }
+            let Some((which, slot, token)) = matched else {
+                return Err(self.reject(Some(&key), None, mech_name, RejectReason::UnknownToken));
+            };
+
+            // F-28, F-30: a token we issued but no longer trust answers credentials-expired.
+            // The slot stays until the sweep removes it at expiry, so a second attempt gets the
+            // same answer instead of a misleading not-authorized.
+            let cutoff = match self.store.revocation_cutoff(key.account()).await {
+                Ok(c) => c.max(rec.value.revoked_before),
+                Err(e) => return Err(self.reject(Some(&key), None, mech_name, unavailable(e))),
+            };
+            let distrust = if slot.issued_at < cutoff {
+                Some(RejectReason::Revoked)
+            } else if now >= slot.expires_at {
+                Some(RejectReason::Expired)
+            } else if self
+                .config
+                .token_max_chain_age
+                .is_some_and(|max| now >= slot.chain_started_at.saturating_add(ms(max)))
+            {
+                Some(RejectReason::ChainTooOld)
+            } else {
+                None
+            };
+            if let Some(reason) = distrust {
+                return Err(self.reject(Some(&key), None, mech_name, reason));
+            }
+            // F-14: with a count, it must exceed every count already seen for this token.
+            if let Some(c) = req.count {
+                if slot.max_count.is_some_and(|m| c <= m) {
+                    return Err(self.reject(Some(&key), None, mech_name, RejectReason::Replay));
+                }
+            }
+
+            let mut next = rec.value.clone();
+            let mut durability = Durability::Lazy;
+            let promoted = !req.invalidate && which == SlotName::New;
+            if req.invalidate {
+                // F-21, and protocol.md §9 item 9: both slots, so an older `current` cannot
+                // outlive a logout performed with the `new` token (Prosody's gap).
+                next.current = None;
+                next.new = None;
+                durability = Durability::Durable;
+            } else if promoted {
+                // F-18: the older `current` dies when `new` is used. Durable: a crash must not
+                // bring the superseded token back.
+                next.current = next.new.take();
+                durability = Durability::Durable;
+            }
+            if let Some(c) = req.count {
+                let used = match which {
+                    _ if req.invalidate => None,
+                    SlotName::New => next.current.as_mut(),
+                    SlotName::Current => next.current.as_mut(),
+                };
+                if let Some(s) = used {
+                    s.max_count = Some(c);
+                }
+            }
+            if now.saturating_sub(next.last_used_at) >= LAST_USED_RESOLUTION_MS || promoted {
+                next.last_used_at = now;
+            }
+            if next != rec.value {
+                let write = if next.is_empty() { None } else { Some(next) };
+                match self
+                    .store
+                    .compare_and_swap(&key, Some(rec.version), write, durability)
+                    .await
+                {
+                    Ok(CasOutcome::Written(_)) => {}
+                    Ok(CasOutcome::Conflict) => continue,
+                    Err(e) => {
+                        return Err(self.reject(Some(&key), None, mech_name, unavailable(e)))
+                    }
+                }
+            }
+
+            let ev = self.event(&key, slot, now);
+            if promoted {
+                for o in &self.observers {
+                    o.promoted(&ev);
+                }
+            }
+            if req.invalidate {
+                for o in &self.observers {
+                    o.invalidated(&ev);
+                }
+            }
+            for o in &self.observers {
+                o.used(&ev);
+            }
+            return Ok(Verified {
+                responder: req
+                    .mechanism
+                    .responder_mac(token.expose().as_bytes(), req.cb_data),
+                rotation_due: !req.invalidate
+                    && now.saturating_sub(slot.issued_at) >= ms(self.config.token_min_ttl),
+                chain_started_at: slot.chain_started_at,
+                invalidated: req.invalidate,
+                key,
+                mechanism: req.mechanism,
+                slot: which,
+            });
+        }
+        Err(self.reject(
+            Some(&key),
+            None,
+            mech_name,
+            RejectReason::StoreUnavailable,
+        ))
+    }
+
+    /// Issues a token into the client's `new` slot (F-9, F-17, F-19) and makes it durable before
+    /// returning, so it is on disk before the client can see it.
+    ///
+    /// `chain_started_at` is `None` for a password login (a new chain) and the used token's
+    /// chain start for rotation. Returns `Ok(None)` when the chain has reached
+    /// `token_max_chain_age` and no further token may be issued.
+    pub async fn issue(
+        &self,
+        key: &ClientKey,
+        mechanism: HtMechanism,
+        chain_started_at: Option<u64>,
+        software: Option<&str>,
+        device: Option<&str>,
+        kind: IssueKind,
+    ) -> Result<Option<IssuedToken>, StoreError> {
+        let now = self.clock.now_ms();
+        let chain = chain_started_at.unwrap_or(now);
+        let mut expires_at = now.saturating_add(ms(self.config.token_ttl));
+        if let Some(max) = self.config.token_max_chain_age {
+            expires_at = expires_at.min(chain.saturating_add(ms(max)));
+        }
+        if expires_at <= now {
+            debug!(client = %key.client_label(), "no token: chain reached token_max_chain_age");
+            return Ok(None);
+        }
+        let slot = TokenSlot {
+            nonce: new_nonce(),
+            mechanism: mechanism.name().to_owned(),
+            issued_at: now,
+            expires_at,
+            chain_started_at: chain,
+            max_count: None,
+        };
+        let mut written = false;
+        for _ in 0..MAX_CAS_RETRIES {
+            let current = self.store.get(key).await?;
+            let mut rec = match &current {
+                Some(v) => v.value.clone(),
+                None => {
+                    self.make_room(key.account()).await?;
+                    ClientRecord {
+                        created_at: now,
+                        ..ClientRecord::default()
+                    }
+                }
+            };
+            // F-19: an unused `new` is simply overwritten. `current` is untouched (F-17).
+            rec.new = Some(slot.clone());
+            rec.last_used_at = now;
+            if software.is_some() {
+                rec.software = bounded_label(software);
+            }
+            if device.is_some() {
+                rec.device = bounded_label(device);
+            }
+            match self
+                .store
+                .compare_and_swap(
+                    key,
+                    current.as_ref().map(|v| v.version),
+                    Some(rec),
+                    Durability::Durable,
+                )
+                .await?
+            {
+                CasOutcome::Written(_) => {
+                    written = true;
+                    break;
+                }
+                CasOutcome::Conflict => continue,
+            }
+        }
+        if !written {
+            return Err(StoreError::Backend(
+                "too many concurrent updates of one client".into(),
+            ));
+        }
+        let ev = self.event(key, &slot, now);
+        for o in &self.observers {
+            match kind {
+                IssueKind::Requested => o.issued(&ev),
+                IssueKind::Rotated => o.rotated(&ev),
+            }
+        }
+        Ok(Some(IssuedToken {
+            token: self.token_for(key, &slot),
+            expires_at,
+        }))
+    }
+
+    /// Keeps an account below `max_clients_per_account` before a new client is added, dropping
+    /// the least recently used clients (abandoned installs, xmpp.js' random default ids).
+    async fn make_room(&self, account: &str) -> Result<(), StoreError> {
+        let cap = self.config.max_clients_per_account;
+        let mut clients = self.store.clients_of(account, cap.saturating_add(64)).await?;
+        if clients.len() < cap {
+            return Ok(());
+        }
+        clients.sort_by_key(|(_, v)| v.value.last_used_at);
+        let excess = clients.len() + 1 - cap;
+        for (key, v) in clients.into_iter().take(excess) {
+            // A conflict means the client was just used: leave it, the cap is approximate
+            // under races rather than dropping an active client.
+            let _ = self
+                .store
+                .compare_and_swap(&key, Some(v.version), None, Durability::Lazy)
+                .await?;
+            debug!(client = %key.client_label(), "dropped least recently used FAST client");
+        }
+        Ok(())
+    }
+
+    /// Revokes every token of one client: later attempts get `credentials-expired`.
+    pub async fn revoke_client(&self, key: &ClientKey) -> Result<bool, StoreError> {
+        let now = self.clock.now_ms();
+        for _ in 0..MAX_CAS_RETRIES {
+            let Some(v) = self.store.get(key).await? else {
+                return Ok(false);
+            };
+            let mut rec = v.value.clone();
+            rec.revoked_before = rec.revoked_before.max(now.saturating_add(1));
+            match self
+                .store
+                .compare_and_swap(key, Some(v.version), Some(rec), Durability::Durable)
+                .await?
+            {
+                CasOutcome::Written(_) => {
+                    let e = RevokeEvent {
+                        scope: RevokeScope::Client {
+                            account: key.account().to_owned(),
+                            client: key.client_label(),
+                        },
+                        before: now.saturating_add(1),
+                    };
+                    for o in &self.observers {
+                        o.revoked(&e);
+                    }
+                    return Ok(true);
+                }
+                CasOutcome::Conflict => continue,
+            }
+        }
+        Err(StoreError::Backend(
+            "too many concurrent updates of one client".into(),
+        ))
+    }
+
+    /// Revokes every token of an account issued until now: what a password change calls.
+    /// Tokens issued afterwards (the next password login) are unaffected.
+    pub async fn revoke_account(&self, account: &str) -> Result<(), StoreError> {
+        let now = self.clock.now_ms();
+        // +1: a token issued in the same millisecond as the change is revoked too; the next
+        // login is necessarily later.
+        let before = now.saturating_add(1);
+        self.store
+            .raise_revocation_cutoff(RevocationScope::Account(account.to_owned()), before)
+            .await?;
+        let e = RevokeEvent {
+            scope: RevokeScope::Account(account.to_owned()),
+            before,
+        };
+        for o in &self.observers {
+            o.revoked(&e);
+        }
+        Ok(())
+    }
+
+    /// Revokes every token of every account issued before `before_ms`.
+    pub async fn revoke_all_issued_before(&self, before_ms: u64) -> Result<(), StoreError> {
+        self.store
+            .raise_revocation_cutoff(RevocationScope::All, before_ms)
+            .await?;
+        let e = RevokeEvent {
+            scope: RevokeScope::All,
+            before: before_ms,
+        };
+        for o in &self.observers {
+            o.revoked(&e);
+        }
+        Ok(())
+    }
+
+    /// Deletes everything stored for an account (account deletion).
+    pub async fn remove_account(&self, account: &str) -> Result<usize, StoreError> {
+        self.store.remove_account(account).await
+    }
+
+    /// The FAST clients of an account.
+    pub async fn clients(&self, account: &str) -> Result<Vec<ClientInfo>, StoreError> {
+        let cutoff = self.store.revocation_cutoff(account).await?;
+        let list = self
+            .store
+            .clients_of(account, self.config.max_clients_per_account.saturating_add(64))
+            .await?;
+        Ok(list
+            .into_iter()
+            .map(|(key, Versioned { value: r, .. })| {
+                let newest = r
+                    .new
+                    .as_ref()
+                    .or(r.current.as_ref())
+                    .map_or(0, |s| s.issued_at);
+                ClientInfo {
+                    revoked: newest < cutoff.max(r.revoked_before),
+                    current: r.current.as_ref().map(|s| (s.mechanism.clone(), s.expires_at)),
+                    new: r.new.as_ref().map(|s| (s.mechanism.clone(), s.expires_at)),
+                    software: r.software.clone(),
+                    device: r.device.clone(),
+                    created_at: r.created_at,
+                    last_used_at: r.last_used_at,
+                    key,
+                }
+            })
+            .collect())
+    }
+
+    /// Removes records whose tokens have all expired. Work is proportional to what expired:
+    /// the store serves the candidates from its expiry index.
+    pub async fn sweep_expired(&self) -> Result<usize, StoreError> {
+        const BATCH: usize = 512;
+        let now = self.clock.now_ms();
+        let mut removed = 0;
+        // Bounded: a record that keeps conflicting is left for the next sweep.
+        for _ in 0..10_000 {
+            let keys = self.store.expired(now, BATCH).await?;
+            let n = keys.len();
+            let mut progress = 0;
+            for key in keys {
+                let Some(v) = self.store.get(&key).await? else {
+                    continue;
+                };
+                if v.value.expires_at().is_some_and(|e| e > now) {
+                    continue;
+                }
+                if let CasOutcome::Written(_) = self
+                    .store
+                    .compare_and_swap(&key, Some(v.version), None, Durability::Lazy)
+                    .await?
+                {
+                    removed += 1;
+                    progress += 1;
+                    for slot in [v.value.current.as_ref(), v.value.new.as_ref()]
+                        .into_iter()
+                        .flatten()
+                    {
+                        let ev = self.event(&key, slot, now);
+                        for o in &self.observers {
+                            o.expired(&ev);
+                        }
+                    }
+                }
+            }
+            if n < BATCH || progress == 0 {
+                break;
+            }
+        }
+        if removed > 0 {
+            debug!(removed, "expired FAST clients swept");
+        }
+        Ok(removed)
+    }
+
+    /// Runs [`FastTokens::sweep_expired`] every `sweep_interval` until the returned handle is
+    /// dropped. Needs a tokio runtime.
+    pub fn spawn_sweeper(self: &Arc<Self>) -> SweeperHandle {
+        let this = Arc::clone(self);
+        let interval = self.config.sweep_interval;
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = this.sweep_expired().await {
+                    tracing::warn!(error = %e, "FAST expiry sweep failed");
+                }
+            }
+        });
+        SweeperHandle(task)
+    }
+}
+
+/// Stops the background sweep when dropped.
+#[derive(Debug)]
+pub struct SweeperHandle(tokio::task::JoinHandle<()>);
+
+impl Drop for SweeperHandle {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

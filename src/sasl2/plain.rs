@@ -1,1 +1,480 @@
-//! placeholder (being written)
+//! PLAIN (RFC 4616), verified against the stored SCRAM credentials.
+//!
+//! The server stores no password: the offered password is run through the same derivation as
+//! SCRAM (SASLprep, PBKDF2 with the stored salt and iteration count) and the resulting StoredKey
+//! is compared with the stored one in constant time. SCRAM-SHA-256 credentials are preferred;
+//! SCRAM-SHA-1 ones are used when the account has no SHA-256 verifier.
+//!
+//! PLAIN sends the password itself, so it is offered only on TLS streams (or where the host
+//! explicitly allows plaintext, for loopback tests). XEP-0388 recommends not offering it at
+//! all unless the backend needs it (S-28).
+//!
+//! Conditions: syntax errors and a step after completion give `malformed-request`; a bad
+//! username, unknown account or wrong password give `not-authorized`; an authorization
+//! identity other than the user's own JID gives `invalid-authzid`; backend errors give
+//! `temporary-auth-failure`.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+use super::accounts::{
+    AccountStore, MAX_USERNAME_BYTES, ScramCredentials, ScramHash, normalize_username,
+};
+use super::scram::{
+    DEFAULT_FAKE_ITERATIONS, MAX_AUTHZID_BYTES, check_authzid, credentials_usable,
+    fake_credentials, keys_from_salted, prepare_password, salted_password,
+};
+use super::{
+    AuthenticateRequest, Authenticated, Failure, MAX_SASL_PAYLOAD, Mechanism, MechanismProvider,
+    SaslCondition, Step, StreamInfo,
+};
+
+/// Longest accepted password in bytes (RFC 4616 suggests servers accept at least 255 octets).
+pub const MAX_PLAIN_PASSWORD_BYTES: usize = 1024;
+
+/// The PLAIN mechanism provider.
+pub struct PlainProvider {
+    accounts: Arc<dyn AccountStore>,
+    fake_iterations: u32,
+}
+
+impl fmt::Debug for PlainProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PlainProvider")
+            .field("fake_iterations", &self.fake_iterations)
+            .field("accounts", &self.accounts)
+            .finish()
+    }
+}
+
+impl PlainProvider {
+    /// A PLAIN provider verifying against `accounts`.
+    pub fn new(accounts: Arc<dyn AccountStore>) -> Self {
+        PlainProvider {
+            accounts,
+            fake_iterations: DEFAULT_FAKE_ITERATIONS,
+        }
+    }
+
+    /// The PBKDF2 iteration count spent on unknown accounts (default
+    /// [`DEFAULT_FAKE_ITERATIONS`]), so they take as long as real ones. Use the count of your
+    /// real accounts.
+    pub fn with_fake_iterations(mut self, iterations: u32) -> Self {
+        self.fake_iterations = iterations.max(1);
+        self
+    }
+}
+
+impl MechanismProvider for PlainProvider {
+    fn name(&self) -> &str {
+        "PLAIN"
+    }
+
+    fn available(&self, stream: &StreamInfo) -> bool {
+        stream.is_secure() || stream.allow_plaintext
+    }
+
+    fn start(&self, stream: &StreamInfo, _request: &AuthenticateRequest) -> Box<dyn Mechanism> {
+        Box::new(PlainMechanism {
+            accounts: self.accounts.clone(),
+            fake_iterations: self.fake_iterations,
+            stream: stream.clone(),
+            state: State::Start,
+        })
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum State {
+    Start,
+    SentEmptyChallenge,
+    Done,
+}
+
+struct PlainMechanism {
+    accounts: Arc<dyn AccountStore>,
+    fake_iterations: u32,
+    stream: StreamInfo,
+    state: State,
+}
+
+/// `authzid NUL authcid NUL passwd`, each part UTF-8 and within bounds.
+struct PlainMessage<'a> {
+    authzid: &'a str,
+    authcid: &'a str,
+    password: &'a str,
+}
+
+fn parse(input: &[u8]) -> Option<PlainMessage<'_>> {
+    if input.len() > MAX_SASL_PAYLOAD || input.iter().filter(|&&b| b == 0).count() != 2 {
+        return None;
+    }
+    let mut parts = input.split(|&b| b == 0);
+    let (authzid, authcid, password) = (parts.next()?, parts.next()?, parts.next()?);
+    if authcid.is_empty()
+        || password.is_empty()
+        || authzid.len() > MAX_AUTHZID_BYTES
+        || authcid.len() > MAX_USERNAME_BYTES
+        || password.len() > MAX_PLAIN_PASSWORD_BYTES
+    {
+        return None;
+    }
+    Some(PlainMessage {
+        authzid: std::str::from_utf8(authzid).ok()?,
+        authcid: std::str::from_utf8(authcid).ok()?,
+        password: std::str::from_utf8(password).ok()?,
+    })
+}
+
+/// Runs CPU-heavy work (PBKDF2) off the async executor when a tokio runtime is present.
+/// `None` if the task could not complete.
+async fn run_blocking<T, F>(f: F) -> Option<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => handle.spawn_blocking(f).await.ok(),
+        Err(_) => Some(f()),
+    }
+}
+
+/// True if `password` (already prepared) matches `creds`.
+fn verify(hash: ScramHash, password: &[u8], creds: &ScramCredentials) -> bool {
+    let salted = salted_password(hash, password, &creds.salt, creds.iterations);
+    let (stored_key, _server_key) = keys_from_salted(hash, &salted);
+    stored_key.len() == creds.stored_key.len()
+        && bool::from(stored_key.as_slice().ct_eq(creds.stored_key.as_slice()))
+}
+
+fn fail(condition: SaslCondition) -> Step {
+    Step::Failure(Failure::new(condition))
+}
+
+impl PlainMechanism {
+    async fn credentials(
+        &self,
+        username: &str,
+    ) -> Result<(ScramHash, ScramCredentials, bool), Step> {
+        let mut found = None;
+        for hash in [ScramHash::Sha256, ScramHash::Sha1] {
+            match self.accounts.scram_credentials(username, hash).await {
+                Ok(Some(c)) => {
+                    found = Some((hash, c));
+                    break;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(mechanism = "PLAIN", error = %e, "account lookup failed");
+                    return Err(fail(SaslCondition::TemporaryAuthFailure));
+                }
+            }
+        }
+        match found {
+            Some((hash, c)) if credentials_usable(hash, &c) => Ok((hash, c, true)),
+            Some(_) => {
+                tracing::warn!(
+                    mechanism = "PLAIN",
+                    "stored SCRAM verifier is unusable (bad lengths or iteration count)"
+                );
+                Err(fail(SaslCondition::TemporaryAuthFailure))
+            }
+            None => {
+                let c = fake_credentials(ScramHash::Sha256, username, self.fake_iterations)
+                    .ok_or_else(|| fail(SaslCondition::TemporaryAuthFailure))?;
+                Ok((ScramHash::Sha256, c, false))
+            }
+        }
+    }
+
+    async fn authenticate(&self, input: &[u8]) -> Step {
+        let Some(msg) = parse(input) else {
+            return fail(SaslCondition::MalformedRequest);
+        };
+        let Some(username) = stringprep::saslprep(msg.authcid)
+            .ok()
+            .and_then(|u| normalize_username(&u))
+        else {
+            return fail(SaslCondition::NotAuthorized);
+        };
+        if let Err(f) = check_authzid(msg.authzid, &username, &self.stream) {
+            return Step::Failure(f);
+        }
+        let (hash, creds, known) = match self.credentials(&username).await {
+            Ok(c) => c,
+            Err(step) => return step,
+        };
+        let password: Zeroizing<Vec<u8>> = prepare_password(msg.password);
+        let Some(matches) = run_blocking(move || verify(hash, &password, &creds)).await else {
+            return fail(SaslCondition::TemporaryAuthFailure);
+        };
+        if !(matches && known) {
+            return fail(SaslCondition::NotAuthorized);
+        }
+        Step::Success(Authenticated {
+            username,
+            additional_data: None,
+            state: None,
+        })
+    }
+}
+
+#[async_trait]
+impl Mechanism for PlainMechanism {
+    async fn step(&mut self, input: Option<&[u8]>) -> Step {
+        let state = std::mem::replace(&mut self.state, State::Done);
+        match (state, input) {
+            // No initial response: ask for the credentials with an empty challenge, once.
+            (State::Start, None) => {
+                self.state = State::SentEmptyChallenge;
+                Step::Challenge(Vec::new())
+            }
+            (State::Start | State::SentEmptyChallenge, Some(input)) => {
+                self.authenticate(input).await
+            }
+            _ => fail(SaslCondition::MalformedRequest),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sasl2::accounts::{AccountError, MemoryAccounts};
+    use crate::sasl2::scram::derive_credentials;
+    use crate::sasl2::{ChannelBindings, TlsInfo, TlsVersion};
+
+    const ITER: u32 = 64;
+
+    fn tls_stream() -> StreamInfo {
+        StreamInfo {
+            domain: "example.com".into(),
+            from: None,
+            tls: Some(TlsInfo {
+                version: TlsVersion::Tls13,
+                channel_bindings: ChannelBindings::default(),
+            }),
+            allow_plaintext: false,
+            peer: None,
+        }
+    }
+
+    fn provider() -> PlainProvider {
+        let a = Arc::new(MemoryAccounts::new());
+        a.set_password("user", "pencil", ITER);
+        PlainProvider::new(a).with_fake_iterations(ITER)
+    }
+
+    fn request() -> AuthenticateRequest {
+        AuthenticateRequest {
+            mechanism: "PLAIN".into(),
+            initial_response: None,
+            user_agent: None,
+            inline: Vec::new(),
+        }
+    }
+
+    async fn run(p: &PlainProvider, s: &StreamInfo, msg: &[u8]) -> Step {
+        let mut m = p.start(s, &request());
+        m.step(Some(msg)).await
+    }
+
+    fn condition(step: Step) -> SaslCondition {
+        match step {
+            Step::Failure(f) => f.condition,
+            other => panic!("expected failure, got {other:?}"),
+        }
+    }
+
+    fn success(step: Step) -> Authenticated {
+        match step {
+            Step::Success(a) => a,
+            other => panic!("expected success, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn availability() {
+        let p = provider();
+        assert_eq!(p.name(), "PLAIN");
+        assert!(p.available(&tls_stream()));
+        let mut s = tls_stream();
+        s.tls = None;
+        assert!(!p.available(&s));
+        s.allow_plaintext = true;
+        assert!(p.available(&s));
+    }
+
+    #[tokio::test]
+    async fn success_and_wrong_password() {
+        let p = provider();
+        let s = tls_stream();
+        let ok = success(run(&p, &s, b"\0user\0pencil").await);
+        assert_eq!(ok.username, "user");
+        assert!(ok.additional_data.is_none());
+        assert!(ok.state.is_none());
+        assert_eq!(
+            success(run(&p, &s, b"\0USER\0pencil").await).username,
+            "user"
+        );
+        assert_eq!(
+            condition(run(&p, &s, b"\0user\0pencil2").await),
+            SaslCondition::NotAuthorized
+        );
+        assert_eq!(
+            condition(run(&p, &s, b"\0user\0Pencil").await),
+            SaslCondition::NotAuthorized
+        );
+    }
+
+    #[tokio::test]
+    async fn unknown_and_invalid_users() {
+        let p = provider();
+        let s = tls_stream();
+        assert_eq!(
+            condition(run(&p, &s, b"\0nobody\0pencil").await),
+            SaslCondition::NotAuthorized
+        );
+        assert_eq!(
+            condition(run(&p, &s, b"\0a@b\0pencil").await),
+            SaslCondition::NotAuthorized
+        );
+    }
+
+    #[tokio::test]
+    async fn authzid_rules() {
+        let p = provider();
+        let s = tls_stream();
+        success(run(&p, &s, b"user@example.com\0user\0pencil").await);
+        success(run(&p, &s, b"user\0user\0pencil").await);
+        for msg in [
+            &b"admin@example.com\0user\0pencil"[..],
+            b"admin\0user\0pencil",
+            b"user@evil.example\0user\0pencil",
+        ] {
+            assert_eq!(
+                condition(run(&p, &s, msg).await),
+                SaslCondition::InvalidAuthzid
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn malformed() {
+        let p = provider();
+        let s = tls_stream();
+        let long_pw = [
+            b"\0user\0".as_slice(),
+            &[b'a'; MAX_PLAIN_PASSWORD_BYTES + 1],
+        ]
+        .concat();
+        let cases: Vec<&[u8]> = vec![
+            b"",
+            b"user",
+            b"\0user",
+            b"\0user\0pencil\0",
+            b"\0\0pencil",
+            b"\0user\0",
+            b"\0us\xffer\0pencil",
+            b"\0user\0pen\xffcil",
+            &long_pw,
+        ];
+        for msg in cases {
+            assert_eq!(
+                condition(run(&p, &s, msg).await),
+                SaslCondition::MalformedRequest,
+                "{msg:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn empty_challenge_then_credentials_and_nothing_after() {
+        let p = provider();
+        let mut m = p.start(&tls_stream(), &request());
+        assert!(matches!(m.step(None).await, Step::Challenge(c) if c.is_empty()));
+        success(m.step(Some(b"\0user\0pencil")).await);
+        assert_eq!(
+            condition(m.step(Some(b"\0user\0pencil")).await),
+            SaslCondition::MalformedRequest
+        );
+        let mut m = p.start(&tls_stream(), &request());
+        condition(m.step(Some(b"\0user\0bad")).await);
+        assert_eq!(
+            condition(m.step(Some(b"\0user\0pencil")).await),
+            SaslCondition::MalformedRequest
+        );
+    }
+
+    #[tokio::test]
+    async fn sha1_only_accounts_and_saslprep() {
+        let a = Arc::new(MemoryAccounts::new());
+        // Password set with a no-break space, which SASLprep maps to a space.
+        a.set_credentials(
+            "old",
+            ScramHash::Sha1,
+            derive_credentials(ScramHash::Sha1, "pass\u{A0}word", ITER),
+        );
+        let p = PlainProvider::new(a);
+        let s = tls_stream();
+        success(run(&p, &s, b"\0old\0pass word").await);
+        assert_eq!(
+            condition(run(&p, &s, b"\0old\0password").await),
+            SaslCondition::NotAuthorized
+        );
+    }
+
+    #[derive(Debug)]
+    struct Broken;
+
+    #[async_trait]
+    impl AccountStore for Broken {
+        async fn scram_credentials(
+            &self,
+            _username: &str,
+            _hash: ScramHash,
+        ) -> Result<Option<ScramCredentials>, AccountError> {
+            Err(AccountError("down".into()))
+        }
+    }
+
+    #[tokio::test]
+    async fn backend_error_is_temporary() {
+        let p = PlainProvider::new(Arc::new(Broken));
+        assert_eq!(
+            condition(run(&p, &tls_stream(), b"\0user\0pencil").await),
+            SaslCondition::TemporaryAuthFailure
+        );
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(128))]
+
+            #[test]
+            fn any_input_never_panics(
+                first in prop_oneof![
+                    proptest::collection::vec(any::<u8>(), 0..200),
+                    "[a-z@.\\x00]{0,40}".prop_map(String::into_bytes),
+                ],
+                second in proptest::collection::vec(any::<u8>(), 0..64),
+            ) {
+                let p = provider();
+                let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+                rt.block_on(async {
+                    let mut m = p.start(&tls_stream(), &request());
+                    let _ = m.step(Some(&first)).await;
+                    let _ = m.step(Some(&second)).await;
+                    let _ = m.step(None).await;
+                });
+            }
+        }
+    }
+}

@@ -99,9 +99,12 @@ pub fn parse_duration(key: &str, v: &toml::Value) -> Result<Duration, ConfigErro
                 Some(i) => (&s[..i], s[i..].trim()),
                 None => (s, "s"),
             };
-            let n: u64 = num
-                .parse()
-                .map_err(|_| err(key, format!("invalid duration {s:?}: expected e.g. 86400, \"21d\", \"12h\"")))?;
+            let n: u64 = num.parse().map_err(|_| {
+                err(
+                    key,
+                    format!("invalid duration {s:?}: expected e.g. 86400, \"21d\", \"12h\""),
+                )
+            })?;
             let mult = match unit {
                 "s" => 1,
                 "m" => 60,
@@ -127,11 +130,14 @@ pub fn parse_duration(key: &str, v: &toml::Value) -> Result<Duration, ConfigErro
 }
 
 fn as_bool(key: &str, v: &toml::Value) -> Result<bool, ConfigError> {
-    v.as_bool().ok_or_else(|| err(key, "expected true or false"))
+    v.as_bool()
+        .ok_or_else(|| err(key, "expected true or false"))
 }
 
 fn as_path(key: &str, v: &toml::Value) -> Result<Option<PathBuf>, ConfigError> {
-    let s = v.as_str().ok_or_else(|| err(key, "expected a path string"))?;
+    let s = v
+        .as_str()
+        .ok_or_else(|| err(key, "expected a path string"))?;
     Ok(if s.is_empty() {
         None
     } else {
@@ -162,9 +168,8 @@ impl FastConfig {
                         let name = item
                             .as_str()
                             .ok_or_else(|| err(key, "expected mechanism names as strings"))?;
-                        let m = HtMechanism::from_name(name).ok_or_else(|| {
-                            err(key, format!("unknown HT mechanism {name:?}"))
-                        })?;
+                        let m = HtMechanism::from_name(name)
+                            .ok_or_else(|| err(key, format!("unknown HT mechanism {name:?}")))?;
                         if !mechs.contains(&m) {
                             mechs.push(m);
                         }
@@ -199,7 +204,9 @@ impl FastConfig {
 
     /// Parses the options from TOML text holding just the `[plugins.fast]` keys.
     pub fn from_toml_str(s: &str) -> Result<Self, ConfigError> {
-        let table: toml::Table = s.parse().map_err(|e: toml::de::Error| err("", e.to_string()))?;
+        let table: toml::Table = s
+            .parse()
+            .map_err(|e: toml::de::Error| err("", e.to_string()))?;
         Self::from_table(&table)
     }
 
@@ -268,7 +275,10 @@ mod tests {
             );
             defaults.insert(k.clone(), v["default"].clone());
         }
-        assert_eq!(FastConfig::from_table(&defaults).unwrap(), FastConfig::default());
+        assert_eq!(
+            FastConfig::from_table(&defaults).unwrap(),
+            FastConfig::default()
+        );
     }
 
     #[test]
@@ -295,13 +305,25 @@ mod tests {
     #[test]
     fn errors_name_the_key_and_the_problem() {
         for (input, key, fragment) in [
-            ("token_min_ttl = 100\ntoken_ttl = 100", "token_min_ttl", "less than token_ttl"),
+            (
+                "token_min_ttl = 100\ntoken_ttl = 100",
+                "token_min_ttl",
+                "less than token_ttl",
+            ),
             ("token_ttl = \"3x\"", "token_ttl", "unknown duration unit"),
             ("token_ttl = -1", "token_ttl", "negative"),
-            ("mechanisms = [\"HT-MD5-NONE\"]", "mechanisms", "unknown HT mechanism"),
+            (
+                "mechanisms = [\"HT-MD5-NONE\"]",
+                "mechanisms",
+                "unknown HT mechanism",
+            ),
             ("mechanisms = []", "mechanisms", "at least one"),
             ("store = \"redis\"", "store", "sled"),
-            ("max_clients_per_account = 0", "max_clients_per_account", "between"),
+            (
+                "max_clients_per_account = 0",
+                "max_clients_per_account",
+                "between",
+            ),
             ("token_tll = 5", "token_tll", "unknown option"),
             ("enabled = \"yes\"", "enabled", "true or false"),
         ] {

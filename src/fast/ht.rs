@@ -279,7 +279,11 @@ mod tests {
     fn check(mech: &str, token: &[u8], authcid: &str, cb: &[u8], ir: &str, ad: &str) {
         let m = HtMechanism::from_name(mech).unwrap();
         let ir = b64(ir);
-        assert_eq!(m.initiator_message(authcid, token, cb), ir, "{mech} initiator");
+        assert_eq!(
+            m.initiator_message(authcid, token, cb),
+            ir,
+            "{mech} initiator"
+        );
         let msg = parse_initiator(m.hash, &ir).unwrap();
         assert_eq!(msg.authcid, authcid);
         assert!(m.verify_initiator(token, cb, msg.mac), "{mech} verify");
@@ -289,60 +293,97 @@ mod tests {
     #[test]
     fn v1_sha256_none_with_nul_inside_the_mac() {
         let ir = "dXNlcgCQl3h0YaGE4PqE7ADBOBGQtsTRao7ERTx7KsXn/Pk17Q==";
-        check("HT-SHA-256-NONE", TOKEN, "user", &[], ir,
-            "TlE0CWMUdIY7mGyfPoweJ8op0derntQJfnr9YAe/nGI=");
+        check(
+            "HT-SHA-256-NONE",
+            TOKEN,
+            "user",
+            &[],
+            ir,
+            "TlE0CWMUdIY7mGyfPoweJ8op0derntQJfnr9YAe/nGI=",
+        );
         // N3: the MAC contains 0x00 at byte 11; splitting at the first NUL keeps it whole.
         let raw = b64(ir);
         assert_eq!(raw[5 + 11], 0);
         assert_eq!(
-            HtMechanism::from_name("HT-SHA-256-NONE").unwrap().initiator_mac(TOKEN, &[]),
+            HtMechanism::from_name("HT-SHA-256-NONE")
+                .unwrap()
+                .initiator_mac(TOKEN, &[]),
             hex("9097787461a184e0fa84ec00c1381190b6c4d16a8ec4453c7b2ac5e7fcf935ed")
         );
     }
 
     #[test]
     fn v2_sha256_expr() {
-        check("HT-SHA-256-EXPR", TOKEN, "user", &cb32(),
+        check(
+            "HT-SHA-256-EXPR",
+            TOKEN,
+            "user",
+            &cb32(),
             "dXNlcgAMV0VXav7qcRlgVJGGoxplyfMoIF7ji2aCWz1Mhys5XA==",
-            "EmBXmzTVWuuk5DBipBLbYJoKcVOr0hiw8UhEXE6DUp8=");
+            "EmBXmzTVWuuk5DBipBLbYJoKcVOr0hiw8UhEXE6DUp8=",
+        );
     }
 
     #[test]
     fn v3_sha256_endp() {
         let cb = hex("dfbbc6db33f8b630b3aa7d45eb1bb7e2eebaef60b49b12b26149acc1dbd0bc83");
-        check("HT-SHA-256-ENDP", TOKEN, "user", &cb,
+        check(
+            "HT-SHA-256-ENDP",
+            TOKEN,
+            "user",
+            &cb,
             "dXNlcgDzTW7ronlx1iP4JOZJbQxmbpQCAgTZw9SX+9Hwd73Iew==",
-            "BdsWmJQa2rmJ0X4pREEBXHqUfaSpqChNW30o11EedaY=");
+            "BdsWmJQa2rmJ0X4pREEBXHqUfaSpqChNW30o11EedaY=",
+        );
     }
 
     #[test]
     fn v4_sha256_uniq() {
         let cb = hex("0102030405060708090a0b0c");
-        check("HT-SHA-256-UNIQ", TOKEN, "user", &cb,
+        check(
+            "HT-SHA-256-UNIQ",
+            TOKEN,
+            "user",
+            &cb,
             "dXNlcgCl6LTm1Esaplt3RwetmPvDGid6CSU1P/I5tL4bcyvFcQ==",
-            "6EV+iIZnKq0Nz2ElRoFuGzyctQgQszJIgK2TwcyIBl4=");
+            "6EV+iIZnKq0Nz2ElRoFuGzyctQgQszJIgK2TwcyIBl4=",
+        );
     }
 
     #[test]
     fn v5_sha512_none() {
-        check("HT-SHA-512-NONE", TOKEN, "user", &[],
+        check(
+            "HT-SHA-512-NONE",
+            TOKEN,
+            "user",
+            &[],
             "dXNlcgCa8G03VVfFaL6a8jRkfw+nQuvZKTlqwnz0k0HRHXqOTx6onaRwaOIbQefjVKWX3KKveGxMw31rKrkiaCREYXf8",
-            "nzrDB1NEbARuzVPYV2LAc9jTq6oNqhluTEQQ+K0g1F1BEOX5or0M3uSajQSMegQIA8u/oP+42yo7rBPL6iOhBA==");
+            "nzrDB1NEbARuzVPYV2LAc9jTq6oNqhluTEQQ+K0g1F1BEOX5or0M3uSajQSMegQIA8u/oP+42yo7rBPL6iOhBA==",
+        );
     }
 
     #[test]
     fn v6_sha512_expr() {
-        check("HT-SHA-512-EXPR", TOKEN, "user", &cb32(),
+        check(
+            "HT-SHA-512-EXPR",
+            TOKEN,
+            "user",
+            &cb32(),
             "dXNlcgCfZTCX+2pnXwf0KeOxOYvncYjBSJtwKlEJ+URuV4Pl08vhv4eh+naJ2claHWlLS1m8Nx0RBM8hgJ79JA08rLYJ",
-            "qUDYny4pogS559lSOxv+z2jEX6u4L6ylOMuQKIxZ4MeLXg6q5UANfxaZQ3IkThQBfs3o/+pw+cKSMmf5q1bF2Q==");
+            "qUDYny4pogS559lSOxv+z2jEX6u4L6ylOMuQKIxZ4MeLXg6q5UANfxaZQ3IkThQBfs3o/+pw+cKSMmf5q1bF2Q==",
+        );
     }
 
     #[test]
     fn v7_prosody_style_token() {
-        check("HT-SHA-256-NONE", b"secret-token:fast-HZzFpFwHTy4nc3C8Y1NVNZqYef_7Q3YjMLu2",
-            "username", &[],
+        check(
+            "HT-SHA-256-NONE",
+            b"secret-token:fast-HZzFpFwHTy4nc3C8Y1NVNZqYef_7Q3YjMLu2",
+            "username",
+            &[],
             "dXNlcm5hbWUAsCORRF1Feik/PsTEHLdJAaGddj/cvOTwmzSRzfkD2DQ=",
-            "0evNS+prTWDxqNMMQhwQJt1Qkc/9XX07BYfuIq7rvXI=");
+            "0evNS+prTWDxqNMMQhwQJt1Qkc/9XX07BYfuIq7rvXI=",
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use zeroize::Zeroizing;
 use super::clock::xep0082;
 use super::config::{FastConfig, StoreKind};
 use super::hooks::RejectReason;
-use super::ht::{parse_initiator, HtMechanism};
+use super::ht::{HtMechanism, parse_initiator};
 use super::token::Pepper;
 use super::tokens::{FastTokens, IssueKind, VerifyRequest};
 use crate::sasl2::accounts::normalize_username;
@@ -358,11 +358,9 @@ impl InlineFeature for FastPlugin {
             feature: "fast",
             message: e.to_string(),
         })?;
-        let (software, device) = ctx
-            .request
-            .user_agent
-            .as_ref()
-            .map_or((None, None), |u| (u.software.as_deref(), u.device.as_deref()));
+        let (software, device) = ctx.request.user_agent.as_ref().map_or((None, None), |u| {
+            (u.software.as_deref(), u.device.as_deref())
+        });
         let issued = self
             .tokens
             .issue(&key, mechanism, chain, software, device, kind)

@@ -192,9 +192,10 @@ mod tests {
         assert!(s.starts_with("secret-token:fast-"));
         let body = &s[TOKEN_PREFIX.len()..];
         assert_eq!(body.len(), 43, "32 bytes base64url without padding");
-        assert!(body
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert!(
+            body.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        );
     }
 
     #[test]

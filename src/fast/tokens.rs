@@ -15,10 +15,10 @@ use super::clock::{Clock, SystemClock};
 use super::config::FastConfig;
 use super::hooks::{FastObserver, RejectEvent, RejectReason, RevokeEvent, RevokeScope, TokenEvent};
 use super::ht::HtMechanism;
-use super::token::{new_nonce, FastToken, Pepper};
+use super::token::{FastToken, Pepper, new_nonce};
 use crate::store::{
-    CasOutcome, ClientKey, ClientRecord, Durability, RevocationScope, StoreError, TokenSlot,
-    TokenStore, Versioned, MAX_LABEL_BYTES,
+    CasOutcome, ClientKey, ClientRecord, Durability, MAX_LABEL_BYTES, RevocationScope, StoreError,
+    TokenSlot, TokenStore, Versioned,
 };
 
 /// How often a compare-and-swap is retried before giving up with `temporary-auth-failure`.
@@ -233,7 +233,12 @@ impl FastTokens {
         let key = match ClientKey::new(req.account, req.user_agent_id) {
             Ok(k) => k,
             Err(_) => {
-                return Err(self.reject(None, Some(req.account), mech_name, RejectReason::Malformed))
+                return Err(self.reject(
+                    None,
+                    Some(req.account),
+                    mech_name,
+                    RejectReason::Malformed,
+                ));
             }
         };
         let unavailable = |e: StoreError| {
@@ -245,7 +250,12 @@ impl FastTokens {
             let rec = match self.store.get(&key).await {
                 Ok(Some(r)) => r,
                 Ok(None) => {
-                    return Err(self.reject(Some(&key), None, mech_name, RejectReason::UnknownToken))
+                    return Err(self.reject(
+                        Some(&key),
+                        None,
+                        mech_name,
+                        RejectReason::UnknownToken,
+                    ));
                 }
                 Err(e) => return Err(self.reject(Some(&key), None, mech_name, unavailable(e))),
             };
@@ -340,9 +350,7 @@ impl FastTokens {
                 {
                     Ok(CasOutcome::Written(_)) => {}
                     Ok(CasOutcome::Conflict) => continue,
-                    Err(e) => {
-                        return Err(self.reject(Some(&key), None, mech_name, unavailable(e)))
-                    }
+                    Err(e) => return Err(self.reject(Some(&key), None, mech_name, unavailable(e))),
                 }
             }
 
@@ -373,12 +381,7 @@ impl FastTokens {
                 slot: which,
             });
         }
-        Err(self.reject(
-            Some(&key),
-            None,
-            mech_name,
-            RejectReason::StoreUnavailable,
-        ))
+        Err(self.reject(Some(&key), None, mech_name, RejectReason::StoreUnavailable))
     }
 
     /// Issues a token into the client's `new` slot (F-9, F-17, F-19) and makes it durable before
@@ -475,7 +478,10 @@ impl FastTokens {
     /// the least recently used clients (abandoned installs, xmpp.js' random default ids).
     async fn make_room(&self, account: &str) -> Result<(), StoreError> {
         let cap = self.config.max_clients_per_account;
-        let mut clients = self.store.clients_of(account, cap.saturating_add(64)).await?;
+        let mut clients = self
+            .store
+            .clients_of(account, cap.saturating_add(64))
+            .await?;
         if clients.len() < cap {
             return Ok(());
         }
@@ -573,7 +579,10 @@ impl FastTokens {
         let cutoff = self.store.revocation_cutoff(account).await?;
         let list = self
             .store
-            .clients_of(account, self.config.max_clients_per_account.saturating_add(64))
+            .clients_of(
+                account,
+                self.config.max_clients_per_account.saturating_add(64),
+            )
             .await?;
         Ok(list
             .into_iter()
@@ -585,7 +594,10 @@ impl FastTokens {
                     .map_or(0, |s| s.issued_at);
                 ClientInfo {
                     revoked: newest < cutoff.max(r.revoked_before),
-                    current: r.current.as_ref().map(|s| (s.mechanism.clone(), s.expires_at)),
+                    current: r
+                        .current
+                        .as_ref()
+                        .map(|s| (s.mechanism.clone(), s.expires_at)),
                     new: r.new.as_ref().map(|s| (s.mechanism.clone(), s.expires_at)),
                     software: r.software.clone(),
                     device: r.device.clone(),

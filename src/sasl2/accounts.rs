@@ -145,7 +145,10 @@ impl AccountStore for MemoryAccounts {
         hash: ScramHash,
     ) -> Result<Option<ScramCredentials>, AccountError> {
         let map = self.accounts.read().unwrap_or_else(|e| e.into_inner());
-        Ok(map.get(username).and_then(|m| m.get(hash_key(hash))).cloned())
+        Ok(map
+            .get(username)
+            .and_then(|m| m.get(hash_key(hash)))
+            .cloned())
     }
 }
 
@@ -159,6 +162,9 @@ mod tests {
         assert_eq!(normalize_username(""), None);
         assert_eq!(normalize_username("a@b"), None);
         assert_eq!(normalize_username(&"x".repeat(1024)), None);
-        assert_eq!(normalize_username(&"x".repeat(300)).map(|s| s.len()), Some(300));
+        assert_eq!(
+            normalize_username(&"x".repeat(300)).map(|s| s.len()),
+            Some(300)
+        );
     }
 }

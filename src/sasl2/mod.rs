@@ -349,7 +349,10 @@ impl fmt::Debug for Authenticated {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Authenticated")
             .field("username", &self.username)
-            .field("additional_data", &self.additional_data.as_ref().map(Vec::len))
+            .field(
+                "additional_data",
+                &self.additional_data.as_ref().map(Vec::len),
+            )
             .finish_non_exhaustive()
     }
 }

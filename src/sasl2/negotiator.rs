@@ -16,15 +16,15 @@ use std::fmt;
 use std::sync::Arc;
 
 use base64::Engine as _;
-use tracing::{debug, info_span, Instrument};
+use tracing::{Instrument, debug, info_span};
 use zeroize::Zeroizing;
 
 use super::{
-    AuthenticateRequest, Failure, InlineFeature, Mechanism, MechanismProvider, SaslCondition,
-    SharedInlineFeature, SharedMechanismProvider, Step, StreamInfo, SuccessBuilder,
-    SuccessContext, UserAgent, MAX_SASL_PAYLOAD,
+    AuthenticateRequest, Failure, InlineFeature, MAX_SASL_PAYLOAD, Mechanism, MechanismProvider,
+    SaslCondition, SharedInlineFeature, SharedMechanismProvider, Step, StreamInfo, SuccessBuilder,
+    SuccessContext, UserAgent,
 };
-use crate::xml::{Element, NS_SASL2, NS_SASL_CB};
+use crate::xml::{Element, NS_SASL_CB, NS_SASL2};
 
 /// Longest mechanism name accepted (XEP-0388 schema: 1..20 characters).
 pub const MAX_MECHANISM_NAME: usize = 20;
@@ -392,7 +392,10 @@ impl Negotiator {
         let State::InProgress(attempt) = &mut self.state else {
             return self.fail(Failure::new(SaslCondition::MalformedRequest));
         };
-        let step = attempt.mechanism.step(input.as_deref().map(|v| &v[..])).await;
+        let step = attempt
+            .mechanism
+            .step(input.as_deref().map(|v| &v[..]))
+            .await;
         match step {
             Step::Challenge(data) => NegotiatorEvent::Challenge(
                 Element::new("challenge", NS_SASL2)

@@ -2,4 +2,8 @@
 #![allow(missing_docs)]
 #[derive(Debug)]
 pub struct MemoryStore;
-impl MemoryStore { pub fn new() -> Self { MemoryStore } }
+impl MemoryStore {
+    pub fn new() -> Self {
+        MemoryStore
+    }
+}

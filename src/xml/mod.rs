@@ -228,11 +228,41 @@ impl Element {
 }
 
 impl fmt::Debug for Element {
-    // Debug shows the XML, which is what one wants in a test failure. Secrets never live in an
-    // Element's Debug output by accident: FAST tokens are only placed into `<token>` elements
-    // on their way to the socket, and those are not logged.
+    // Debug shows the XML, which is what one wants in a test failure, except that the secret of
+    // a FAST `<token>` is redacted: a `<success>` must be safe to debug-print (F-24).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_xml())
+        f.write_str(&self.redacted().to_xml())
+    }
+}
+
+impl Element {
+    /// A copy with secrets replaced by `[redacted]`: the `token` attribute of FAST `<token>`
+    /// elements, and SASL payloads (`<initial-response>`, `<response>`, `<challenge>`,
+    /// `<additional-data>`), which carry proofs.
+    pub fn redacted(&self) -> Element {
+        let mut e = self.clone();
+        e.redact_in_place();
+        e
+    }
+
+    fn redact_in_place(&mut self) {
+        if self.is("token", NS_FAST) && self.attr("token").is_some() {
+            self.set_attr("token", "[redacted]");
+        }
+        if self.ns == NS_SASL2
+            && matches!(
+                self.name.as_str(),
+                "initial-response" | "response" | "challenge" | "additional-data"
+            )
+            && !self.children.is_empty()
+        {
+            self.children = vec![Node::Text("[redacted]".into())];
+        }
+        for c in &mut self.children {
+            if let Node::Element(e) = c {
+                e.redact_in_place();
+            }
+        }
     }
 }
 
@@ -278,14 +308,14 @@ mod tests {
 
     #[test]
     fn serializes_with_inherited_namespaces() {
-        let e = Element::new("authentication", NS_SASL2)
-            .with_child(Element::new("mechanism", NS_SASL2).with_text("SCRAM-SHA-256"))
-            .with_child(
-                Element::new("inline", NS_SASL2).with_child(
-                    Element::new("fast", NS_FAST)
-                        .with_child(Element::new("mechanism", NS_FAST).with_text("HT-SHA-256-NONE")),
-                ),
-            );
+        let e =
+            Element::new("authentication", NS_SASL2)
+                .with_child(Element::new("mechanism", NS_SASL2).with_text("SCRAM-SHA-256"))
+                .with_child(Element::new("inline", NS_SASL2).with_child(
+                    Element::new("fast", NS_FAST).with_child(
+                        Element::new("mechanism", NS_FAST).with_text("HT-SHA-256-NONE"),
+                    ),
+                ));
         assert_eq!(
             e.to_xml(),
             "<authentication xmlns='urn:xmpp:sasl:2'><mechanism>SCRAM-SHA-256</mechanism>\
@@ -296,11 +326,30 @@ mod tests {
 
     #[test]
     fn escapes_text_and_attributes() {
-        let e = Element::new("x", "ns").with_attr("a", "'<&>\"").with_text("a<b&c");
+        let e = Element::new("x", "ns")
+            .with_attr("a", "'<&>\"")
+            .with_text("a<b&c");
         assert_eq!(
             e.to_xml(),
             "<x xmlns='ns' a='&apos;&lt;&amp;&gt;&quot;'>a&lt;b&amp;c</x>"
         );
+    }
+
+    #[test]
+    fn debug_output_redacts_tokens_and_sasl_payloads() {
+        let s = Element::new("success", NS_SASL2)
+            .with_child(Element::new("additional-data", NS_SASL2).with_text("cHJvb2Y="))
+            .with_child(
+                Element::new("token", NS_FAST)
+                    .with_attr("token", "secret-token:fast-abc")
+                    .with_attr("expiry", "2026-01-01T00:00:00Z"),
+            );
+        let dbg = format!("{s:?}");
+        assert!(!dbg.contains("secret-token"), "{dbg}");
+        assert!(!dbg.contains("cHJvb2Y="), "{dbg}");
+        assert!(dbg.contains("expiry='2026-01-01T00:00:00Z'"));
+        // The real serialization is untouched.
+        assert!(s.to_xml().contains("secret-token:fast-abc"));
     }
 
     #[test]

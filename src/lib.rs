@@ -1,4 +1,21 @@
-//! sasl2-fast: FAST (XEP-0484) for XMPP servers.
+//! # sasl2-fast
+//!
+//! FAST (XEP-0484) token authentication for XMPP servers, as a SASL2 (XEP-0388) inline feature.
+//!
+//! ## Layout
+//! - [`sasl2`]: the extension layer a host embeds. It knows nothing about FAST: traits for a
+//!   server-side SASL mechanism ([`sasl2::Mechanism`], [`sasl2::MechanismProvider`]) and an
+//!   inline feature ([`sasl2::InlineFeature`]), the sans-IO [`sasl2::Negotiator`], the password
+//!   mechanisms every host needs (PLAIN, SCRAM-SHA-1, SCRAM-SHA-256, `-PLUS`), and what the host
+//!   supplies ([`sasl2::accounts::AccountStore`], [`sasl2::StreamInfo`]).
+//! - [`fast`]: the FAST plugin. HT mechanisms, the `<fast>` inline feature, the two-slot token
+//!   lifecycle, sealed tokens, observers ([`fast::FastObserver`]) and configuration.
+//! - [`store`]: token persistence behind [`store::TokenStore`]: memory and sled.
+//! - [`xml`]: the element type the negotiator trades in and a bounded incremental stream
+//!   reader for hosts.
+//!
+//! Arrows point one way: `fast -> sasl2`, `fast -> store`, everything `-> xml`. The example host
+//! (`examples/host`) shows a complete server: TLS, STARTTLS, Bind 2, routing.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -6,3 +23,8 @@ pub mod fast;
 pub mod sasl2;
 pub mod store;
 pub mod xml;
+
+/// The README's code samples are compiled as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -40,15 +40,21 @@ fn keys(n: usize) -> Vec<ClientKey> {
         .collect()
 }
 
-async fn fill(store: &dyn TokenStore, keys: &[ClientKey]) {
+/// Inserts a record per key; returns the (random) version each insert got.
+async fn fill(store: &dyn TokenStore, keys: &[ClientKey]) -> Vec<u64> {
+    let mut versions = Vec::with_capacity(keys.len());
     for (i, k) in keys.iter().enumerate() {
         let out = store
             .compare_and_swap(k, None, Some(record(i as u64)), Durability::Lazy)
             .await
             .unwrap();
-        assert_eq!(out, CasOutcome::Written(1));
+        match out {
+            CasOutcome::Written(v) if v != 0 => versions.push(v),
+            other => panic!("insert {i}: {other:?}"),
+        }
     }
     store.flush().await.unwrap();
+    versions
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -98,8 +104,7 @@ fn cas_lazy(c: &mut Criterion) {
     let mut group = c.benchmark_group("cas_lazy");
     group.throughput(Throughput::Elements(1));
     for (name, store) in &stores {
-        rt.block_on(fill(store.as_ref(), std::slice::from_ref(&key)));
-        let mut version = 1;
+        let mut version = rt.block_on(fill(store.as_ref(), std::slice::from_ref(&key)))[0];
         group.bench_function(*name, |b| {
             b.to_async(&rt).iter(|| {
                 let expected = version;
@@ -129,8 +134,7 @@ fn cas_durable_single(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let store = sled_store(&dir);
     let key = ClientKey::new("alice", "ua").unwrap();
-    rt.block_on(fill(&store, std::slice::from_ref(&key)));
-    let mut version = 1;
+    let mut version = rt.block_on(fill(&store, std::slice::from_ref(&key)))[0];
     let mut group = c.benchmark_group("cas_durable");
     group.throughput(Throughput::Elements(1));
     group.sample_size(10);

@@ -53,30 +53,31 @@ fn cutoff_account(round: u64) -> String {
     format!("r{round}-cut")
 }
 
-/// The record written as version `version` of client `i`: every field is derived from
-/// (round, i, version), so the parent can tell exactly what it must find.
-fn expected_record(round: u64, i: u64, version: u64) -> ClientRecord {
+/// The `generation`-th record written for client `i` (1: the insert, 2: the rotation): every
+/// field is derived from (round, i, generation), so the parent can tell exactly what it must
+/// find. The store version of generation `g` is the insert's (random) version plus `g - 1`.
+fn expected_record(round: u64, i: u64, generation: u64) -> ClientRecord {
     let mut nonce = [0u8; 32];
     nonce[..8].copy_from_slice(&round.to_be_bytes());
     nonce[8..16].copy_from_slice(&i.to_be_bytes());
-    nonce[16..24].copy_from_slice(&version.to_be_bytes());
+    nonce[16..24].copy_from_slice(&generation.to_be_bytes());
     let slot = TokenSlot {
         nonce,
         mechanism: "HT-SHA-256-NONE".into(),
-        issued_at: 1_000 + version,
-        expires_at: 2_000_000 + i * 10 + version,
+        issued_at: 1_000 + generation,
+        expires_at: 2_000_000 + i * 10 + generation,
         chain_started_at: 1_000,
         max_count: None,
     };
     ClientRecord {
         current: Some(slot.clone()),
-        new: (version == 2).then(|| {
+        new: (generation == 2).then(|| {
             let mut s = slot;
             s.nonce[31] = 0xff;
             s
         }),
         created_at: 1_000,
-        last_used_at: version,
+        last_used_at: generation,
         revoked_before: 0,
         software: Some(format!("crash-test {round}")),
         device: Some(format!("client {i}")),
@@ -95,23 +96,27 @@ fn spawn_child(test_name: &str, dir: &Path, round: u64) -> Child {
         .unwrap()
 }
 
-/// Finds `@tag a b@` anywhere in a line (libtest may print on the same line).
-fn parse_marker(line: &str, tag: &str) -> Option<(u64, u64)> {
+/// Finds `@tag n1 n2 ... nN@` (exactly `N` numbers) anywhere in a line (libtest may print on
+/// the same line).
+fn parse_marker<const N: usize>(line: &str, tag: &str) -> Option<[u64; N]> {
     let start = line.find(&format!("@{tag} "))? + tag.len() + 2;
     let rest = &line[start..];
     let end = rest.find('@')?;
     let mut parts = rest[..end].split(' ');
-    let a = parts.next()?.parse().ok()?;
-    let b = parts.next()?.parse().ok()?;
-    Some((a, b))
+    let mut out = [0; N];
+    for n in &mut out {
+        *n = parts.next()?.parse().ok()?;
+    }
+    parts.next().is_none().then_some(out)
 }
 
 fn child_round() -> u64 {
     std::env::var(ROUND_ENV).unwrap().parse().unwrap()
 }
 
-/// Child of [`durable_writes_survive_kill_9`]: durable inserts (and a rotation to version 2
+/// Child of [`durable_writes_survive_kill_9`]: durable inserts (and a rotation to generation 2
 /// for even clients) from several tasks, plus a task raising a revocation cutoff, until killed.
+/// Acknowledges each write as `@ack client generation version@`.
 fn child_write_records(dir: &str) {
     let round = child_round();
     runtime().block_on(async {
@@ -133,20 +138,23 @@ fn child_write_records(dir: &str) {
                         )
                         .await
                         .unwrap();
-                    assert_eq!(out, CasOutcome::Written(1));
-                    println!("@ack {i} 1@");
+                    let CasOutcome::Written(v) = out else {
+                        panic!("insert of client {i} conflicted");
+                    };
+                    assert_ne!(v, 0);
+                    println!("@ack {i} 1 {v}@");
                     if i % 2 == 0 {
                         let out = store
                             .compare_and_swap(
                                 &key,
-                                Some(1),
+                                Some(v),
                                 Some(expected_record(round, i, 2)),
                                 Durability::Durable,
                             )
                             .await
                             .unwrap();
-                        assert_eq!(out, CasOutcome::Written(2));
-                        println!("@ack {i} 2@");
+                        assert_eq!(out, CasOutcome::Written(v + 1));
+                        println!("@ack {i} 2 {}@", v + 1);
                     }
                     i += WRITERS;
                 }
@@ -236,19 +244,24 @@ fn durable_writes_survive_kill_9() {
     let started = Instant::now();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("db");
-    // acked[round]: client -> highest acknowledged version; cutoffs[round]: highest acked.
-    let mut acked: Vec<BTreeMap<u64, u64>> = Vec::new();
+    // acked[round]: client -> (version of its insert, highest acknowledged generation);
+    // cutoffs[round]: highest acked.
+    let mut acked: Vec<BTreeMap<u64, (u64, u64)>> = Vec::new();
     let mut cutoffs: Vec<u64> = Vec::new();
     for round in 0..ROUNDS {
         let mut versions = BTreeMap::new();
         let mut cutoff = 0;
         let mut count = 0;
         run_and_kill(spawn_child(NAME, &dir, round), |line| {
-            if let Some((i, v)) = parse_marker(line, "ack") {
-                let e = versions.entry(i).or_insert(0);
-                *e = v.max(*e);
+            if let Some([i, generation, v]) = parse_marker(line, "ack") {
+                // Generation g is acknowledged with version base + g - 1, and generation 1
+                // always before generation 2.
+                let base = v - (generation - 1);
+                let e = versions.entry(i).or_insert((base, 0));
+                assert_eq!(e.0, base, "client {i}: versions of one record disagree");
+                e.1 = generation.max(e.1);
                 count += 1;
-            } else if let Some((r, j)) = parse_marker(line, "cutoff") {
+            } else if let Some([r, j]) = parse_marker(line, "cutoff") {
                 assert_eq!(r, round);
                 cutoff = cutoff.max(j);
             }
@@ -264,18 +277,23 @@ fn durable_writes_survive_kill_9() {
             let mut accounts = Vec::new();
             for (r, versions) in acked.iter().enumerate() {
                 let r = r as u64;
-                for (&i, &version) in versions {
+                for (&i, &(base, generation)) in versions {
                     let got = store
                         .get(&client_key(r, i))
                         .await
                         .unwrap_or_else(|e| panic!("round {r} client {i}: {e}"))
                         .unwrap_or_else(|| panic!("round {r} client {i}: acknowledged, lost"));
+                    // At least the acknowledged generation; at most the last one the child
+                    // writes for this client (2 for even clients, 1 for odd ones).
+                    let last = if i % 2 == 0 { 2 } else { 1 };
+                    let found = got.version.wrapping_sub(base).wrapping_add(1);
                     assert!(
-                        got.version >= version,
-                        "round {r} client {i}: acked v{version}, found v{}",
+                        (generation..=last).contains(&found),
+                        "round {r} client {i}: acked v{} (generation {generation}), found v{}",
+                        base + generation - 1,
                         got.version
                     );
-                    assert_eq!(got.value, expected_record(r, i, got.version));
+                    assert_eq!(got.value, expected_record(r, i, found));
                 }
                 assert!(
                     store.revocation_cutoff(&cutoff_account(r)).await.unwrap()
@@ -325,7 +343,7 @@ fn revocation_cutoff_survives_kill_9() {
         let dir = tmp.path().join(format!("db{round}"));
         let mut acked = None;
         run_and_kill(spawn_child(NAME, &dir, round), |line| {
-            if let Some((r, v)) = parse_marker(line, "cutoff") {
+            if let Some([r, v]) = parse_marker(line, "cutoff") {
                 assert_eq!(r, round);
                 acked = Some(v);
             }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::{
     CasOutcome, ClientKey, ClientRecord, Durability, MAX_ACCOUNT_BYTES, MAX_LABEL_BYTES,
-    MAX_MECHANISM_BYTES, RevocationScope, StoreError, TokenSlot, TokenStore,
+    MAX_MECHANISM_BYTES, RevocationScope, StoreError, TokenSlot, TokenStore, Versioned,
 };
 
 /// Generates one `#[tokio::test]` per conformance check. `$make` is an expression yielding
@@ -20,6 +20,7 @@ macro_rules! conformance_tests {
             stale_version_conflicts,
             versions_increment,
             delete_then_get_is_none,
+            recreated_record_rejects_the_old_version,
             expiry_index,
             clients_of_isolates_accounts,
             remove_account,
@@ -69,20 +70,28 @@ pub(crate) fn key(account: &str, ua: &str) -> ClientKey {
     ClientKey::new(account, ua).unwrap()
 }
 
-async fn insert(store: &dyn TokenStore, k: &ClientKey, r: ClientRecord) {
+/// Creates the record at `k` (which must not exist) and returns the version the store gave it:
+/// a fresh random one ([`super::fresh_version`]), never 0.
+async fn insert(store: &dyn TokenStore, k: &ClientKey, r: ClientRecord) -> u64 {
     let out = store
         .compare_and_swap(k, None, Some(r), Durability::Lazy)
         .await
         .unwrap();
-    assert_eq!(out, CasOutcome::Written(1));
+    match out {
+        CasOutcome::Written(v) => {
+            assert!((1..=1 << 62).contains(&v), "fresh version {v}");
+            v
+        }
+        CasOutcome::Conflict => panic!("insert of {k:?} conflicted"),
+    }
 }
 
 pub(crate) async fn insert_requires_no_record(store: &dyn TokenStore) {
     let k = key("alice", "ua-1");
     assert_eq!(store.get(&k).await.unwrap(), None);
-    insert(store, &k, record(Some(100))).await;
+    let v = insert(store, &k, record(Some(100))).await;
     let got = store.get(&k).await.unwrap().unwrap();
-    assert_eq!(got.version, 1);
+    assert_eq!(got.version, v);
     assert_eq!(got.value, record(Some(100)));
     // A second insert loses: the record exists now.
     let again = store
@@ -91,8 +100,11 @@ pub(crate) async fn insert_requires_no_record(store: &dyn TokenStore) {
         .unwrap();
     assert_eq!(again, CasOutcome::Conflict);
     assert_eq!(
-        store.get(&k).await.unwrap().unwrap().value,
-        record(Some(100))
+        store.get(&k).await.unwrap().unwrap(),
+        Versioned {
+            version: v,
+            value: record(Some(100))
+        }
     );
 }
 
@@ -106,14 +118,14 @@ pub(crate) async fn stale_version_conflicts(store: &dyn TokenStore) {
     assert_eq!(out, CasOutcome::Conflict);
     assert_eq!(store.get(&k).await.unwrap(), None);
 
-    insert(store, &k, record(Some(100))).await;
+    let v = insert(store, &k, record(Some(100))).await;
     let out = store
-        .compare_and_swap(&k, Some(1), Some(record(Some(200))), Durability::Lazy)
+        .compare_and_swap(&k, Some(v), Some(record(Some(200))), Durability::Lazy)
         .await
         .unwrap();
-    assert_eq!(out, CasOutcome::Written(2));
-    // The loser of a race still holds version 1.
-    for stale in [Some(1), Some(3), None] {
+    assert_eq!(out, CasOutcome::Written(v + 1));
+    // The loser of a race still holds version v.
+    for stale in [Some(v), Some(v + 2), None] {
         let out = store
             .compare_and_swap(&k, stale, Some(record(Some(300))), Durability::Lazy)
             .await
@@ -126,16 +138,17 @@ pub(crate) async fn stale_version_conflicts(store: &dyn TokenStore) {
         assert_eq!(out, CasOutcome::Conflict, "delete expecting {stale:?}");
     }
     let got = store.get(&k).await.unwrap().unwrap();
-    assert_eq!(got.version, 2);
+    assert_eq!(got.version, v + 1);
     assert_eq!(got.value, record(Some(200)));
 }
 
 pub(crate) async fn versions_increment(store: &dyn TokenStore) {
     let k = key("bob", "ua");
-    insert(store, &k, record(Some(10))).await;
-    for v in 1..20u64 {
-        let mut r = record(Some(10 + v));
-        r.last_used_at = v;
+    let first = insert(store, &k, record(Some(10))).await;
+    for i in 0..19u64 {
+        let v = first + i;
+        let mut r = record(Some(11 + i));
+        r.last_used_at = i + 1;
         let out = store
             .compare_and_swap(&k, Some(v), Some(r.clone()), Durability::Lazy)
             .await
@@ -144,7 +157,7 @@ pub(crate) async fn versions_increment(store: &dyn TokenStore) {
         let got = store.get(&k).await.unwrap().unwrap();
         assert_eq!(
             got,
-            super::Versioned {
+            Versioned {
                 version: v + 1,
                 value: r
             }
@@ -155,25 +168,69 @@ pub(crate) async fn versions_increment(store: &dyn TokenStore) {
 pub(crate) async fn delete_then_get_is_none(store: &dyn TokenStore) {
     let k = key("carol", "ua");
     let other = key("carol", "other");
-    insert(store, &k, record(Some(10))).await;
-    insert(store, &other, record(Some(10))).await;
+    let v = insert(store, &k, record(Some(10))).await;
+    let v_other = insert(store, &other, record(Some(10))).await;
     let out = store
-        .compare_and_swap(&k, Some(1), None, Durability::Durable)
+        .compare_and_swap(&k, Some(v), None, Durability::Durable)
         .await
         .unwrap();
     assert_eq!(out, CasOutcome::Written(0));
     assert_eq!(store.get(&k).await.unwrap(), None);
     assert_eq!(store.len().await.unwrap(), 1);
-    assert!(store.get(&other).await.unwrap().is_some());
+    assert_eq!(store.get(&other).await.unwrap().unwrap().version, v_other);
     // Deleting what is not there, expecting nothing there, is a no-op that succeeds.
     let out = store
         .compare_and_swap(&k, None, None, Durability::Lazy)
         .await
         .unwrap();
     assert_eq!(out, CasOutcome::Written(0));
-    // A fresh record starts again at version 1.
-    insert(store, &k, record(Some(20))).await;
-    assert_eq!(store.get(&k).await.unwrap().unwrap().version, 1);
+    // The key can be created again; the new record has the version its insert reported.
+    let w = insert(store, &k, record(Some(20))).await;
+    assert_eq!(
+        store.get(&k).await.unwrap().unwrap(),
+        Versioned {
+            version: w,
+            value: record(Some(20))
+        }
+    );
+}
+
+/// ABA: a login reads version `v`, the record is deleted (e.g. the client invalidated its
+/// tokens) and created again; the login's CAS must not apply to the new record.
+pub(crate) async fn recreated_record_rejects_the_old_version(store: &dyn TokenStore) {
+    let k = key("ivan", "ua");
+    let v = insert(store, &k, record(Some(10))).await;
+    let out = store
+        .compare_and_swap(&k, Some(v), None, Durability::Durable)
+        .await
+        .unwrap();
+    assert_eq!(out, CasOutcome::Written(0));
+    let w = insert(store, &k, record(Some(20))).await;
+    assert_ne!(w, v, "a re-created record reused its old version");
+    // The stale writer loses, whether it updates or deletes.
+    let out = store
+        .compare_and_swap(&k, Some(v), Some(record(Some(30))), Durability::Durable)
+        .await
+        .unwrap();
+    assert_eq!(out, CasOutcome::Conflict);
+    let out = store
+        .compare_and_swap(&k, Some(v), None, Durability::Durable)
+        .await
+        .unwrap();
+    assert_eq!(out, CasOutcome::Conflict);
+    assert_eq!(
+        store.get(&k).await.unwrap().unwrap(),
+        Versioned {
+            version: w,
+            value: record(Some(20))
+        }
+    );
+    // Writers that read the new record still get through.
+    let out = store
+        .compare_and_swap(&k, Some(w), Some(record(Some(40))), Durability::Lazy)
+        .await
+        .unwrap();
+    assert_eq!(out, CasOutcome::Written(w + 1));
 }
 
 pub(crate) async fn expiry_index(store: &dyn TokenStore) {
@@ -182,10 +239,10 @@ pub(crate) async fn expiry_index(store: &dyn TokenStore) {
     let k200 = key("erin", "200");
     let k300 = key("erin", "300");
     let empty = key("erin", "empty");
-    insert(store, &k200, record(Some(200))).await;
-    insert(store, &k100, record(Some(100))).await;
-    insert(store, &k300, record(Some(300))).await;
-    insert(store, &k50, record(Some(50))).await;
+    let v200 = insert(store, &k200, record(Some(200))).await;
+    let v100 = insert(store, &k100, record(Some(100))).await;
+    let v300 = insert(store, &k300, record(Some(300))).await;
+    let v50 = insert(store, &k50, record(Some(50))).await;
     insert(store, &empty, record(None)).await;
 
     assert_eq!(store.expired(0, 10).await.unwrap(), vec![]);
@@ -212,10 +269,10 @@ pub(crate) async fn expiry_index(store: &dyn TokenStore) {
 
     // Moving the expiry later moves the index entry.
     let out = store
-        .compare_and_swap(&k50, Some(1), Some(record(Some(400))), Durability::Lazy)
+        .compare_and_swap(&k50, Some(v50), Some(record(Some(400))), Durability::Lazy)
         .await
         .unwrap();
-    assert_eq!(out, CasOutcome::Written(2));
+    assert_eq!(out, CasOutcome::Written(v50 + 1));
     assert_eq!(store.expired(150, 10).await.unwrap(), vec![k100.clone()]);
     assert_eq!(
         store.expired(u64::MAX, 100).await.unwrap(),
@@ -226,32 +283,34 @@ pub(crate) async fn expiry_index(store: &dyn TokenStore) {
     let mut both = record(Some(60));
     both.new = Some(slot(350));
     let out = store
-        .compare_and_swap(&k100, Some(1), Some(both), Durability::Lazy)
+        .compare_and_swap(&k100, Some(v100), Some(both), Durability::Lazy)
         .await
         .unwrap();
-    assert_eq!(out, CasOutcome::Written(2));
+    assert_eq!(out, CasOutcome::Written(v100 + 1));
     assert_eq!(
         store.expired(300, 10).await.unwrap(),
         vec![k200.clone(), k300.clone()]
     );
 
     // Deleting removes the entry; emptying both slots does too.
-    store
-        .compare_and_swap(&k200, Some(1), None, Durability::Lazy)
+    let out = store
+        .compare_and_swap(&k200, Some(v200), None, Durability::Lazy)
         .await
         .unwrap();
-    store
-        .compare_and_swap(&k300, Some(1), Some(record(None)), Durability::Lazy)
+    assert_eq!(out, CasOutcome::Written(0));
+    let out = store
+        .compare_and_swap(&k300, Some(v300), Some(record(None)), Durability::Lazy)
         .await
         .unwrap();
+    assert_eq!(out, CasOutcome::Written(v300 + 1));
     assert_eq!(store.expired(300, 10).await.unwrap(), vec![]);
     assert_eq!(
         store.expired(u64::MAX, 10).await.unwrap(),
         vec![k100.clone(), k50.clone()]
     );
-    // A lost CAS leaves the index alone.
+    // A lost CAS (k50 is at v50 + 1 now) leaves the index alone.
     let out = store
-        .compare_and_swap(&k50, Some(1), Some(record(Some(1))), Durability::Lazy)
+        .compare_and_swap(&k50, Some(v50), Some(record(Some(1))), Durability::Lazy)
         .await
         .unwrap();
     assert_eq!(out, CasOutcome::Conflict);
@@ -261,8 +320,9 @@ pub(crate) async fn expiry_index(store: &dyn TokenStore) {
 pub(crate) async fn clients_of_isolates_accounts(store: &dyn TokenStore) {
     let a: Vec<ClientKey> = (0..3).map(|i| key("a", &format!("ua-{i}"))).collect();
     let ab: Vec<ClientKey> = (0..2).map(|i| key("ab", &format!("ua-{i}"))).collect();
+    let mut versions = std::collections::BTreeMap::new();
     for k in a.iter().chain(&ab) {
-        insert(store, k, record(Some(10))).await;
+        versions.insert(k.clone(), insert(store, k, record(Some(10))).await);
     }
     insert(store, &key("b", "ua-0"), record(Some(10))).await;
 
@@ -274,7 +334,7 @@ pub(crate) async fn clients_of_isolates_accounts(store: &dyn TokenStore) {
         .unwrap()
         .into_iter()
         .map(|(k, v)| {
-            assert_eq!(v.version, 1);
+            assert_eq!(v.version, versions[&k]);
             assert_eq!(v.value, record(Some(10)));
             k
         })
@@ -358,15 +418,17 @@ pub(crate) async fn cutoffs_only_move_forward(store: &dyn TokenStore) {
 
 pub(crate) async fn len_counts_records(store: &dyn TokenStore) {
     assert_eq!(store.len().await.unwrap(), 0);
+    let mut versions = Vec::new();
     for i in 0..10 {
-        insert(store, &key("f", &format!("{i}")), record(Some(i))).await;
+        versions.push(insert(store, &key("f", &format!("{i}")), record(Some(i))).await);
     }
     insert(store, &key("g", "x"), record(None)).await;
     assert_eq!(store.len().await.unwrap(), 11);
-    store
-        .compare_and_swap(&key("f", "3"), Some(1), None, Durability::Lazy)
+    let out = store
+        .compare_and_swap(&key("f", "3"), Some(versions[3]), None, Durability::Lazy)
         .await
         .unwrap();
+    assert_eq!(out, CasOutcome::Written(0));
     assert_eq!(store.len().await.unwrap(), 10);
     store.flush().await.unwrap();
     assert_eq!(store.len().await.unwrap(), 10);
@@ -430,7 +492,7 @@ pub(crate) async fn concurrent_increments(store: Arc<dyn TokenStore>) {
     const TASKS: u64 = 8;
     const EACH: u64 = 50;
     let k = key("counter", "ua");
-    insert(&*store, &k, record(Some(10))).await;
+    let first = insert(&*store, &k, record(Some(10))).await;
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..TASKS {
         let store = store.clone();
@@ -448,7 +510,7 @@ pub(crate) async fn concurrent_increments(store: Arc<dyn TokenStore>) {
                         .unwrap()
                     {
                         CasOutcome::Written(v) => {
-                            assert!(v > cur.version);
+                            assert_eq!(v, cur.version + 1);
                             break;
                         }
                         CasOutcome::Conflict => {
@@ -471,5 +533,5 @@ pub(crate) async fn concurrent_increments(store: Arc<dyn TokenStore>) {
         TASKS * EACH,
         "{conflicts} conflicts"
     );
-    assert_eq!(got.version, 1 + TASKS * EACH);
+    assert_eq!(got.version, first + TASKS * EACH);
 }

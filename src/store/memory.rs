@@ -13,7 +13,7 @@ use async_trait::async_trait;
 
 use super::{
     CasOutcome, ClientKey, ClientRecord, Durability, RevocationScope, StoreError, TokenStore,
-    Versioned, check_account, codec,
+    Versioned, check_account, codec, fresh_version,
 };
 
 /// A [`TokenStore`] kept in memory.
@@ -99,7 +99,7 @@ impl TokenStore for MemoryStore {
                 Ok(CasOutcome::Written(0))
             }
             Some(record) => {
-                let version = expected.map_or(1, |v| v + 1);
+                let version = expected.map_or_else(fresh_version, |v| v + 1);
                 if let Some(at) = record.expires_at() {
                     inner.expiry.insert((at, key.clone()));
                 }

@@ -210,10 +210,34 @@ impl ClientRecord {
 /// the same token never see a half-rotated record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Versioned<T> {
-    /// Monotonic per key; a fresh record starts at 1.
+    /// Grows by one with every update of the record. A record created from nothing
+    /// (`expected = None`) starts at a fresh random version ([`fresh_version`]), not at 1:
+    /// otherwise a record deleted and created again would reuse the versions of its earlier
+    /// incarnation, and a writer that read the old record before the delete could win a CAS
+    /// against the new one (ABA), e.g. resurrecting tokens a client invalidated or overwriting a
+    /// token just issued. Never 0 for a stored record.
     pub version: u64,
     /// The value.
     pub value: T,
+}
+
+/// Largest version [`fresh_version`] returns. Leaves `2^64 - 2^62` updates of headroom before
+/// `version + 1` could overflow.
+const MAX_FRESH_VERSION: u64 = 1 << 62;
+
+/// The version for a record created with `expected = None`: uniformly random in
+/// `1..=2^62`, so it cannot realistically collide with any version an earlier incarnation of
+/// the same key had (a stale writer holding one of those gets [`CasOutcome::Conflict`]).
+/// Every store uses it for inserts; updates keep `version + 1`.
+///
+/// # Panics
+/// If the OS random number generator fails (as token issuance does: without it nothing safe
+/// can be done).
+pub fn fresh_version() -> u64 {
+    let mut buf = [0u8; 8];
+    getrandom::fill(&mut buf).expect("the OS random number generator failed");
+    // 2^62 divides 2^64, so the remainder is uniform.
+    u64::from_le_bytes(buf) % MAX_FRESH_VERSION + 1
 }
 
 /// When a write must be on disk.
@@ -272,6 +296,10 @@ pub enum StoreError {
 ///   half-rotated record; the loser gets [`CasOutcome::Conflict`] and re-reads. A SQL backend
 ///   implements this as one `UPDATE ... WHERE version = $expected` (or `INSERT ... ON CONFLICT
 ///   DO NOTHING` for `expected = None`) in one transaction.
+/// - **Versions are not reused across incarnations.** An update writes `expected + 1`; an
+///   insert (`expected = None`) writes [`fresh_version`], never a fixed starting value. A
+///   version read from a record that was since deleted and created again must not match the
+///   new record (ABA), or a stale login could overwrite it.
 /// - **Durable when asked.** With [`Durability::Durable`] the write is on stable storage before
 ///   the call returns: a token handed to a client is never lost by a crash, and a revoked token
 ///   is never resurrected. Implementations should let concurrent durable writes share one flush.

@@ -38,7 +38,7 @@ use zeroize::Zeroizing;
 
 use super::{
     CasOutcome, ClientKey, ClientRecord, Durability, RevocationScope, StoreError, TokenStore,
-    Versioned, check_account, codec,
+    Versioned, check_account, codec, fresh_version,
 };
 
 /// Name of the tree holding client records.
@@ -259,7 +259,7 @@ impl TokenStore for SledStore {
     ) -> Result<CasOutcome, StoreError> {
         let encoded_key = key.encode();
         let version = match new {
-            Some(_) => expected.map_or(1, |v| v + 1),
+            Some(_) => expected.map_or_else(fresh_version, |v| v + 1),
             None => 0,
         };
         // The new value and index key, built before the transaction (which may run its closure
@@ -473,24 +473,36 @@ mod tests {
         let k1 = key("alice", "one");
         let k2 = key("alice", "two");
         let k3 = key("bob", "three");
+        let inserted = async |store: &SledStore, k: &ClientKey| match store
+            .compare_and_swap(k, None, Some(record(Some(100))), Durability::Durable)
+            .await
+            .unwrap()
         {
+            CasOutcome::Written(v) => v,
+            CasOutcome::Conflict => panic!("insert conflicted"),
+        };
+        let (v1, v3) = {
             let store = SledStore::open(&path).unwrap();
-            for k in [&k1, &k2, &k3] {
-                store
-                    .compare_and_swap(k, None, Some(record(Some(100))), Durability::Durable)
+            let v1 = inserted(&store, &k1).await;
+            let v2 = inserted(&store, &k2).await;
+            let v3 = inserted(&store, &k3).await;
+            for i in 0..3 {
+                let out = store
+                    .compare_and_swap(
+                        &k1,
+                        Some(v1 + i),
+                        Some(record(Some(101 + i))),
+                        Durability::Lazy,
+                    )
                     .await
                     .unwrap();
+                assert_eq!(out, CasOutcome::Written(v1 + i + 1));
             }
-            for v in 1..4 {
-                store
-                    .compare_and_swap(&k1, Some(v), Some(record(Some(100 + v))), Durability::Lazy)
-                    .await
-                    .unwrap();
-            }
-            store
-                .compare_and_swap(&k2, Some(1), None, Durability::Durable)
+            let out = store
+                .compare_and_swap(&k2, Some(v2), None, Durability::Durable)
                 .await
                 .unwrap();
+            assert_eq!(out, CasOutcome::Written(0));
             store
                 .raise_revocation_cutoff(RevocationScope::Account("alice".into()), 42)
                 .await
@@ -499,17 +511,18 @@ mod tests {
                 .raise_revocation_cutoff(RevocationScope::All, 7)
                 .await
                 .unwrap();
-        }
+            (v1, v3)
+        };
         let store = SledStore::open(&path).unwrap();
         assert_eq!(
             store.get(&k1).await.unwrap(),
             Some(Versioned {
-                version: 4,
+                version: v1 + 3,
                 value: record(Some(103))
             })
         );
         assert_eq!(store.get(&k2).await.unwrap(), None);
-        assert_eq!(store.get(&k3).await.unwrap().unwrap().version, 1);
+        assert_eq!(store.get(&k3).await.unwrap().unwrap().version, v3);
         assert_eq!(store.len().await.unwrap(), 2);
         assert_eq!(store.revocation_cutoff("alice").await.unwrap(), 42);
         assert_eq!(store.revocation_cutoff("bob").await.unwrap(), 7);
@@ -520,14 +533,20 @@ mod tests {
         // Versions continue where they were.
         assert_eq!(
             store
-                .compare_and_swap(&k1, Some(4), Some(record(Some(1))), Durability::Durable)
+                .compare_and_swap(
+                    &k1,
+                    Some(v1 + 3),
+                    Some(record(Some(1))),
+                    Durability::Durable
+                )
                 .await
                 .unwrap(),
-            CasOutcome::Written(5)
+            CasOutcome::Written(v1 + 4)
         );
     }
 
-    async fn concurrent_durable_writes(store: Arc<SledStore>, n: usize) {
+    /// `n` concurrent durable inserts; returns the version each client got, by index.
+    async fn concurrent_durable_writes(store: Arc<SledStore>, n: usize) -> Vec<u64> {
         let mut tasks = tokio::task::JoinSet::new();
         for i in 0..n {
             let store = store.clone();
@@ -537,27 +556,39 @@ mod tests {
                     .compare_and_swap(&k, None, Some(record(Some(i as u64))), Durability::Durable)
                     .await
                     .unwrap();
-                assert_eq!(out, CasOutcome::Written(1));
+                match out {
+                    CasOutcome::Written(v) if v != 0 => (i, v),
+                    other => panic!("insert {i}: {other:?}"),
+                }
             });
         }
+        let mut versions = vec![0; n];
         while let Some(r) = tasks.join_next().await {
-            r.unwrap();
+            let (i, v) = r.unwrap();
+            versions[i] = v;
         }
+        versions
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_durable_writes_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db");
-        {
+        let versions = {
             let store = Arc::new(SledStore::open(&path).unwrap());
-            concurrent_durable_writes(store, 16).await;
-        }
+            concurrent_durable_writes(store, 16).await
+        };
         let store = SledStore::open(&path).unwrap();
         assert_eq!(store.len().await.unwrap(), 16);
-        for i in 0..16u64 {
+        for (i, &version) in versions.iter().enumerate() {
             let got = store.get(&key("grp", &format!("ua-{i}"))).await.unwrap();
-            assert_eq!(got.unwrap().value, record(Some(i)));
+            assert_eq!(
+                got,
+                Some(Versioned {
+                    version,
+                    value: record(Some(i as u64))
+                })
+            );
         }
     }
 
@@ -606,17 +637,21 @@ mod tests {
     async fn corrupt_values_are_reported_not_panicked_on() {
         let (_dir, store) = temp_store();
         let k = key("zed", "ua");
-        store
+        let CasOutcome::Written(v) = store
             .compare_and_swap(&k, None, Some(record(Some(50))), Durability::Lazy)
             .await
-            .unwrap();
+            .unwrap()
+        else {
+            panic!("insert conflicted");
+        };
         let mut raw = store.clients.get(k.encode()).unwrap().unwrap().to_vec();
         raw.truncate(raw.len() - 3);
         store.clients.insert(k.encode(), raw).unwrap();
         assert!(matches!(store.get(&k).await, Err(StoreError::Corrupt(_))));
+        // The version header is intact, so this CAS gets past the version check to the decode.
         assert!(matches!(
             store
-                .compare_and_swap(&k, Some(1), None, Durability::Lazy)
+                .compare_and_swap(&k, Some(v), None, Durability::Lazy)
                 .await,
             Err(StoreError::Corrupt(_))
         ));

@@ -156,9 +156,26 @@ function makeClient(label, { mode, token, mech = passwordMech }) {
 
   xmpp.on("send", (el) => {
     log.sent.push(el);
-    if (debug) console.log(`[${label}] C: ${el.toString()}`);
   });
-  xmpp.on("element", (el) => {
+  if (debug) {
+    // Raw outgoing data (stream headers included); @xmpp/connection 0.14 has no
+    // input/output events, so wrap write() and log the parsed incoming side below.
+    const write = xmpp.write.bind(xmpp);
+    xmpp.write = (str) => {
+      console.log(`[${label}] C: ${str}`);
+      return write(str);
+    };
+    xmpp.on("status", (status, el) => {
+      if (status === "open" && el) {
+        const open = el.toString().replace(/\/>$/, ">");
+        console.log(`[${label}] S: ${open}`);
+      } else if (status !== "open") {
+        console.log(`[${label}] -- ${status}`);
+      }
+    });
+  }
+  // Prepended so the log shows an element before whatever xmpp.js sends in reaction to it.
+  xmpp.prependListener("element", (el) => {
     log.received.push(el);
     if (debug) console.log(`[${label}] S: ${el.toString()}`);
   });

@@ -9,8 +9,6 @@
 //! Node.js is required: without `node` the tests fail (they never skip). If
 //! `tests/interop/node_modules` is missing, `npm ci` is run there first.
 
-// The host module exports more than these tests use.
-#[allow(unused_imports)]
 #[path = "../examples/host/app/mod.rs"]
 mod app;
 
@@ -22,6 +20,10 @@ use std::time::Duration;
 use tokio::process::Command;
 
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(60);
+
+const NODE_MISSING: &str = "Node.js (`node`) is required for the xmpp.js interop tests but was \
+     not found on PATH. Install it, e.g. `apt-get install nodejs npm`, then re-run \
+     `cargo test --test interop_xmppjs`.";
 
 fn interop_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop")
@@ -35,10 +37,7 @@ fn ensure_node() {
         match v {
             Ok(o) if o.status.success() => {}
             _ => {
-                return Err("Node.js (`node`) is required for the xmpp.js interop tests but was \
-                     not found on PATH. Install it, e.g. `apt-get install nodejs npm`, then \
-                     re-run `cargo test --test interop_xmppjs`."
-                    .into());
+                return Err(NODE_MISSING.into());
             }
         }
         let dir = interop_dir();

@@ -327,6 +327,8 @@ pub struct Client {
     pub cb: ChannelBindingData,
     /// Negotiated TLS version.
     pub tls_version: Option<rustls::ProtocolVersion>,
+    /// The features of the plaintext stream before STARTTLS.
+    pub pre_tls_features: Option<Element>,
     next_id: u64,
 }
 
@@ -403,6 +405,7 @@ impl Client {
             features: None,
             cb: ChannelBindingData::default(),
             tls_version: None,
+            pre_tls_features: None,
             next_id: 0,
         };
         match c.opts.tls {
@@ -418,6 +421,7 @@ impl Client {
                 if !offered {
                     return Err(ClientError::Protocol("STARTTLS not offered".into()));
                 }
+                c.pre_tls_features = c.features.take();
                 c.send(&Element::new("starttls", NS_TLS)).await?;
                 let r = c.recv().await?;
                 if !r.is("proceed", NS_TLS) {
@@ -457,6 +461,11 @@ impl Client {
         self.reader.reset();
         self.stash.clear();
         Ok(())
+    }
+
+    /// Changes the bound on each single wait.
+    pub fn set_timeout(&mut self, t: Duration) {
+        self.opts.timeout = t;
     }
 
     /// True once TLS is up.
@@ -718,7 +727,7 @@ impl Client {
 
     /// Reads the answer to an `<authenticate>` / `<response>`: a challenge (returned as
     /// `Ok(Err(bytes))`), or a final success/failure.
-    async fn read_auth_step(&mut self) -> Result<std::result::Result<Outcome, Vec<u8>>> {
+    pub async fn read_auth_step(&mut self) -> Result<std::result::Result<Outcome, Vec<u8>>> {
         let e = self.recv().await?;
         if e.is("challenge", NS_SASL2) {
             let data = B64
@@ -922,10 +931,18 @@ impl Client {
         mechanism: &str,
         opts: &LoginOptions,
     ) -> Result<Outcome> {
-        let m = HtMechanism::from_name(mechanism)
+        HtMechanism::from_name(mechanism)
             .ok_or_else(|| ClientError::Sasl(format!("unknown HT mechanism {mechanism}")))?;
         let auth = Self::authenticate_element(mechanism, Some(message), opts, true);
         self.send(&auth).await?;
+        self.read_fast_outcome(token, mechanism).await
+    }
+
+    /// Reads the answer to a FAST `<authenticate>` already sent (e.g. pipelined) and checks
+    /// the server proof against `token` and this session's channel binding.
+    pub async fn read_fast_outcome(&mut self, token: &str, mechanism: &str) -> Result<Outcome> {
+        let m = HtMechanism::from_name(mechanism)
+            .ok_or_else(|| ClientError::Sasl(format!("unknown HT mechanism {mechanism}")))?;
         match self.read_auth_step().await? {
             Err(_) => Err(ClientError::Protocol(
                 "the server sent a challenge for HT".into(),

@@ -1,0 +1,197 @@
+//! Sessions of this host and delivery between them.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sasl2_fast::sasl2::accounts::normalize_username;
+use sasl2_fast::xml::Element;
+use tokio::sync::mpsc;
+
+/// Stanzas queued per session before further ones are dropped.
+pub const QUEUE: usize = 256;
+
+/// What a session task receives from elsewhere.
+#[derive(Debug)]
+pub enum Routed {
+    /// A stanza to write (its `from` is already stamped).
+    Stanza(Element),
+    /// Close the stream with this error condition.
+    Close {
+        /// Stream error condition.
+        condition: &'static str,
+        /// Text.
+        text: &'static str,
+    },
+}
+
+/// A parsed JID (`node@domain/resource`), node and domain normalized.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Jid {
+    /// Localpart.
+    pub node: Option<String>,
+    /// Domain, lowercased.
+    pub domain: String,
+    /// Resource.
+    pub resource: Option<String>,
+}
+
+impl Jid {
+    /// Parses leniently; `None` for obviously broken JIDs.
+    pub fn parse(s: &str) -> Option<Jid> {
+        let (bare, resource) = match s.split_once('/') {
+            Some((b, r)) => (b, Some(r)),
+            None => (s, None),
+        };
+        if resource.is_some_and(|r| r.is_empty() || r.len() > 1023) {
+            return None;
+        }
+        let (node, domain) = match bare.split_once('@') {
+            Some((n, d)) => (Some(normalize_username(n)?), d),
+            None => (None, bare),
+        };
+        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+        if domain.is_empty() || domain.len() > 1023 {
+            return None;
+        }
+        Some(Jid {
+            node,
+            domain,
+            resource: resource.map(str::to_owned),
+        })
+    }
+
+    /// `node@domain` or `domain`.
+    pub fn bare(&self) -> String {
+        match &self.node {
+            Some(n) => format!("{n}@{}", self.domain),
+            None => self.domain.clone(),
+        }
+    }
+}
+
+struct Entry {
+    id: u64,
+    resource: String,
+    user_agent_id: Option<String>,
+    tx: mpsc::Sender<Routed>,
+}
+
+/// All bound sessions, by account.
+#[derive(Default)]
+pub struct Router {
+    sessions: Mutex<HashMap<String, Vec<Entry>>>,
+    next_id: AtomicU64,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router")
+            .field("sessions", &self.session_count())
+            .finish()
+    }
+}
+
+impl Router {
+    /// An empty router.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// True if `account` has a session bound to `resource`.
+    pub fn has_resource(&self, account: &str, resource: &str) -> bool {
+        let map = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(account)
+            .is_some_and(|v| v.iter().any(|e| e.resource == resource))
+    }
+
+    /// Registers a bound session and returns its id. An older session with the same resource,
+    /// or (B-8) of the same client (user-agent id), is told to close with `conflict`.
+    pub fn register(
+        &self,
+        account: &str,
+        resource: &str,
+        user_agent_id: Option<&str>,
+        tx: mpsc::Sender<Routed>,
+    ) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut map = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        let list = map.entry(account.to_owned()).or_default();
+        list.retain(|e| {
+            let same_client = user_agent_id.is_some() && e.user_agent_id.as_deref() == user_agent_id;
+            if e.resource == resource || same_client {
+                let _ = e.tx.try_send(Routed::Close {
+                    condition: "conflict",
+                    text: "replaced by a new session",
+                });
+                false
+            } else {
+                true
+            }
+        });
+        list.push(Entry {
+            id,
+            resource: resource.to_owned(),
+            user_agent_id: user_agent_id.map(str::to_owned),
+            tx,
+        });
+        id
+    }
+
+    /// Removes a session (no-op if it was already replaced).
+    pub fn unregister(&self, account: &str, id: u64) {
+        let mut map = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(list) = map.get_mut(account) {
+            list.retain(|e| e.id != id);
+            if list.is_empty() {
+                map.remove(account);
+            }
+        }
+    }
+
+    /// Delivers to one full JID's session. False if there is no such session.
+    pub fn send_full(&self, account: &str, resource: &str, el: Element) -> bool {
+        let map = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        match map
+            .get(account)
+            .and_then(|v| v.iter().find(|e| e.resource == resource))
+        {
+            Some(e) => {
+                if e.tx.try_send(Routed::Stanza(el)).is_err() {
+                    tracing::debug!("session queue full, stanza dropped");
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Delivers to every session of an account except `except`; returns how many got it.
+    pub fn send_bare(&self, account: &str, el: &Element, except: Option<u64>) -> usize {
+        let map = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        let mut n = 0;
+        for e in map.get(account).into_iter().flatten() {
+            if Some(e.id) == except {
+                continue;
+            }
+            if e.tx.try_send(Routed::Stanza(el.clone())).is_ok() {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Number of bound sessions.
+    pub fn session_count(&self) -> usize {
+        let map = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        map.values().map(Vec::len).sum()
+    }
+
+    /// Resources bound for an account.
+    pub fn resources(&self, account: &str) -> Vec<String> {
+        let map = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(account)
+            .map(|v| v.iter().map(|e| e.resource.clone()).collect())
+            .unwrap_or_default()
+    }
+}

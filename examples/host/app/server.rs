@@ -1,0 +1,367 @@
+//! The host: listeners, shared state, start-up and graceful shutdown.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use sasl2_fast::fast::FastPlugin;
+use sasl2_fast::fast::plugin::OpenError;
+use sasl2_fast::fast::tokens::SweeperHandle;
+use sasl2_fast::sasl2::Sasl2Server;
+use sasl2_fast::sasl2::accounts::ScramHash;
+use sasl2_fast::sasl2::plain::PlainProvider;
+use sasl2_fast::sasl2::scram::ScramProvider;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{Instrument as _, info, info_span, warn};
+
+use super::accounts::{AccountsError, HostAccounts, ITERATIONS};
+use super::bind::Bind2;
+use super::config::HostConfig;
+use super::router::Router;
+use super::tls::{TlsError, TlsSetup};
+
+/// State shared by all connections.
+pub struct Shared {
+    /// The configuration.
+    pub config: HostConfig,
+    /// Mechanisms and inline features.
+    pub sasl2: Arc<Sasl2Server>,
+    /// TLS identity.
+    pub tls: TlsSetup,
+    /// Accepts TLS connections.
+    pub acceptor: tokio_rustls::TlsAcceptor,
+    /// Bound sessions.
+    pub router: Router,
+    /// Becomes `true` on shutdown.
+    pub shutdown: watch::Receiver<bool>,
+    conn_ids: AtomicU64,
+}
+
+/// The host could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// A directory or file problem.
+    #[error("{0}")]
+    Io(String),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// TLS set-up failed.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// Accounts could not be loaded or saved.
+    #[error(transparent)]
+    Accounts(#[from] AccountsError),
+    /// The FAST plugin (token store) could not be opened; sled allows one process at a time.
+    #[error("FAST: {0}")]
+    Fast(#[from] OpenError),
+    /// The token store failed.
+    #[error("token store: {0}")]
+    Store(String),
+}
+
+/// A running host.
+pub struct Host {
+    shared: Arc<Shared>,
+    accounts: Arc<HostAccounts>,
+    fast: Option<FastPlugin>,
+    sweeper: Option<SweeperHandle>,
+    local_addr: SocketAddr,
+    tls_local_addr: Option<SocketAddr>,
+    shutdown_tx: watch::Sender<bool>,
+    accept_tasks: Vec<JoinHandle<()>>,
+    done_rx: mpsc::Receiver<()>,
+}
+
+impl std::fmt::Debug for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Host")
+            .field("local_addr", &self.local_addr)
+            .field("tls_local_addr", &self.tls_local_addr)
+            .field("fast", &self.fast.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Creates the data directory (owner-only on Unix).
+pub fn ensure_data_dir(dir: &Path) -> Result<(), HostError> {
+    std::fs::create_dir_all(dir).map_err(|e| HostError::Io(format!("{}: {e}", dir.display())))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    }
+    Ok(())
+}
+
+/// Opens the FAST plugin of a config, if enabled.
+pub fn open_fast(config: &HostConfig) -> Result<Option<FastPlugin>, HostError> {
+    match &config.fast {
+        Some(c) => Ok(Some(FastPlugin::open(c.clone(), &config.data_dir)?)),
+        None => Ok(None),
+    }
+}
+
+impl Host {
+    /// Loads accounts, opens the token store, sets up TLS and binds the listeners. Prints
+    /// nothing; see [`Host::local_addr`].
+    pub async fn start(config: HostConfig) -> Result<Host, HostError> {
+        ensure_data_dir(&config.data_dir)?;
+        let accounts = Arc::new(HostAccounts::load(&config.accounts, &config.data_dir)?);
+        let tls = super::tls::setup(
+            &config.domain,
+            &config.data_dir,
+            config.tls_cert.as_deref(),
+            config.tls_key.as_deref(),
+        )?;
+        let fast = open_fast(&config)?;
+
+        let store = accounts.store();
+        let scram = |hash, plus| {
+            Arc::new(ScramProvider::new(hash, plus, store.clone()).with_fake_iterations(ITERATIONS))
+        };
+        let mut builder = Sasl2Server::builder()
+            .mechanism(scram(ScramHash::Sha256, true))
+            .mechanism(scram(ScramHash::Sha256, false))
+            .mechanism(scram(ScramHash::Sha1, true))
+            .mechanism(scram(ScramHash::Sha1, false))
+            .mechanism(Arc::new(
+                PlainProvider::new(store.clone()).with_fake_iterations(ITERATIONS),
+            ))
+            .inline_feature(Arc::new(Bind2));
+        if let Some(f) = &fast {
+            builder = builder.inline_feature(Arc::new(f.clone()));
+        }
+        let sasl2 = Arc::new(builder.build());
+        let sweeper = fast.as_ref().map(|f| f.tokens().spawn_sweeper());
+
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| HostError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|e| HostError::Io(e.to_string()))?;
+        let tls_listener = match config.listen_tls {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| HostError::Bind { addr, source })?,
+            ),
+            None => None,
+        };
+        let tls_local_addr = match &tls_listener {
+            Some(l) => Some(l.local_addr().map_err(|e| HostError::Io(e.to_string()))?),
+            None => None,
+        };
+
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.config.clone());
+        let limit = Arc::new(Semaphore::new(config.max_connections));
+        let shared = Arc::new(Shared {
+            config,
+            sasl2,
+            tls,
+            acceptor,
+            router: Router::new(),
+            shutdown: shutdown_rx,
+            conn_ids: AtomicU64::new(0),
+        });
+        let (done_tx, done_rx) = mpsc::channel::<()>(1);
+        let mut accept_tasks = vec![tokio::spawn(accept_loop(
+            shared.clone(),
+            listener,
+            false,
+            limit.clone(),
+            done_tx.clone(),
+        ))];
+        if let Some(l) = tls_listener {
+            accept_tasks.push(tokio::spawn(accept_loop(
+                shared.clone(),
+                l,
+                true,
+                limit,
+                done_tx.clone(),
+            )));
+        }
+        drop(done_tx);
+        Ok(Host {
+            shared,
+            accounts,
+            fast,
+            sweeper,
+            local_addr,
+            tls_local_addr,
+            shutdown_tx,
+            accept_tasks,
+            done_rx,
+        })
+    }
+
+    /// The STARTTLS listener's address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The direct-TLS listener's address, if configured.
+    pub fn tls_local_addr(&self) -> Option<SocketAddr> {
+        self.tls_local_addr
+    }
+
+    /// The FAST plugin, if enabled.
+    pub fn fast(&self) -> Option<&FastPlugin> {
+        self.fast.as_ref()
+    }
+
+    /// The PEM file of the server certificate (for clients to trust in tests).
+    pub fn cert_pem_path(&self) -> &Path {
+        &self.shared.tls.cert_pem_path
+    }
+
+    /// The account database.
+    pub fn accounts(&self) -> &Arc<HostAccounts> {
+        &self.accounts
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &HostConfig {
+        &self.shared.config
+    }
+
+    /// The session router (e.g. to count bound sessions in tests).
+    pub fn router(&self) -> &Router {
+        &self.shared.router
+    }
+
+    /// Changes a password (new SCRAM keys, persisted in `accounts.toml`) and revokes the
+    /// account's FAST tokens: a password change must log out token-holding clients.
+    pub async fn change_password(&self, user: &str, new_password: &str) -> Result<(), HostError> {
+        change_password(&self.accounts, self.fast.as_ref(), user, new_password).await
+    }
+
+    /// Stops accepting, ends every stream with `</stream:stream>`, waits for the connections
+    /// (at most 10 s), flushes the token store and releases it (the sled lock), so the same
+    /// `data_dir` can be opened again.
+    pub async fn shutdown(self) {
+        let Host {
+            shared,
+            accounts,
+            fast,
+            sweeper,
+            shutdown_tx,
+            accept_tasks,
+            mut done_rx,
+            ..
+        } = self;
+        info!("shutting down");
+        let _ = shutdown_tx.send(true);
+        for t in accept_tasks {
+            let _ = t.await;
+        }
+        // Every connection task holds a sender; `None` means all have finished.
+        if tokio::time::timeout(Duration::from_secs(10), done_rx.recv()).await.is_err() {
+            warn!("some connections did not close in time");
+        }
+        drop(sweeper);
+        drop(shared);
+        drop(accounts);
+        if let Some(f) = fast {
+            if let Err(e) = f.tokens().store().flush().await {
+                warn!(error = %e, "flushing the token store failed");
+            }
+            // The aborted sweeper task drops its handle on the tokens asynchronously; wait for
+            // it so the store (and its file lock) is really released when we return.
+            let tokens = f.tokens().clone();
+            drop(f);
+            for _ in 0..200 {
+                if Arc::strong_count(&tokens) == 1 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            if Arc::strong_count(&tokens) != 1 {
+                warn!("token store still referenced after shutdown");
+            }
+        }
+        info!("shut down");
+    }
+}
+
+/// Password change shared by [`Host::change_password`] and the `passwd` command.
+pub async fn change_password(
+    accounts: &HostAccounts,
+    fast: Option<&FastPlugin>,
+    user: &str,
+    new_password: &str,
+) -> Result<(), HostError> {
+    let user = accounts.set_password(user, new_password)?;
+    if let Some(f) = fast {
+        f.tokens()
+            .revoke_account(&user)
+            .await
+            .map_err(|e| HostError::Store(e.to_string()))?;
+        f.tokens()
+            .store()
+            .flush()
+            .await
+            .map_err(|e| HostError::Store(e.to_string()))?;
+    }
+    info!(account = %user, "password changed, FAST tokens revoked");
+    Ok(())
+}
+
+async fn accept_loop(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    direct_tls: bool,
+    limit: Arc<Semaphore>,
+    done: mpsc::Sender<()>,
+) {
+    let mut shutdown = shared.shutdown.clone();
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = shutdown.changed() => return,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // E.g. out of file descriptors: back off instead of spinning.
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            warn!(%peer, "connection limit reached, closing");
+            drop(tcp);
+            continue;
+        };
+        let id = shared.conn_ids.fetch_add(1, Ordering::Relaxed) + 1;
+        let span = info_span!("conn", %peer, id, tls = direct_tls);
+        let shared = shared.clone();
+        let done = done.clone();
+        tokio::spawn(
+            async move {
+                let _done = done;
+                let _permit = permit;
+                super::connection::serve(shared, tcp, peer, direct_tls).await;
+            }
+            .instrument(span),
+        );
+    }
+}
+
+/// Where `<data_dir>/tls/cert.pem` is (when generated).
+pub fn generated_cert_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("tls").join("cert.pem")
+}

@@ -610,7 +610,7 @@ impl Conn {
         let kind = el.name().to_owned();
         match to {
             // To the server itself, or no `to` (the server on the client's behalf).
-            None => self.to_server(el, &kind, is_request, &account, my_id, true),
+            None => self.for_server(el, &kind, is_request, &account, my_id, true),
             Some(j) if j.domain != domain => {
                 if kind != "presence" {
                     reply_to_error(self, &el, "remote-server-not-found");
@@ -618,7 +618,7 @@ impl Conn {
                 Flow::Continue
             }
             Some(j) if j.node.is_none() => {
-                self.to_server(el, &kind, is_request, &account, my_id, false)
+                self.for_server(el, &kind, is_request, &account, my_id, false)
             }
             Some(j) => {
                 let node = j.node.clone().unwrap_or_default();
@@ -630,10 +630,8 @@ impl Conn {
                         match kind.as_str() {
                             "iq" => reply_to_error(self, &el, "service-unavailable"),
                             // RFC 6121 §8.5.3.2.1: treat as addressed to the bare JID.
-                            "message" => {
-                                if self.shared.router.send_bare(&node, &el, None) == 0 {
-                                    reply_to_error(self, &el, "service-unavailable");
-                                }
+                            "message" if self.shared.router.send_bare(&node, &el, None) == 0 => {
+                                reply_to_error(self, &el, "service-unavailable")
                             }
                             _ => {}
                         }
@@ -665,7 +663,7 @@ impl Conn {
     }
 
     /// Stanzas for the server (no `to`, or `to` = the domain).
-    fn to_server(
+    fn for_server(
         &mut self,
         el: Element,
         kind: &str,

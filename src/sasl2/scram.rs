@@ -474,10 +474,17 @@ fn fail_text(condition: SaslCondition, text: &str) -> Step {
 /// A SCRAM mechanism provider: one of `SCRAM-SHA-1`, `SCRAM-SHA-1-PLUS`, `SCRAM-SHA-256`,
 /// `SCRAM-SHA-256-PLUS`.
 ///
-/// ```ignore
+/// ```
+/// use std::sync::Arc;
+/// use sasl2_fast::sasl2::MechanismProvider as _;
+/// use sasl2_fast::sasl2::accounts::{AccountStore, MemoryAccounts, ScramHash};
+/// use sasl2_fast::sasl2::scram::ScramProvider;
+///
 /// let accounts: Arc<dyn AccountStore> = Arc::new(MemoryAccounts::new());
 /// let plus = ScramProvider::new(ScramHash::Sha256, true, accounts.clone());
 /// let plain = ScramProvider::new(ScramHash::Sha256, false, accounts);
+/// assert_eq!(plus.name(), "SCRAM-SHA-256-PLUS");
+/// assert_eq!(plain.name(), "SCRAM-SHA-256");
 /// ```
 pub struct ScramProvider {
     hash: ScramHash,

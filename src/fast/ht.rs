@@ -171,7 +171,7 @@ impl HtMechanism {
 
     /// The cb-data for this mechanism on this stream (empty for `NONE`), or `None` if the
     /// binding is not available.
-    pub fn cb_data<'a>(self, stream: &'a StreamInfo) -> Option<&'a [u8]> {
+    pub fn cb_data(self, stream: &StreamInfo) -> Option<&[u8]> {
         match self.binding.channel_binding_type() {
             None => Some(&[]),
             Some(ty) => stream.channel_binding(ty),

@@ -254,10 +254,10 @@ impl InlineFeature for FastPlugin {
     fn channel_binding_types(&self, stream: &StreamInfo) -> Vec<ChannelBindingType> {
         let mut out = Vec::new();
         for m in self.offered(stream) {
-            if let Some(t) = m.binding.channel_binding_type() {
-                if !out.contains(&t) {
-                    out.push(t);
-                }
+            if let Some(t) = m.binding.channel_binding_type()
+                && !out.contains(&t)
+            {
+                out.push(t);
             }
         }
         out

@@ -307,10 +307,10 @@ impl FastTokens {
                 return Err(self.reject(Some(&key), None, mech_name, reason));
             }
             // F-14: with a count, it must exceed every count already seen for this token.
-            if let Some(c) = req.count {
-                if slot.max_count.is_some_and(|m| c <= m) {
-                    return Err(self.reject(Some(&key), None, mech_name, RejectReason::Replay));
-                }
+            if let Some(c) = req.count
+                && slot.max_count.is_some_and(|m| c <= m)
+            {
+                return Err(self.reject(Some(&key), None, mech_name, RejectReason::Replay));
             }
 
             let mut next = rec.value.clone();

@@ -284,7 +284,12 @@ pub fn escape_into(out: &mut String, s: &str) {
             '&' => out.push_str("&amp;"),
             '\'' => out.push_str("&apos;"),
             '"' => out.push_str("&quot;"),
-            c if (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r') => {
+            // Character references, so a parser's end-of-line and attribute-value
+            // normalization (XML 1.0 §2.11, §3.3.3) gives back exactly what was written.
+            '\t' => out.push_str("&#9;"),
+            '\n' => out.push_str("&#10;"),
+            '\r' => out.push_str("&#13;"),
+            c if (c as u32) < 0x20 => {
                 // Not representable in XML 1.0; never emitted by this crate, but a host may pass
                 // attacker-controlled text through, so drop it rather than emit invalid XML.
             }

@@ -361,9 +361,14 @@ impl Conn {
         }
         let domain = self.shared.config.domain.clone();
         let from = h.from().map(str::to_owned);
-        // Answer with the client's `from` as our `to` only if it parses (S-3, RFC 6120 §4.7.2).
         let from_jid = from.as_deref().and_then(Jid::parse);
-        self.open_stream(from_jid.as_ref().and(from.as_deref()));
+        // Echo the client's `from` as our `to` only when it is a JID of this domain (RFC 6120
+        // §4.7.2); never reflect a foreign or malformed one.
+        let echo = from_jid
+            .as_ref()
+            .filter(|j| j.domain == domain)
+            .and(from.as_deref());
+        self.open_stream(echo);
         if h.default_ns() != NS_CLIENT {
             return self.stream_error("invalid-namespace", Some("only jabber:client is served"));
         }

@@ -1,0 +1,307 @@
+//! FAST costs without sockets: the HT MAC check, a full FAST verification against the memory
+//! and sled stores (the common case: token in `current`, no write), promotion, durable issuance,
+//! a whole FAST exchange through the SASL2 negotiator, and SCRAM-SHA-256 at 4096 iterations as
+//! the contrast a FAST login replaces.
+//!
+//! `cargo bench --bench fast` measures; `cargo test --benches` runs each once.
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use sasl2_fast::fast::config::FastConfig;
+use sasl2_fast::fast::tokens::{IssueKind, VerifyRequest};
+use sasl2_fast::fast::{FastPlugin, FastTokens, HtMechanism, Pepper};
+use sasl2_fast::sasl2::accounts::{MemoryAccounts, ScramHash};
+use sasl2_fast::sasl2::scram::ScramProvider;
+use sasl2_fast::sasl2::{
+    ChannelBindings, Negotiator, NegotiatorEvent, Sasl2Server, StreamInfo, TlsInfo, TlsVersion,
+};
+use sasl2_fast::store::memory::MemoryStore;
+use sasl2_fast::store::sled_store::SledStore;
+use sasl2_fast::store::{ClientKey, TokenStore};
+use sasl2_fast::xml::{Element, NS_FAST, NS_SASL2};
+
+const UA: &str = "d4565fa7-4d72-4749-b3d3-740edbf87770";
+const FILL: usize = 10_000;
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn stream() -> StreamInfo {
+    StreamInfo {
+        domain: "example.com".into(),
+        from: None,
+        tls: Some(TlsInfo {
+            version: TlsVersion::Tls13,
+            channel_bindings: ChannelBindings {
+                tls_exporter: Some(vec![7; 32]),
+                tls_server_end_point: Some(vec![8; 32]),
+                tls_unique: None,
+            },
+        }),
+        allow_plaintext: false,
+        peer: None,
+    }
+}
+
+/// A token authority whose store holds `FILL` other clients plus alice's token, already
+/// promoted to `current` (so verifying it writes nothing).
+fn authority(
+    rt: &tokio::runtime::Runtime,
+    store: Arc<dyn TokenStore>,
+) -> (Arc<FastTokens>, String) {
+    let tokens = Arc::new(FastTokens::new(
+        store,
+        Pepper::from_bytes([3; 32]),
+        FastConfig::default(),
+    ));
+    let m = HtMechanism::from_name("HT-SHA-256-NONE").unwrap();
+    rt.block_on(async {
+        for i in 0..FILL {
+            let key = ClientKey::new(&format!("user{}", i % 1000), &format!("ua-{i}")).unwrap();
+            tokens
+                .issue(&key, m, None, None, None, IssueKind::Requested)
+                .await
+                .unwrap();
+        }
+        let key = ClientKey::new("alice", UA).unwrap();
+        let t = tokens
+            .issue(&key, m, None, None, None, IssueKind::Requested)
+            .await
+            .unwrap()
+            .unwrap();
+        let token = t.token.expose().to_owned();
+        let mac = m.initiator_mac(token.as_bytes(), &[]);
+        verify(&tokens, m, &mac, &[]).await; // promote new -> current
+        (tokens.clone(), token)
+    })
+}
+
+async fn verify(tokens: &FastTokens, m: HtMechanism, mac: &[u8], cb: &[u8]) {
+    let req = VerifyRequest {
+        account: "alice",
+        user_agent_id: UA,
+        mechanism: m,
+        mac,
+        cb_data: cb,
+        count: None,
+        invalidate: false,
+    };
+    tokens.verify(&req).await.expect("valid token");
+}
+
+fn ht_mac(c: &mut Criterion) {
+    let mut g = c.benchmark_group("ht_verify");
+    g.throughput(Throughput::Elements(1));
+    let token = b"secret-token:fast-HZzFpFwHTy4nc3C8Y1NVNZqYef_7Q3YjMLu2HZzFpFwH";
+    for name in [
+        "HT-SHA-256-NONE",
+        "HT-SHA-256-EXPR",
+        "HT-SHA-512-EXPR",
+        "HT-SHA3-512-EXPR",
+    ] {
+        let m = HtMechanism::from_name(name).unwrap();
+        let cb = [9u8; 32];
+        let mac = m.initiator_mac(token, &cb);
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                assert!(m.verify_initiator(black_box(token), black_box(&cb), black_box(&mac)))
+            })
+        });
+    }
+    g.finish();
+}
+
+fn fast_verify(c: &mut Criterion) {
+    let rt = rt();
+    let dir = tempfile::tempdir().unwrap();
+    let m = HtMechanism::from_name("HT-SHA-256-NONE").unwrap();
+    let mut g = c.benchmark_group("fast_verify_current");
+    g.throughput(Throughput::Elements(1));
+    let stores: Vec<(&str, Arc<dyn TokenStore>)> = vec![
+        ("memory", Arc::new(MemoryStore::new())),
+        (
+            "sled",
+            Arc::new(SledStore::open(dir.path().join("v")).unwrap()),
+        ),
+    ];
+    for (name, store) in stores {
+        let (tokens, token) = authority(&rt, store);
+        let mac = m.initiator_mac(token.as_bytes(), &[]);
+        g.bench_function(name, |b| {
+            b.iter(|| rt.block_on(verify(&tokens, m, &mac, &[])))
+        });
+    }
+    g.finish();
+}
+
+fn issuance(c: &mut Criterion) {
+    let rt = rt();
+    let dir = tempfile::tempdir().unwrap();
+    let m = HtMechanism::from_name("HT-SHA-256-NONE").unwrap();
+    let mut g = c.benchmark_group("issue");
+    g.sample_size(20);
+    // Promotion: issue into `new` then log in with it (memory, so no flush dominates).
+    let (tokens, _) = authority(&rt, Arc::new(MemoryStore::new()));
+    let key = ClientKey::new("alice", UA).unwrap();
+    g.bench_function("issue_then_promote_memory", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let t = tokens
+                    .issue(&key, m, None, None, None, IssueKind::Requested)
+                    .await
+                    .unwrap()
+                    .unwrap();
+                let mac = m.initiator_mac(t.token.expose().as_bytes(), &[]);
+                verify(&tokens, m, &mac, &[]).await;
+            })
+        })
+    });
+    // Durable issuance on sled: one at a time, and 32 concurrent sharing flushes.
+    let sled = Arc::new(SledStore::open(dir.path().join("i")).unwrap());
+    let (tokens, _) = authority(&rt, sled);
+    g.bench_function("durable_issue_sled", |b| {
+        b.iter(|| {
+            rt.block_on(tokens.issue(&key, m, None, None, None, IssueKind::Requested))
+                .unwrap()
+        })
+    });
+    let mrt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    g.throughput(Throughput::Elements(32));
+    g.bench_function("durable_issue_sled_32_concurrent", |b| {
+        b.iter(|| {
+            mrt.block_on(async {
+                let mut tasks = Vec::new();
+                for i in 0..32 {
+                    let tokens = tokens.clone();
+                    tasks.push(tokio::spawn(async move {
+                        let key = ClientKey::new("bench", &format!("c{i}")).unwrap();
+                        tokens
+                            .issue(&key, m, None, None, None, IssueKind::Requested)
+                            .await
+                            .unwrap();
+                    }));
+                }
+                for t in tasks {
+                    t.await.unwrap();
+                }
+            })
+        })
+    });
+    g.finish();
+}
+
+fn exchange(c: &mut Criterion) {
+    let rt = rt();
+    let accounts = Arc::new(MemoryAccounts::new());
+    accounts.set_password("alice", "alicepass", 4096);
+    let m = HtMechanism::from_name("HT-SHA-256-EXPR").unwrap();
+    let tokens = Arc::new(FastTokens::new(
+        Arc::new(MemoryStore::new()),
+        Pepper::from_bytes([3; 32]),
+        FastConfig::default(),
+    ));
+    let key = ClientKey::new("alice", UA).unwrap();
+    let token = rt.block_on(async {
+        let t = tokens
+            .issue(&key, m, None, None, None, IssueKind::Requested)
+            .await
+            .unwrap()
+            .unwrap();
+        t.token.expose().to_owned()
+    });
+    let fast = FastPlugin::new(tokens);
+    let scram = ScramProvider::new(ScramHash::Sha256, false, accounts.clone())
+        .dangerous_fixed_nonce_for_tests("fixedservernonce");
+    let server = Arc::new(
+        Sasl2Server::builder()
+            .mechanism(Arc::new(scram))
+            .inline_feature(Arc::new(fast))
+            .build(),
+    );
+    let s = stream();
+    let ir = m.initiator_message(
+        "alice",
+        token.as_bytes(),
+        s.tls
+            .as_ref()
+            .unwrap()
+            .channel_bindings
+            .tls_exporter
+            .as_deref()
+            .unwrap(),
+    );
+    let b64 = |d: &[u8]| base64::engine::general_purpose::STANDARD.encode(d);
+    let auth = Element::new("authenticate", NS_SASL2)
+        .with_attr("mechanism", m.name())
+        .with_child(Element::new("initial-response", NS_SASL2).with_text(b64(&ir)))
+        .with_child(Element::new("user-agent", NS_SASL2).with_attr("id", UA))
+        .with_child(Element::new("fast", NS_FAST));
+    let mut g = c.benchmark_group("login_in_process");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("fast_ht_sha256_expr", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let mut n = Negotiator::new(server.clone(), s.clone());
+                let _ = n.features();
+                match n.handle(auth.clone()).await {
+                    NegotiatorEvent::Success { element, .. } => black_box(element),
+                    other => panic!("{other:?}"),
+                };
+            })
+        })
+    });
+
+    // SCRAM-SHA-256 at 4096 iterations: client messages precomputed once (fixed server nonce),
+    // so only the server's work is measured.
+    use sasl::client::Mechanism as _;
+    let creds = sasl::common::Credentials::default()
+        .with_username("alice")
+        .with_password("alicepass")
+        .with_channel_binding(sasl::common::ChannelBinding::None);
+    let mut client =
+        sasl::client::mechanisms::Scram::<sasl::common::scram::Sha256>::from_credentials(creds)
+            .unwrap();
+    let first = client.initial();
+    let (final_msg, first_el) = rt.block_on(async {
+        let mut n = Negotiator::new(server.clone(), s.clone());
+        let el = Element::new("authenticate", NS_SASL2)
+            .with_attr("mechanism", "SCRAM-SHA-256")
+            .with_child(Element::new("initial-response", NS_SASL2).with_text(b64(&first)));
+        let ch = match n.handle(el.clone()).await {
+            NegotiatorEvent::Challenge(c) => base64::engine::general_purpose::STANDARD
+                .decode(c.text())
+                .unwrap(),
+            other => panic!("{other:?}"),
+        };
+        (client.response(&ch).unwrap(), el)
+    });
+    let resp = Element::new("response", NS_SASL2).with_text(b64(&final_msg));
+    g.sample_size(20);
+    g.bench_function("scram_sha256_4096", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let mut n = Negotiator::new(server.clone(), s.clone());
+                let _ = n.handle(first_el.clone()).await;
+                match n.handle(resp.clone()).await {
+                    NegotiatorEvent::Success { element, .. } => black_box(element),
+                    other => panic!("{other:?}"),
+                };
+            })
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, ht_mac, fast_verify, issuance, exchange);
+criterion_main!(benches);

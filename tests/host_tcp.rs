@@ -4,10 +4,10 @@
 //! timeout. Channel-binding bytes always come from the client's own TLS session; the sans-IO
 //! flows are in `tests/fast_flows.rs` and are not repeated here.
 
-#[path = "../examples/common/client.rs"]
-mod client;
 #[path = "../examples/host/app/mod.rs"]
 mod app;
+#[path = "../examples/common/client.rs"]
+mod client;
 
 use std::future::Future;
 use std::time::Duration;
@@ -55,7 +55,10 @@ struct TestHost {
 }
 
 impl TestHost {
-    async fn start_with(require_tls: bool, fast: &str) -> Result<TestHost, Box<dyn std::error::Error + Send + Sync>> {
+    async fn start_with(
+        require_tls: bool,
+        fast: &str,
+    ) -> Result<TestHost, Box<dyn std::error::Error + Send + Sync>> {
         let dir = tempfile::tempdir()?;
         let data = dir.path().join("data");
         let toml = config_toml(&data, require_tls, fast);
@@ -98,17 +101,29 @@ impl TestHost {
     }
 
     /// Password login (PLAIN, cheapest) that requests a token for `mech`.
-    async fn token_for(&self, mech: &str) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+    async fn token_for(
+        &self,
+        mech: &str,
+    ) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
         let mut c = self.alice().await?;
         let s = c
-            .login_plain("alice", "alicepass", &LoginOptions::agent(UA).request_token(mech))
+            .login_plain(
+                "alice",
+                "alicepass",
+                &LoginOptions::agent(UA).request_token(mech),
+            )
             .await?
             .into_success()?;
         Ok(s.token.ok_or("no token issued")?.token)
     }
 
     /// FAST login of alice on a fresh connection.
-    async fn fast(&self, token: &str, mech: &str, opts: &LoginOptions) -> Result<Outcome, ClientError> {
+    async fn fast(
+        &self,
+        token: &str,
+        mech: &str,
+        opts: &LoginOptions,
+    ) -> Result<Outcome, ClientError> {
         let mut c = self.alice().await?;
         c.login_fast("alice", token, mech, opts).await
     }
@@ -127,18 +142,35 @@ async fn features_over_starttls_tls13() -> TResult {
         // Before TLS: STARTTLS (required), no SASL2.
         let pre = c.pre_tls_features.as_ref().ok_or("no pre-TLS features")?;
         assert!(pre.get_child("starttls", NS_TLS).is_some(), "{pre:?}");
-        assert!(pre.get_child("authentication", NS_SASL2).is_none(), "{pre:?}");
+        assert!(
+            pre.get_child("authentication", NS_SASL2).is_none(),
+            "{pre:?}"
+        );
         // After TLS.
         let mechs = c.mechanisms();
-        for m in ["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"] {
+        for m in [
+            "SCRAM-SHA-256-PLUS",
+            "SCRAM-SHA-256",
+            "SCRAM-SHA-1",
+            "PLAIN",
+        ] {
             assert!(mechs.iter().any(|x| x == m), "{m} missing from {mechs:?}");
         }
-        assert!(!mechs.iter().any(|m| m.starts_with("HT-")), "HT at top level: {mechs:?}");
+        assert!(
+            !mechs.iter().any(|m| m.starts_with("HT-")),
+            "HT at top level: {mechs:?}"
+        );
         let fast = c.fast_mechanisms();
         for suffix in ["-EXPR", "-ENDP", "-NONE"] {
-            assert!(fast.iter().any(|m| m.ends_with(suffix)), "no {suffix} in {fast:?}");
+            assert!(
+                fast.iter().any(|m| m.ends_with(suffix)),
+                "no {suffix} in {fast:?}"
+            );
         }
-        assert!(!fast.iter().any(|m| m.ends_with("-UNIQ")), "UNIQ on TLS 1.3: {fast:?}");
+        assert!(
+            !fast.iter().any(|m| m.ends_with("-UNIQ")),
+            "UNIQ on TLS 1.3: {fast:?}"
+        );
         let features = c.features.as_ref().ok_or("no features")?;
         let cb = features
             .get_child("sasl-channel-binding", NS_SASL_CB)
@@ -166,10 +198,16 @@ async fn password_logins_issue_tokens() -> TResult {
                 .map_err(|e| format!("{mech}: {e}"))?;
             assert_eq!(s.jid, "alice@localhost", "{mech}");
             let tok = s.token.ok_or(format!("{mech}: no token"))?;
-            assert!(tok.expiry.ends_with('Z') && tok.expiry.len() >= 20, "{tok:?}");
+            assert!(
+                tok.expiry.ends_with('Z') && tok.expiry.len() >= 20,
+                "{tok:?}"
+            );
         }
         let mut c = t.alice().await?;
-        let s = c.login_plain("alice", "alicepass", &opts).await?.into_success()?;
+        let s = c
+            .login_plain("alice", "alicepass", &opts)
+            .await?
+            .into_success()?;
         assert!(s.token.is_some());
         // Wrong password: SCRAM failure is not-authorized.
         let mut c = t.alice().await?;
@@ -202,10 +240,16 @@ async fn fast_login_with_each_offered_mechanism() -> TResult {
             let other = if mech.ends_with("-NONE") {
                 mech.replace("-NONE", "-EXPR")
             } else {
-                mech.rsplit_once('-').map(|(h, _)| format!("{h}-NONE")).unwrap_or_default()
+                mech.rsplit_once('-')
+                    .map(|(h, _)| format!("{h}-NONE"))
+                    .unwrap_or_default()
             };
             if offered.contains(&other) {
-                assert_eq!(condition(t.fast(&token, &other, &LoginOptions::agent(UA)).await?)?, "not-authorized", "{mech} token used as {other}");
+                assert_eq!(
+                    condition(t.fast(&token, &other, &LoginOptions::agent(UA)).await?)?,
+                    "not-authorized",
+                    "{mech} token used as {other}"
+                );
             }
         }
         Ok(())
@@ -301,7 +345,12 @@ async fn wrong_token_then_password_on_same_stream() -> TResult {
         let _ = t.token_for(EXPR).await?;
         let mut c = t.alice().await?;
         let o = c
-            .login_fast("alice", "bm90IHRoZSB0b2tlbg", EXPR, &LoginOptions::agent(UA))
+            .login_fast(
+                "alice",
+                "bm90IHRoZSB0b2tlbg",
+                EXPR,
+                &LoginOptions::agent(UA),
+            )
             .await?;
         assert_eq!(condition(o)?, "not-authorized");
         let s = c
@@ -309,13 +358,15 @@ async fn wrong_token_then_password_on_same_stream() -> TResult {
                 "alice",
                 "alicepass",
                 "SCRAM-SHA-256-PLUS",
-                &LoginOptions::agent(UA).request_token(EXPR),
+                &LoginOptions::agent(UA).request_token(EXPR).bind("retry"),
             )
             .await?
             .into_success()?;
         let token = s.token.ok_or("no token on fallback")?.token;
         c.ping().await?;
-        t.fast(&token, EXPR, &LoginOptions::agent(UA)).await?.into_success()?;
+        t.fast(&token, EXPR, &LoginOptions::agent(UA))
+            .await?
+            .into_success()?;
         Ok(())
     })
     .await
@@ -327,7 +378,9 @@ async fn tokens_survive_restart() -> TResult {
         let t = TestHost::start().await?;
         let token = t.token_for(EXPR).await?;
         let t = t.restart().await?;
-        t.fast(&token, EXPR, &LoginOptions::agent(UA)).await?.into_success()?;
+        t.fast(&token, EXPR, &LoginOptions::agent(UA))
+            .await?
+            .into_success()?;
         Ok(())
     })
     .await
@@ -343,12 +396,22 @@ async fn password_change_revokes_tokens() -> TResult {
         assert_eq!(condition(o)?, "credentials-expired");
         let mut c = t.alice().await?;
         let o = c
-            .login_scram("alice", "alicepass", "SCRAM-SHA-256-PLUS", &LoginOptions::agent(UA))
+            .login_scram(
+                "alice",
+                "alicepass",
+                "SCRAM-SHA-256-PLUS",
+                &LoginOptions::agent(UA),
+            )
             .await?;
         assert_eq!(condition(o)?, "not-authorized");
-        c.login_scram("alice", "newpass", "SCRAM-SHA-256-PLUS", &LoginOptions::agent(UA))
-            .await?
-            .into_success()?;
+        c.login_scram(
+            "alice",
+            "newpass",
+            "SCRAM-SHA-256-PLUS",
+            &LoginOptions::agent(UA),
+        )
+        .await?
+        .into_success()?;
         Ok(())
     })
     .await
@@ -405,9 +468,15 @@ async fn direct_tls_listener() -> TResult {
             .into_success()?;
         let token = s.token.ok_or("no token")?.token;
         let mut c = t.connect(Tls::Direct).await?;
-        c.login_fast("alice", &token, EXPR, &LoginOptions::agent(UA))
-            .await?
-            .into_success()?;
+        // Stanzas need a bound resource (the host refuses them before Bind).
+        c.login_fast(
+            "alice",
+            &token,
+            EXPR,
+            &LoginOptions::agent(UA).bind("direct"),
+        )
+        .await?
+        .into_success()?;
         c.ping().await?;
         Ok(())
     })
@@ -487,7 +556,10 @@ async fn ping_and_message_between_two_sessions() -> TResult {
         b.ping().await?;
         a.send_message(&sb.jid, "hello b").await?;
         let m = b.recv_message().await?;
-        assert_eq!(m.get_child("body", NS_CLIENT).map(Element::text).as_deref(), Some("hello b"));
+        assert_eq!(
+            m.get_child("body", NS_CLIENT).map(Element::text).as_deref(),
+            Some("hello b")
+        );
         assert_eq!(m.attr("from"), Some(sa.jid.as_str()), "{m:?}");
         b.send_message(&sa.jid, "hello a").await?;
         let m = a.recv_message().await?;
@@ -658,8 +730,13 @@ async fn fast_needs_user_agent_and_known_mechanism() -> TResult {
         // HT without <fast> is not a top-level mechanism.
         let mut c = t.alice().await?;
         let msg = c.fast_initial_response("alice", &token, EXPR)?;
-        c.send(&Client::authenticate_element(EXPR, Some(&msg), &LoginOptions::agent(UA), false))
-            .await?;
+        c.send(&Client::authenticate_element(
+            EXPR,
+            Some(&msg),
+            &LoginOptions::agent(UA),
+            false,
+        ))
+        .await?;
         let o = c.read_auth_step().await?.map_err(|_| "challenge")?;
         assert_eq!(condition(o)?, "invalid-mechanism");
         Ok(())

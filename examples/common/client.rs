@@ -23,8 +23,8 @@ use sasl2_fast::xml::reader::{
     Limits, STREAM_FOOTER, StreamEvent, StreamHeader, StreamReader, XmlError, stream_header_xml,
 };
 use sasl2_fast::xml::{
-    Element, NS_BIND2, NS_CLIENT, NS_FAST, NS_PING, NS_SASL, NS_SASL2, NS_STREAM,
-    NS_STREAM_ERRORS, NS_TLS,
+    Element, NS_BIND2, NS_CLIENT, NS_FAST, NS_PING, NS_SASL, NS_SASL2, NS_STREAM, NS_STREAM_ERRORS,
+    NS_TLS,
 };
 use sha2::Digest as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -115,6 +115,7 @@ impl From<XmlError> for ClientError {
 pub type Result<T> = std::result::Result<T, ClientError>;
 
 /// How the connection is secured.
+#[allow(clippy::enum_variant_names)] // `Tls::StartTls` is the protocol's name for it
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tls {
     /// Plaintext (only for checking that the host refuses SASL2 there).
@@ -225,6 +226,7 @@ pub struct AuthFailure {
 }
 
 /// The result of one `<authenticate>`.
+#[allow(clippy::large_enum_variant)] // one per login; boxing would only complicate matching
 #[derive(Debug, Clone)]
 pub enum Outcome {
     /// Authenticated.
@@ -445,7 +447,9 @@ impl Client {
 
     async fn upgrade(&mut self) -> Result<()> {
         let Io::Plain(tcp) = std::mem::replace(&mut self.io, Io::Gone) else {
-            return Err(ClientError::Protocol("TLS upgrade on a non-plain socket".into()));
+            return Err(ClientError::Protocol(
+                "TLS upgrade on a non-plain socket".into(),
+            ));
         };
         let connector = tls_connector(&self.opts.ca_pem)?;
         let name = ServerName::try_from(self.opts.domain.clone())
@@ -499,15 +503,10 @@ impl Client {
     /// Reads the server's stream header and `<stream:features>`.
     pub async fn read_stream_start(&mut self) -> Result<&Element> {
         self.header = None;
-        loop {
-            match self.next_event("stream header").await? {
-                StreamEvent::Header(h) => {
-                    self.header = Some(h);
-                    break;
-                }
-                StreamEvent::Element(e) => return Err(Self::unexpected(e, "stream header")),
-                StreamEvent::End => return Err(ClientError::Closed),
-            }
+        match self.next_event("stream header").await? {
+            StreamEvent::Header(h) => self.header = Some(h),
+            StreamEvent::Element(e) => return Err(Self::unexpected(e, "stream header")),
+            StreamEvent::End => return Err(ClientError::Closed),
         }
         let f = self.recv().await?;
         if !f.is("features", NS_STREAM) {
@@ -649,7 +648,9 @@ impl Client {
 
     /// The SASL2 `<authentication>` feature, if offered.
     pub fn sasl2_feature(&self) -> Option<&Element> {
-        self.features.as_ref()?.get_child("authentication", NS_SASL2)
+        self.features
+            .as_ref()?
+            .get_child("authentication", NS_SASL2)
     }
 
     /// Top-level SASL2 mechanisms offered.
@@ -740,19 +741,22 @@ impl Client {
                 .children()
                 .find(|c| c.ns() == NS_SASL)
                 .map(|c| c.name().to_owned())
-                .ok_or_else(|| ClientError::Protocol(format!("failure without condition: {e:?}")))?;
+                .ok_or_else(|| {
+                    ClientError::Protocol(format!("failure without condition: {e:?}"))
+                })?;
             return Ok(Ok(Outcome::Failure(AuthFailure {
                 condition,
                 text: text_of(&e, "text"),
             })));
         }
         if e.is("success", NS_SASL2) {
-            let additional_data = match e.get_child("additional-data", NS_SASL2) {
-                None => None,
-                Some(a) => Some(B64.decode(a.text().trim()).map_err(|_| {
-                    ClientError::Protocol("additional-data is not base64".into())
-                })?),
-            };
+            let additional_data =
+                match e.get_child("additional-data", NS_SASL2) {
+                    None => None,
+                    Some(a) => Some(B64.decode(a.text().trim()).map_err(|_| {
+                        ClientError::Protocol("additional-data is not base64".into())
+                    })?),
+                };
             let jid = e
                 .get_child("authorization-identifier", NS_SASL2)
                 .map(|j| j.text())
@@ -801,11 +805,10 @@ impl Client {
     ) -> Result<Outcome> {
         use sasl::common::{ChannelBinding, Credentials};
         let cb = if mechanism.ends_with("-PLUS") {
-            let b = self
-                .cb
-                .tls_exporter
-                .clone()
-                .ok_or_else(|| ClientError::Protocol("no tls-exporter on this stream".into()))?;
+            let b =
+                self.cb.tls_exporter.clone().ok_or_else(|| {
+                    ClientError::Protocol("no tls-exporter on this stream".into())
+                })?;
             ChannelBinding::TlsExporter(b)
         } else {
             ChannelBinding::None
@@ -902,7 +905,12 @@ impl Client {
 
     /// The HT initiator message `authcid || 0x00 || HMAC(token, "Initiator" || cb)` for this
     /// session.
-    pub fn fast_initial_response(&self, user: &str, token: &str, mechanism: &str) -> Result<Vec<u8>> {
+    pub fn fast_initial_response(
+        &self,
+        user: &str,
+        token: &str,
+        mechanism: &str,
+    ) -> Result<Vec<u8>> {
         let m = HtMechanism::from_name(mechanism)
             .ok_or_else(|| ClientError::Sasl(format!("unknown HT mechanism {mechanism}")))?;
         let cb = self.cb_for(m)?;
@@ -1000,8 +1008,5 @@ impl Client {
 
 /// Whether `el` is a `<stream:error>` with `condition`.
 pub fn is_stream_error(el: &Element, condition: &str) -> bool {
-    el.is("error", NS_STREAM)
-        && el
-            .children()
-            .any(|c| c.is(condition, NS_STREAM_ERRORS))
+    el.is("error", NS_STREAM) && el.children().any(|c| c.is(condition, NS_STREAM_ERRORS))
 }

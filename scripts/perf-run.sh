@@ -12,7 +12,7 @@
 #   CONCURRENCY="1 8 64" concurrency levels of the matrix
 #   PIN=1                pin the host to CPU 0 and the loadgen to CPU 1 (taskset), so each
 #                        side has its own core; PIN=0 lets the kernel schedule both
-#   HOLD_TLS="none starttls"  transports of `hold`
+#   HOLD_TLS="none starttls direct"  transports of `hold`
 #   HOLD_SECONDS=30      how long `hold` keeps the connections (bounded, then the loadgen exits)
 #   RUST_LOG=warn        host log level (info logs one line per login)
 #
@@ -25,7 +25,7 @@ shift || true
 DURATION=${DURATION:-10}
 CONCURRENCY=${CONCURRENCY:-"1 8 64"}
 PIN=${PIN:-1}
-HOLD_TLS=${HOLD_TLS:-"none starttls"}
+HOLD_TLS=${HOLD_TLS:-"none starttls direct"}
 HOLD_SECONDS=${HOLD_SECONDS:-30}
 export RUST_LOG=${RUST_LOG:-warn}
 
@@ -144,7 +144,9 @@ hold)
       rm -rf "$work/data"
     fi
     start_host
-    args=(--port "$plain_port" --tls "$t")
+    port=$plain_port
+    [ "$t" = direct ] && port=$tls_port
+    args=(--port "$port" --tls "$t")
     [ "$t" = none ] || args+=(--ca "$ca")
     sleep 1
     json=$("${pin_loadgen[@]}" "$LOADGEN" --server-pid "$host_pid" --duration "$HOLD_SECONDS" --json \

@@ -47,7 +47,8 @@ const USAGE: &str = "usage: loadgen [options]
   --timeout S           bound on every single wait for the server (default 10)
   --threads N           runtime worker threads (default: number of CPUs)
   --json                print the result as one JSON object
-  --allow-non-loopback  allow a target outside 127.0.0.0/8 and ::1";
+  --allow-non-loopback  allow a target outside 127.0.0.0/8 and ::1
+Exit status: 0 ok, 1 setup error, 2 usage, 3 no login succeeded.";
 
 const MAX_DURATION_S: u64 = 600;
 const MAX_LOGINS_CAP: u64 = 100_000_000;
@@ -734,7 +735,10 @@ async fn login_worker(
     st
 }
 
-async fn run_logins(ctx: Arc<Ctx>) -> Result<String, String> {
+/// A report, and whether the run counts as failed (no successful login at all).
+type Report = (String, bool);
+
+async fn run_logins(ctx: Arc<Ctx>) -> Result<Report, String> {
     let a = &ctx.args;
     let hard_deadline = Instant::now() + a.duration + Duration::from_secs(120);
     let t_setup = Instant::now();
@@ -807,7 +811,7 @@ async fn run_logins(ctx: Arc<Ctx>) -> Result<String, String> {
             let _ = write!(fails, "{}:{v}", js(k));
         }
         fails.push('}');
-        return Ok(format!(
+        let json = format!(
             "{{\"mode\":{},\"mechanism\":{},\"tls\":{},\"concurrency\":{},\"duration_s\":{:.3},\
 \"setup_s\":{:.3},\"logins_ok\":{ok},\"logins_failed\":{failed},\"logins_per_s\":{:.1},\
 \"latency_ms\":{{\"p50\":{p50:.3},\"p90\":{p90:.3},\"p99\":{p99:.3},\"mean\":{mean:.3},\"max\":{max:.3}}},\
@@ -829,7 +833,8 @@ async fn run_logins(ctx: Arc<Ctx>) -> Result<String, String> {
             jnum(own_cpu_ms),
             jnum(per_login(own_cpu_ms)),
             tck,
-        ));
+        );
+        return Ok((json, ok == 0));
     }
     let mut o = String::new();
     let _ = writeln!(
@@ -874,11 +879,11 @@ async fn run_logins(ctx: Arc<Ctx>) -> Result<String, String> {
             st.examples.get(k).map_or("", String::as_str)
         );
     }
-    Ok(o)
+    Ok((o, ok == 0))
 }
 
 /// `--hold N`: N authenticated idle connections, until Ctrl-C or `--duration`.
-async fn run_hold(ctx: Arc<Ctx>, n: usize) -> Result<String, String> {
+async fn run_hold(ctx: Arc<Ctx>, n: usize) -> Result<Report, String> {
     let a = &ctx.args;
     let t0 = Instant::now();
     let deadline = t0 + a.duration;
@@ -1039,7 +1044,7 @@ async fn run_hold(ctx: Arc<Ctx>, n: usize) -> Result<String, String> {
     }
     let clients = std::mem::take(&mut *held.lock().map_err(|e| e.to_string())?);
     drop(clients);
-    Ok(String::new())
+    Ok((String::new(), opened == 0))
 }
 
 fn is_loopback(addr: &SocketAddr) -> bool {
@@ -1051,7 +1056,7 @@ fn is_loopback(addr: &SocketAddr) -> bool {
     }
 }
 
-async fn main_async(args: Args) -> Result<String, String> {
+async fn main_async(args: Args) -> Result<Report, String> {
     let port = args.port.unwrap_or(match args.tls {
         Tls::Direct => 5223,
         _ => 5222,
@@ -1109,9 +1114,13 @@ fn main() -> ExitCode {
         }
     };
     match rt.block_on(main_async(args)) {
-        Ok(out) => {
+        Ok((out, failed)) => {
             if !out.is_empty() {
                 println!("{}", out.trim_end());
+            }
+            if failed {
+                eprintln!("error: no login succeeded");
+                return ExitCode::from(3);
             }
             ExitCode::SUCCESS
         }

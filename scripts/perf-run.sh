@@ -159,7 +159,9 @@ one)
   start_host
   machine
   echo "# host pid $host_pid, STARTTLS/plain port $plain_port, direct TLS port $tls_port"
-  "${pin_loadgen[@]}" "$LOADGEN" --server-pid "$host_pid" --duration "$DURATION" --port "$plain_port" --ca "$ca" "$@"
+  port=$plain_port
+  for a in "$@"; do [ "$a" = direct ] && port=$tls_port; done
+  "${pin_loadgen[@]}" "$LOADGEN" --server-pid "$host_pid" --duration "$DURATION" --port "$port" --ca "$ca" "$@"
   ;;
 *)
   sed -n '2,20p' "$0"

@@ -489,6 +489,8 @@ mod insecure {
 struct Ctx {
     args: Args,
     opts: ConnectOptions,
+    /// The TLS version the first secured connection negotiated (for the report).
+    tls_version: std::sync::OnceLock<String>,
 }
 
 impl Ctx {
@@ -498,7 +500,20 @@ impl Ctx {
 
     /// Connects, secures, opens the stream (bounded by the per-wait timeout).
     async fn connect(&self) -> Result<Client, ClientError> {
-        Client::connect(self.opts.clone()).await
+        let c = Client::connect(self.opts.clone()).await?;
+        if self.tls_version.get().is_none()
+            && let Some(v) = c.tls_version
+        {
+            let _ = self.tls_version.set(format!("{v:?}"));
+        }
+        Ok(c)
+    }
+
+    fn tls_version(&self) -> String {
+        self.tls_version
+            .get()
+            .cloned()
+            .unwrap_or_else(|| "-".to_owned())
     }
 
     /// A password login on an open stream, optionally requesting a FAST token.
@@ -812,7 +827,7 @@ async fn run_logins(ctx: Arc<Ctx>) -> Result<Report, String> {
         }
         fails.push('}');
         let json = format!(
-            "{{\"mode\":{},\"mechanism\":{},\"tls\":{},\"concurrency\":{},\"duration_s\":{:.3},\
+            "{{\"mode\":{},\"mechanism\":{},\"tls\":{},\"tls_version\":{},\"concurrency\":{},\"duration_s\":{:.3},\
 \"setup_s\":{:.3},\"logins_ok\":{ok},\"logins_failed\":{failed},\"logins_per_s\":{:.1},\
 \"latency_ms\":{{\"p50\":{p50:.3},\"p90\":{p90:.3},\"p99\":{p99:.3},\"mean\":{mean:.3},\"max\":{max:.3}}},\
 \"failures\":{fails},\"rotations\":{},\"token_refreshes\":{},\"server_pid\":{},\
@@ -821,6 +836,7 @@ async fn run_logins(ctx: Arc<Ctx>) -> Result<Report, String> {
             js(a.mode.name()),
             js(&mech),
             js(tls_name(a.tls)),
+            js(&ctx.tls_version()),
             a.concurrency,
             elapsed,
             setup_s,
@@ -839,9 +855,10 @@ async fn run_logins(ctx: Arc<Ctx>) -> Result<Report, String> {
     let mut o = String::new();
     let _ = writeln!(
         o,
-        "mode {} ({mech}), tls {}, concurrency {}, {:.2} s (setup {:.2} s)",
+        "mode {} ({mech}), tls {} ({}), concurrency {}, {:.2} s (setup {:.2} s)",
         a.mode.name(),
         tls_name(a.tls),
+        ctx.tls_version(),
         a.concurrency,
         elapsed,
         setup_s
@@ -978,12 +995,13 @@ async fn run_hold(ctx: Arc<Ctx>, n: usize) -> Result<Report, String> {
         }
         fails.push('}');
         format!(
-            "{{\"hold\":{n},\"mode\":{},\"tls\":{},\"opened\":{opened},\"failed\":{failed},\
+            "{{\"hold\":{n},\"mode\":{},\"tls\":{},\"tls_version\":{},\"opened\":{opened},\"failed\":{failed},\
 \"failures\":{fails},\"open_s\":{open_s:.3},\"server_pid\":{},\"server_rss_kib_before\":{},\
 \"server_rss_kib_after_setup\":{},\"server_rss_kib_after\":{},\"server_hwm_kib\":{},\"server_kib_per_connection\":{},\
 \"loadgen_rss_kib_before\":{},\"loadgen_rss_kib_after\":{}}}",
             js(a.mode.name()),
             js(tls_name(a.tls)),
+            js(&ctx.tls_version()),
             a.server_pid.map_or("null".into(), |p| p.to_string()),
             kib(rss_before),
             kib(rss_setup),
@@ -1081,7 +1099,11 @@ async fn main_async(args: Args) -> Result<Report, String> {
         timeout: args.timeout,
     };
     let hold = args.hold;
-    let ctx = Arc::new(Ctx { args, opts });
+    let ctx = Arc::new(Ctx {
+        args,
+        opts,
+        tls_version: std::sync::OnceLock::new(),
+    });
     match hold {
         Some(n) => run_hold(ctx, n).await,
         None => run_logins(ctx).await,

@@ -135,7 +135,9 @@ async fn wait_for_signal() {
 }
 
 /// Opens what `passwd` / `clients` need; the host must be stopped (sled holds a lock).
-fn open_fast_offline(config: &HostConfig) -> Result<Option<sasl2_fast::fast::FastPlugin>, ExitCode> {
+fn open_fast_offline(
+    config: &HostConfig,
+) -> Result<Option<sasl2_fast::fast::FastPlugin>, ExitCode> {
     app::server::open_fast(config).map_err(|e| {
         eprintln!("error: {e}");
         eprintln!("error: cannot open the token store; is the host still running? Stop it first.");

@@ -105,9 +105,16 @@ impl HostAccounts {
         let mut table = self.read_table()?;
         let mut entry = toml::Table::new();
         for (h, c) in &creds {
-            let name = HASHES.iter().find(|(x, _)| x == h).map(|(_, n)| *n).unwrap_or("?");
+            let name = HASHES
+                .iter()
+                .find(|(x, _)| x == h)
+                .map(|(_, n)| *n)
+                .unwrap_or("?");
             let mut t = toml::Table::new();
-            t.insert("iterations".into(), toml::Value::Integer(c.iterations as i64));
+            t.insert(
+                "iterations".into(),
+                toml::Value::Integer(c.iterations as i64),
+            );
             t.insert("salt".into(), B64.encode(&c.salt).into());
             t.insert("stored_key".into(), B64.encode(&*c.stored_key).into());
             t.insert("server_key".into(), B64.encode(&*c.server_key).into());
@@ -138,14 +145,18 @@ impl HostAccounts {
 
     fn read_table(&self) -> Result<toml::Table, AccountsError> {
         match std::fs::read_to_string(&self.file) {
-            Ok(s) => s.parse().map_err(|e: toml::de::Error| self.file_err(e.message())),
+            Ok(s) => s
+                .parse()
+                .map_err(|e: toml::de::Error| self.file_err(e.message())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(toml::Table::new()),
             Err(e) => Err(self.file_err(e)),
         }
     }
 
     #[allow(clippy::type_complexity)]
-    fn read_file(&self) -> Result<Vec<(String, Vec<(ScramHash, ScramCredentials)>)>, AccountsError> {
+    fn read_file(
+        &self,
+    ) -> Result<Vec<(String, Vec<(ScramHash, ScramCredentials)>)>, AccountsError> {
         let table = self.read_table()?;
         let mut out = Vec::new();
         for (user, v) in &table {

@@ -130,8 +130,7 @@ fn int(key: &str, v: &toml::Value, min: i64, max: i64) -> Result<i64, ConfigErro
 fn valid_domain(d: &str) -> bool {
     !d.is_empty()
         && d.len() <= 253
-        && d
-            .chars()
+        && d.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
         && !d.starts_with('.')
         && !d.ends_with('.')
@@ -219,7 +218,11 @@ impl HostConfig {
             }
         }
         if tls_cert.is_some() != tls_key.is_some() {
-            let missing = if tls_cert.is_some() { "tls_key" } else { "tls_cert" };
+            let missing = if tls_cert.is_some() {
+                "tls_key"
+            } else {
+                "tls_cert"
+            };
             return Err(ConfigError::new(
                 format!("server.{missing}"),
                 "tls_cert and tls_key must be given together",

@@ -62,7 +62,11 @@ impl AsyncRead for Transport {
 }
 
 impl AsyncWrite for Transport {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Transport::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
@@ -131,7 +135,8 @@ pub async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, direct
     let (io, tls) = if direct_tls {
         match tokio::time::timeout_at(auth_deadline, shared.acceptor.accept(tcp)).await {
             Ok(Ok(s)) => {
-                let info = super::tls::tls_info(s.get_ref().1, shared.tls.server_end_point.as_deref());
+                let info =
+                    super::tls::tls_info(s.get_ref().1, shared.tls.server_end_point.as_deref());
                 (Transport::Tls(Box::new(s)), Some(info))
             }
             Ok(Err(e)) => {
@@ -259,8 +264,10 @@ impl Conn {
         };
         match tokio::time::timeout_at(deadline, self.shared.acceptor.accept(tcp)).await {
             Ok(Ok(s)) => {
-                let info =
-                    super::tls::tls_info(s.get_ref().1, self.shared.tls.server_end_point.as_deref());
+                let info = super::tls::tls_info(
+                    s.get_ref().1,
+                    self.shared.tls.server_end_point.as_deref(),
+                );
                 debug!(version = ?info.version, cb = ?info.channel_bindings, "STARTTLS done");
                 self.tls = Some(info);
                 self.io = Transport::Tls(Box::new(s));
@@ -379,7 +386,10 @@ impl Conn {
             .to()
             .is_some_and(|t| t.trim_end_matches('.').eq_ignore_ascii_case(&domain));
         if !to_ok {
-            return self.stream_error("host-unknown", Some("this server does not serve that domain"));
+            return self.stream_error(
+                "host-unknown",
+                Some("this server does not serve that domain"),
+            );
         }
         if from.is_some() {
             match &from_jid {
@@ -542,7 +552,11 @@ impl Conn {
             None => make_resource(None),
         };
         self.bind_resource(resource);
-        let jid = self.bound.as_ref().map(|b| b.full_jid.clone()).unwrap_or_default();
+        let jid = self
+            .bound
+            .as_ref()
+            .map(|b| b.full_jid.clone())
+            .unwrap_or_default();
         let mut reply = Element::new("iq", NS_CLIENT).with_attr("type", "result");
         if let Some(id) = el.attr("id") {
             reply = reply.with_attr("id", id);
@@ -596,14 +610,16 @@ impl Conn {
         let kind = el.name().to_owned();
         match to {
             // To the server itself, or no `to` (the server on the client's behalf).
-            None => self.to_server(el, &kind, is_request, &account, my_id, true),
+            None => self.for_server(el, &kind, is_request, &account, my_id, true),
             Some(j) if j.domain != domain => {
                 if kind != "presence" {
                     reply_to_error(self, &el, "remote-server-not-found");
                 }
                 Flow::Continue
             }
-            Some(j) if j.node.is_none() => self.to_server(el, &kind, is_request, &account, my_id, false),
+            Some(j) if j.node.is_none() => {
+                self.for_server(el, &kind, is_request, &account, my_id, false)
+            }
             Some(j) => {
                 let node = j.node.clone().unwrap_or_default();
                 match &j.resource {
@@ -614,10 +630,8 @@ impl Conn {
                         match kind.as_str() {
                             "iq" => reply_to_error(self, &el, "service-unavailable"),
                             // RFC 6121 §8.5.3.2.1: treat as addressed to the bare JID.
-                            "message" => {
-                                if self.shared.router.send_bare(&node, &el, None) == 0 {
-                                    reply_to_error(self, &el, "service-unavailable");
-                                }
+                            "message" if self.shared.router.send_bare(&node, &el, None) == 0 => {
+                                reply_to_error(self, &el, "service-unavailable")
                             }
                             _ => {}
                         }
@@ -649,7 +663,7 @@ impl Conn {
     }
 
     /// Stanzas for the server (no `to`, or `to` = the domain).
-    fn to_server(
+    fn for_server(
         &mut self,
         el: Element,
         kind: &str,
@@ -658,10 +672,15 @@ impl Conn {
         my_id: u64,
         no_to: bool,
     ) -> Flow {
-        let full_jid = self.bound.as_ref().map(|b| b.full_jid.clone()).unwrap_or_default();
+        let full_jid = self
+            .bound
+            .as_ref()
+            .map(|b| b.full_jid.clone())
+            .unwrap_or_default();
         match kind {
             "iq" if is_request => {
-                let session = el.attr("type") == Some("set") && el.get_child("session", NS_SESSION).is_some();
+                let session =
+                    el.attr("type") == Some("set") && el.get_child("session", NS_SESSION).is_some();
                 if is_ping(&el) || session {
                     self.send(&result_reply(&el, &full_jid));
                 } else {

@@ -118,7 +118,8 @@ impl Router {
         let mut map = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         let list = map.entry(account.to_owned()).or_default();
         list.retain(|e| {
-            let same_client = user_agent_id.is_some() && e.user_agent_id.as_deref() == user_agent_id;
+            let same_client =
+                user_agent_id.is_some() && e.user_agent_id.as_deref() == user_agent_id;
             if e.resource == resource || same_client {
                 let _ = e.tx.try_send(Routed::Close {
                     condition: "conflict",

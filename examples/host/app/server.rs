@@ -144,13 +144,16 @@ impl Host {
         let sasl2 = Arc::new(builder.build());
         let sweeper = fast.as_ref().map(|f| f.tokens().spawn_sweeper());
 
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| HostError::Bind {
-                addr: config.listen,
-                source,
-            })?;
-        let local_addr = listener.local_addr().map_err(|e| HostError::Io(e.to_string()))?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| HostError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| HostError::Io(e.to_string()))?;
         let tls_listener = match config.listen_tls {
             Some(addr) => Some(
                 TcpListener::bind(addr)
@@ -268,7 +271,10 @@ impl Host {
             let _ = t.await;
         }
         // Every connection task holds a sender; `None` means all have finished.
-        if tokio::time::timeout(Duration::from_secs(10), done_rx.recv()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(10), done_rx.recv())
+            .await
+            .is_err()
+        {
             warn!("some connections did not close in time");
         }
         drop(sweeper);

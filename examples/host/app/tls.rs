@@ -95,8 +95,8 @@ pub fn ensure_cert(
     if domain != "localhost" {
         names.push("localhost".to_owned());
     }
-    let ck = rcgen::generate_simple_self_signed(names)
-        .map_err(|e| TlsError::Generate(e.to_string()))?;
+    let ck =
+        rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::Generate(e.to_string()))?;
     write_private(&key_path, ck.signing_key.serialize_pem().as_bytes())
         .map_err(|e| file_err(&key_path, e))?;
     std::fs::write(&cert_path, ck.cert.pem()).map_err(|e| file_err(&cert_path, e))?;

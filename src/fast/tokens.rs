@@ -20,6 +20,7 @@ use crate::store::{
     CasOutcome, ClientKey, ClientRecord, Durability, MAX_LABEL_BYTES, RevocationScope, StoreError,
     TokenSlot, TokenStore, Versioned,
 };
+use crate::xml::truncate_utf8;
 
 /// How often a compare-and-swap is retried before giving up with `temporary-auth-failure`.
 const MAX_CAS_RETRIES: usize = 32;
@@ -137,12 +138,7 @@ fn ms(d: Duration) -> u64 {
 }
 
 fn bounded_label(s: Option<&str>) -> Option<String> {
-    let s = s?;
-    let mut end = s.len().min(MAX_LABEL_BYTES);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    Some(s[..end].to_owned())
+    s.map(|s| truncate_utf8(s, MAX_LABEL_BYTES).to_owned())
 }
 
 impl FastTokens {

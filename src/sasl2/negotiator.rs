@@ -24,7 +24,7 @@ use super::{
     SaslCondition, SharedInlineFeature, SharedMechanismProvider, Step, StreamInfo, SuccessBuilder,
     SuccessContext, UserAgent,
 };
-use crate::xml::{Element, NS_SASL_CB, NS_SASL2};
+use crate::xml::{Element, NS_SASL_CB, NS_SASL2, truncate_utf8};
 
 /// Longest mechanism name accepted (XEP-0388 schema: 1..20 characters).
 pub const MAX_MECHANISM_NAME: usize = 20;
@@ -520,18 +520,8 @@ pub fn decode_payload(el: &Element) -> Result<Zeroizing<Vec<u8>>, Failure> {
 
 fn bounded_label(el: Option<&Element>) -> Option<String> {
     let text = el?.text();
-    let mut s = text.trim();
-    if s.is_empty() {
-        return None;
-    }
-    if s.len() > MAX_USER_AGENT_LABEL {
-        let mut end = MAX_USER_AGENT_LABEL;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s = &s[..end];
-    }
-    Some(s.to_owned())
+    let s = truncate_utf8(text.trim(), MAX_USER_AGENT_LABEL);
+    (!s.is_empty()).then(|| s.to_owned())
 }
 
 /// Parses `<authenticate>` leniently (protocol.md §4 step 1): `<user-agent>` may be absent

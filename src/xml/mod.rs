@@ -300,6 +300,16 @@ pub fn escape_into(out: &mut String, s: &str) {
     }
 }
 
+/// The longest prefix of `s` that is at most `max` bytes and ends on a character boundary:
+/// how attacker-supplied labels are bounded without splitting a UTF-8 sequence.
+pub fn truncate_utf8(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 /// Escapes `s` into a new string.
 pub fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -355,6 +365,14 @@ mod tests {
         assert!(dbg.contains("expiry='2026-01-01T00:00:00Z'"));
         // The real serialization is untouched.
         assert!(s.to_xml().contains("secret-token:fast-abc"));
+    }
+
+    #[test]
+    fn truncation_never_splits_a_character() {
+        assert_eq!(truncate_utf8("abc", 2), "ab");
+        assert_eq!(truncate_utf8("abc", 10), "abc");
+        assert_eq!(truncate_utf8("aé", 2), "a");
+        assert_eq!(truncate_utf8("€", 2), "");
     }
 
     #[test]

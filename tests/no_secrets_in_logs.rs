@@ -92,6 +92,13 @@ async fn no_token_or_password_is_logged_even_at_trace() {
         .unwrap()
         .into_success()
         .unwrap();
+    // The host counts lifecycle events for operators (FastMetrics observer).
+    let m = host.fast_metrics();
+    let n = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        (n(&m.issued), n(&m.rotated), n(&m.used), n(&m.invalidated)),
+        (1, 1, 2, 1)
+    );
     host.shutdown().await;
 
     let logs = String::from_utf8_lossy(&capture.0.lock().unwrap()).into_owned();

@@ -138,7 +138,7 @@ async fn wait_for_signal() {
 fn open_fast_offline(
     config: &HostConfig,
 ) -> Result<Option<sasl2_fast::fast::FastPlugin>, ExitCode> {
-    app::server::open_fast(config).map_err(|e| {
+    app::server::open_fast(config, Vec::new()).map_err(|e| {
         eprintln!("error: {e}");
         eprintln!("error: cannot open the token store; is the host still running? Stop it first.");
         ExitCode::from(1)

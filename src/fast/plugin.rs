@@ -12,7 +12,7 @@ use zeroize::Zeroizing;
 
 use super::clock::xep0082;
 use super::config::{FastConfig, StoreKind};
-use super::hooks::RejectReason;
+use super::hooks::{FastObserver, RejectReason};
 use super::ht::{HtMechanism, parse_initiator};
 use super::token::Pepper;
 use super::tokens::{FastTokens, IssueKind, VerifyRequest};
@@ -55,6 +55,15 @@ impl FastPlugin {
     /// Opens the configured store and pepper under `data_dir` (defaults:
     /// `<data_dir>/fast-tokens`, `<data_dir>/fast-pepper`).
     pub fn open(config: FastConfig, data_dir: &Path) -> Result<Self, OpenError> {
+        Self::open_with_observers(config, data_dir, Vec::new())
+    }
+
+    /// Like [`FastPlugin::open`], with lifecycle observers (metrics, audit logs) registered.
+    pub fn open_with_observers(
+        config: FastConfig,
+        data_dir: &Path,
+        observers: Vec<Arc<dyn FastObserver>>,
+    ) -> Result<Self, OpenError> {
         let pepper_path = config
             .pepper_file
             .clone()
@@ -73,7 +82,11 @@ impl FastPlugin {
                 Arc::new(crate::store::sled_store::SledStore::open(path)?)
             }
         };
-        Ok(Self::new(Arc::new(FastTokens::new(store, pepper, config))))
+        let tokens = observers.into_iter().fold(
+            FastTokens::new(store, pepper, config),
+            FastTokens::with_observer,
+        );
+        Ok(Self::new(Arc::new(tokens)))
     }
 
     /// The token authority (revocation, client lists, sweeping).

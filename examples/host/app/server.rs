@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sasl2_fast::fast::FastPlugin;
+use sasl2_fast::fast::hooks::{FastMetrics, FastObserver, TracingObserver};
 use sasl2_fast::fast::plugin::OpenError;
 use sasl2_fast::fast::tokens::SweeperHandle;
 use sasl2_fast::sasl2::Sasl2Server;
@@ -74,6 +75,7 @@ pub struct Host {
     shared: Arc<Shared>,
     accounts: Arc<HostAccounts>,
     fast: Option<FastPlugin>,
+    metrics: Arc<FastMetrics>,
     sweeper: Option<SweeperHandle>,
     local_addr: SocketAddr,
     tls_local_addr: Option<SocketAddr>,
@@ -103,10 +105,17 @@ pub fn ensure_data_dir(dir: &Path) -> Result<(), HostError> {
     Ok(())
 }
 
-/// Opens the FAST plugin of a config, if enabled.
-pub fn open_fast(config: &HostConfig) -> Result<Option<FastPlugin>, HostError> {
+/// Opens the FAST plugin of a config, if enabled, with `observers` registered.
+pub fn open_fast(
+    config: &HostConfig,
+    observers: Vec<Arc<dyn FastObserver>>,
+) -> Result<Option<FastPlugin>, HostError> {
     match &config.fast {
-        Some(c) => Ok(Some(FastPlugin::open(c.clone(), &config.data_dir)?)),
+        Some(c) => Ok(Some(FastPlugin::open_with_observers(
+            c.clone(),
+            &config.data_dir,
+            observers,
+        )?)),
         None => Ok(None),
     }
 }
@@ -123,7 +132,9 @@ impl Host {
             config.tls_cert.as_deref(),
             config.tls_key.as_deref(),
         )?;
-        let fast = open_fast(&config)?;
+        // Lifecycle events are counted (summarized at shutdown) and logged at debug level.
+        let metrics = Arc::new(FastMetrics::default());
+        let fast = open_fast(&config, vec![metrics.clone(), Arc::new(TracingObserver)])?;
 
         let store = accounts.store();
         let scram = |hash, plus| {
@@ -201,6 +212,7 @@ impl Host {
             shared,
             accounts,
             fast,
+            metrics,
             sweeper,
             local_addr,
             tls_local_addr,
@@ -251,6 +263,11 @@ impl Host {
         change_password(&self.accounts, self.fast.as_ref(), user, new_password).await
     }
 
+    /// Counters of FAST lifecycle events since start (issued, rotated, used, rejected, ...).
+    pub fn fast_metrics(&self) -> &FastMetrics {
+        &self.metrics
+    }
+
     /// Stops accepting, ends every stream with `</stream:stream>`, waits for the connections
     /// (at most 10 s), flushes the token store and releases it (the sled lock), so the same
     /// `data_dir` can be opened again.
@@ -259,6 +276,7 @@ impl Host {
             shared,
             accounts,
             fast,
+            metrics,
             sweeper,
             shutdown_tx,
             accept_tasks,
@@ -298,7 +316,7 @@ impl Host {
                 warn!("token store still referenced after shutdown");
             }
         }
-        info!("shut down");
+        info!(fast = %metrics.summary(), "shut down");
     }
 }
 

@@ -1129,3 +1129,76 @@ proptest::proptest! {
         });
     }
 }
+
+#[tokio::test]
+async fn only_response_or_abort_during_an_exchange() {
+    // S-13: during a SCRAM exchange a new <authenticate> closes the stream.
+    let f = fixture();
+    let mut n = Negotiator::new(f.server.clone(), tls13(1));
+    let ev = n
+        .handle(authenticate(
+            "SCRAM-SHA-256",
+            b"n,,n=alice,r=abcdefgh",
+            Some(UA),
+            vec![],
+        ))
+        .await;
+    assert!(matches!(ev, NegotiatorEvent::Challenge(_)), "{ev:?}");
+    match n
+        .handle(authenticate(
+            "PLAIN",
+            b"\0alice\0alicepass",
+            Some(UA),
+            vec![],
+        ))
+        .await
+    {
+        NegotiatorEvent::StreamError { condition, .. } => assert_eq!(condition, "policy-violation"),
+        other => panic!("{other:?}"),
+    }
+    // An unknown SASL2 element during an exchange is also a stream error.
+    let mut n = Negotiator::new(f.server.clone(), tls13(1));
+    n.handle(authenticate(
+        "SCRAM-SHA-256",
+        b"n,,n=alice,r=abcdefgh",
+        Some(UA),
+        vec![],
+    ))
+    .await;
+    assert!(matches!(
+        n.handle(Element::new("next", NS_SASL2)).await,
+        NegotiatorEvent::StreamError { .. }
+    ));
+    // <abort> ends it politely (S-30) and a retry works.
+    let mut n = Negotiator::new(f.server.clone(), tls13(1));
+    n.handle(authenticate(
+        "SCRAM-SHA-256",
+        b"n,,n=alice,r=abcdefgh",
+        Some(UA),
+        vec![],
+    ))
+    .await;
+    assert_eq!(
+        failure(n.handle(Element::new("abort", NS_SASL2)).await),
+        SaslCondition::Aborted
+    );
+    success(
+        n.handle(authenticate(
+            "PLAIN",
+            b"\0alice\0alicepass",
+            Some(UA),
+            vec![],
+        ))
+        .await,
+    );
+}
+
+#[test]
+fn sasl2_is_not_offered_without_a_usable_mechanism() {
+    // S-5: no mechanism, no <authentication>, even though FAST could advertise.
+    let f = fixture();
+    let server = Sasl2Server::builder()
+        .inline_feature(Arc::new(f.plugin.clone()))
+        .build();
+    assert!(server.features(&tls13(1)).is_empty());
+}

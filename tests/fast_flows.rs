@@ -1202,3 +1202,58 @@ fn sasl2_is_not_offered_without_a_usable_mechanism() {
         .build();
     assert!(server.features(&tls13(1)).is_empty());
 }
+
+#[tokio::test]
+async fn retries_on_one_stream_do_not_inherit_earlier_requests() {
+    // Prosody kept `fast_token_request` for the whole stream, so a retry without
+    // <request-token> still got a token, and a second FAST attempt on the same stream was
+    // refused. Here every attempt stands alone.
+    let f = fixture();
+    let s = tls13(1);
+    let token = get_token(&f, s.clone(), "HT-SHA-256-NONE").await;
+    let mut n = Negotiator::new(f.server.clone(), s.clone());
+    let wrong = ht("HT-SHA-256-NONE", "alice", "secret-token:fast-wrong", &s);
+    let ev = n
+        .handle(authenticate(
+            "HT-SHA-256-NONE",
+            &wrong,
+            Some(UA),
+            vec![fast(), request_token("HT-SHA-256-NONE")],
+        ))
+        .await;
+    assert_eq!(failure(ev), SaslCondition::NotAuthorized);
+    // A second FAST attempt on the same stream works, and carries no token: the earlier
+    // <request-token> belonged to the failed attempt.
+    let el = success(
+        n.handle(authenticate(
+            "HT-SHA-256-NONE",
+            &ht("HT-SHA-256-NONE", "alice", &token, &s),
+            Some(UA),
+            vec![fast()],
+        ))
+        .await,
+    );
+    assert!(token_of(&el).is_none());
+
+    // Same for a password retry after a failed password attempt.
+    let mut n = Negotiator::new(f.server.clone(), s.clone());
+    let ev = n
+        .handle(authenticate(
+            "PLAIN",
+            b"\0alice\0wrong",
+            Some(UA),
+            vec![request_token("HT-SHA-256-NONE")],
+        ))
+        .await;
+    assert_eq!(failure(ev), SaslCondition::NotAuthorized);
+    let el = success(
+        n.handle(authenticate(
+            "PLAIN",
+            b"\0alice\0alicepass",
+            Some(UA),
+            vec![],
+        ))
+        .await,
+    );
+    assert!(token_of(&el).is_none());
+}

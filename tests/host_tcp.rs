@@ -753,3 +753,33 @@ async fn fast_needs_user_agent_and_known_mechanism() -> TResult {
     })
     .await
 }
+
+#[tokio::test]
+async fn plain_can_be_switched_off() -> TResult {
+    // XEP-0388 S-28: servers SHOULD NOT offer PLAIN; `allow_plain = false` follows that.
+    bounded(30, async {
+        let dir = tempfile::tempdir()?;
+        let toml = config_toml(&dir.path().join("data"), true, "").replace(
+            "require_tls = true",
+            "require_tls = true\nallow_plain = false",
+        );
+        let host = app::Host::start(app::HostConfig::from_toml_str(&toml, dir.path())?).await?;
+        let opts = ConnectOptions::localhost(
+            host.local_addr(),
+            Tls::StartTls,
+            host.cert_pem_path(),
+            None,
+        )?;
+        let mut c = Client::connect(opts).await?;
+        let mechs = c.mechanisms();
+        assert!(!mechs.iter().any(|m| m == "PLAIN"), "{mechs:?}");
+        assert!(mechs.iter().any(|m| m == "SCRAM-SHA-256-PLUS"), "{mechs:?}");
+        let o = c
+            .login_plain("alice", "alicepass", &LoginOptions::agent(UA))
+            .await?;
+        assert_eq!(condition(o)?, "invalid-mechanism");
+        host.shutdown().await;
+        Ok(())
+    })
+    .await
+}

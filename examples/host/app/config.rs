@@ -68,6 +68,9 @@ pub struct HostConfig {
     pub auth_timeout: Duration,
     /// Largest top-level element accepted.
     pub max_stanza_bytes: usize,
+    /// Offer SASL PLAIN (XEP-0388 S-28 says SHOULD NOT; on by default for older clients and
+    /// the xmpp.js PLAIN scenario).
+    pub allow_plain: bool,
     /// `[accounts]`: username (normalized) and password, in file order.
     pub accounts: Vec<(String, Zeroizing<String>)>,
     /// `[plugins.fast]` when present and enabled.
@@ -89,6 +92,7 @@ impl fmt::Debug for HostConfig {
             .field("idle_timeout", &self.idle_timeout)
             .field("auth_timeout", &self.auth_timeout)
             .field("max_stanza_bytes", &self.max_stanza_bytes)
+            .field("allow_plain", &self.allow_plain)
             .field(
                 "accounts",
                 &self.accounts.iter().map(|(u, _)| u).collect::<Vec<_>>(),
@@ -180,6 +184,7 @@ impl HostConfig {
         let mut idle_timeout = Duration::from_secs(300);
         let mut auth_timeout = Duration::from_secs(60);
         let mut max_stanza_bytes = 65_536;
+        let mut allow_plain = true;
         for (k, v) in server {
             let key = format!("server.{k}");
             match k.as_str() {
@@ -211,6 +216,11 @@ impl HostConfig {
                     idle_timeout = Duration::from_secs(int(&key, v, 1, 86_400 * 7)? as u64)
                 }
                 "auth_timeout" => auth_timeout = Duration::from_secs(int(&key, v, 1, 3600)? as u64),
+                "allow_plain" => {
+                    allow_plain = v
+                        .as_bool()
+                        .ok_or_else(|| ConfigError::new(&key, "expected true or false"))?
+                }
                 "max_stanza_bytes" => {
                     max_stanza_bytes = int(&key, v, 1024, 16 * 1024 * 1024)? as usize
                 }
@@ -294,6 +304,7 @@ impl HostConfig {
             idle_timeout,
             auth_timeout,
             max_stanza_bytes,
+            allow_plain,
             accounts,
             fast,
         })

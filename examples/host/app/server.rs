@@ -145,10 +145,12 @@ impl Host {
             .mechanism(scram(ScramHash::Sha256, false))
             .mechanism(scram(ScramHash::Sha1, true))
             .mechanism(scram(ScramHash::Sha1, false))
-            .mechanism(Arc::new(
-                PlainProvider::new(store.clone()).with_fake_iterations(ITERATIONS),
-            ))
             .inline_feature(Arc::new(Bind2));
+        if config.allow_plain {
+            builder = builder.mechanism(Arc::new(
+                PlainProvider::new(store.clone()).with_fake_iterations(ITERATIONS),
+            ));
+        }
         if let Some(f) = &fast {
             builder = builder.inline_feature(Arc::new(f.clone()));
         }

@@ -50,7 +50,9 @@ pub enum Node {
 /// An XML element with a resolved namespace.
 ///
 /// Attribute names are stored as written without a namespace, except `xml:lang`, which keeps
-/// its `xml:` prefix. That is enough for everything XMPP negotiation uses.
+/// its `xml:` prefix. That is enough for everything XMPP negotiation uses. The stream reader
+/// stores a prefixed attribute (`p:a`) after the declaration of its prefix (`xmlns:p`), so the
+/// element serializes back to namespace-well-formed XML.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Element {
     name: String,

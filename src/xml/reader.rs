@@ -854,6 +854,21 @@ impl StreamReader {
         self.check_attr_namespaces(&attrs, &decls.prefixes)?;
         let mut el = Element::new(local, ns);
         for (k, v) in attrs {
+            // A prefixed attribute keeps its name as written, so the element also carries the
+            // declaration of that prefix (found by the fuzzer): without it, `to_xml` would emit
+            // a prefix that is not declared, which no conforming parser accepts.
+            if let (Some(p), _) = split_qname(&k)?
+                && p != "xml"
+            {
+                let decl = format!("xmlns:{p}");
+                if el.attr(&decl).is_none() {
+                    let uri = self
+                        .resolve(p, &decls.prefixes)
+                        .ok_or_else(|| nwf(format!("namespace prefix '{p}' is not declared")))?
+                        .to_owned();
+                    el.set_attr(decl, uri);
+                }
+            }
             el.set_attr(k, v);
         }
         self.flush_text();
@@ -1483,9 +1498,33 @@ mod tests {
         let attrs: Vec<_> = q.attrs().collect();
         assert_eq!(
             attrs,
-            vec![("p:attr", "1"), ("xml:lang", "de"), ("plain", "2")]
+            vec![
+                ("xmlns:p", "urn:p"),
+                ("p:attr", "1"),
+                ("xml:lang", "de"),
+                ("plain", "2")
+            ]
         );
         assert_eq!(q.text(), "t");
+    }
+
+    /// Fuzzer finding (xml_reader target): a prefixed attribute whose prefix was declared on
+    /// the element (or an ancestor) serialized with an undeclared prefix, so the element did not
+    /// parse back, e.g. when a host relays it to another stream.
+    #[test]
+    fn prefixed_attributes_serialize_with_their_declaration() {
+        for input in [
+            "<iq><q xmlns:p='urn:x' p:a='1'/></iq>",
+            "<iq xmlns:p='urn:x'><q p:a='1' p:b='2'/></iq>",
+            "<p:iq xmlns:p='urn:x' p:a='1'/>",
+        ] {
+            let e = one_element(input);
+            let header = stream_header_xml(NS_CLIENT, None, None, None, None, None);
+            let again = format!("{header}{}", e.to_xml_in(NS_CLIENT));
+            let (events, err) = run_chunks(again.as_bytes(), &[again.len()], Limits::default());
+            assert_eq!(err, None, "{input} -> {again}");
+            assert_eq!(events.get(1), Some(&StreamEvent::Element(e)), "{input}");
+        }
     }
 
     #[test]

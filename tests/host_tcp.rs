@@ -783,3 +783,32 @@ async fn plain_can_be_switched_off() -> TResult {
     })
     .await
 }
+
+#[tokio::test]
+async fn over_the_connection_limit_a_stream_error_says_why() -> TResult {
+    bounded(30, async {
+        use tokio::io::AsyncReadExt as _;
+        let dir = tempfile::tempdir()?;
+        let toml = config_toml(&dir.path().join("data"), true, "").replace(
+            "require_tls = true",
+            "require_tls = true\nmax_connections = 1",
+        );
+        let host = app::Host::start(app::HostConfig::from_toml_str(&toml, dir.path())?).await?;
+        let _first = Client::connect(ConnectOptions::localhost(
+            host.local_addr(),
+            Tls::StartTls,
+            host.cert_pem_path(),
+            None,
+        )?)
+        .await?;
+        let mut second = tokio::net::TcpStream::connect(host.local_addr()).await?;
+        let mut got = Vec::new();
+        second.read_to_end(&mut got).await?;
+        let text = String::from_utf8(got)?;
+        assert!(text.contains("<policy-violation"), "{text}");
+        assert!(text.ends_with("</stream:stream>"), "{text}");
+        host.shutdown().await;
+        Ok(())
+    })
+    .await
+}

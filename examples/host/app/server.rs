@@ -14,6 +14,8 @@ use sasl2_fast::sasl2::Sasl2Server;
 use sasl2_fast::sasl2::accounts::ScramHash;
 use sasl2_fast::sasl2::plain::PlainProvider;
 use sasl2_fast::sasl2::scram::ScramProvider;
+use sasl2_fast::xml::NS_CLIENT;
+use sasl2_fast::xml::reader::{STREAM_FOOTER, stream_header_xml};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
@@ -345,6 +347,18 @@ pub async fn change_password(
     Ok(())
 }
 
+/// A complete stream (header, `policy-violation` error, footer) for connections over the limit.
+fn over_limit_error(domain: &str) -> String {
+    let mut s = stream_header_xml(NS_CLIENT, Some(domain), None, None, Some("1.0"), None);
+    s.push_str(
+        "<stream:error><policy-violation xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>\
+         <text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>too many connections</text>\
+         </stream:error>",
+    );
+    s.push_str(STREAM_FOOTER);
+    s
+}
+
 async fn accept_loop(
     shared: Arc<Shared>,
     listener: TcpListener,
@@ -369,6 +383,12 @@ async fn accept_loop(
         };
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             warn!(%peer, "connection limit reached, closing");
+            if !direct_tls {
+                // Say why before closing (RFC 6120 §4.9.1.2: the header first, then the
+                // error). `try_write` never waits: a fresh socket's send buffer takes these few
+                // hundred bytes, and a peer that cannot must not hold an over-limit slot.
+                let _ = tcp.try_write(over_limit_error(&shared.config.domain).as_bytes());
+            }
             drop(tcp);
             continue;
         };

@@ -325,12 +325,9 @@ impl FastTokens {
                 durability = Durability::Durable;
             }
             if let Some(c) = req.count {
-                let used = match which {
-                    _ if req.invalidate => None,
-                    SlotName::New => next.current.as_mut(),
-                    SlotName::Current => next.current.as_mut(),
-                };
-                if let Some(s) = used {
+                // The used token is now in `current` (promoted if it was `new`); after an
+                // invalidation both slots are empty and there is nothing left to protect.
+                if let Some(s) = next.current.as_mut() {
                     s.max_count = Some(c);
                 }
             }

@@ -176,6 +176,23 @@ pub async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, direct
     conn.cleanup().await;
 }
 
+/// Appends `<stream:error>` with an RFC 6120 §4.9.3 condition and an optional text.
+pub fn write_stream_error(out: &mut String, condition: &str, text: Option<&str>) {
+    out.push_str("<stream:error><");
+    out.push_str(condition);
+    out.push_str(" xmlns='");
+    out.push_str(NS_STREAM_ERRORS);
+    out.push_str("'/>");
+    if let Some(t) = text {
+        out.push_str("<text xmlns='");
+        out.push_str(NS_STREAM_ERRORS);
+        out.push_str("' xml:lang='en'>");
+        escape_into(out, t);
+        out.push_str("</text>");
+    }
+    out.push_str("</stream:error>");
+}
+
 impl Conn {
     async fn run(&mut self, auth_deadline: Instant) {
         let mut shutdown = self.shared.shutdown.clone();
@@ -345,19 +362,7 @@ impl Conn {
         if !self.header_sent {
             self.open_stream(None);
         }
-        self.out.push_str("<stream:error><");
-        self.out.push_str(condition);
-        self.out.push_str(" xmlns='");
-        self.out.push_str(NS_STREAM_ERRORS);
-        self.out.push_str("'/>");
-        if let Some(t) = text {
-            self.out.push_str("<text xmlns='");
-            self.out.push_str(NS_STREAM_ERRORS);
-            self.out.push_str("' xml:lang='en'>");
-            escape_into(&mut self.out, t);
-            self.out.push_str("</text>");
-        }
-        self.out.push_str("</stream:error>");
+        write_stream_error(&mut self.out, condition, text);
         self.close_stream();
         Flow::Close
     }

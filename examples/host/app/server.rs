@@ -350,11 +350,7 @@ pub async fn change_password(
 /// A complete stream (header, `policy-violation` error, footer) for connections over the limit.
 fn over_limit_error(domain: &str) -> String {
     let mut s = stream_header_xml(NS_CLIENT, Some(domain), None, None, Some("1.0"), None);
-    s.push_str(
-        "<stream:error><policy-violation xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>\
-         <text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>too many connections</text>\
-         </stream:error>",
-    );
+    super::connection::write_stream_error(&mut s, "policy-violation", Some("too many connections"));
     s.push_str(STREAM_FOOTER);
     s
 }

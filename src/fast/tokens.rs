@@ -450,9 +450,7 @@ impl FastTokens {
             }
         }
         if !written {
-            return Err(StoreError::Backend(
-                "too many concurrent updates of one client".into(),
-            ));
+            return Err(StoreError::Contended);
         }
         let ev = self.event(key, &slot, now);
         for o in &self.observers {
@@ -522,9 +520,7 @@ impl FastTokens {
                 CasOutcome::Conflict => continue,
             }
         }
-        Err(StoreError::Backend(
-            "too many concurrent updates of one client".into(),
-        ))
+        Err(StoreError::Contended)
     }
 
     /// Revokes every token of an account issued until now: what a password change calls.

@@ -12,8 +12,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use async_trait::async_trait;
 
 use super::{
-    CasOutcome, ClientKey, ClientRecord, Durability, RevocationScope, StoreError, TokenStore,
-    Versioned, check_account, codec, fresh_version,
+    CasOutcome, ClientKey, ClientRecord, Durability, LoginView, RevocationScope, StoreError,
+    TokenStore, Versioned, check_account, codec, fresh_version,
 };
 
 /// A [`TokenStore`] kept in memory.
@@ -72,6 +72,15 @@ fn account_range(account: &str) -> Result<(ClientKey, ClientKey), StoreError> {
 impl TokenStore for MemoryStore {
     async fn get(&self, key: &ClientKey) -> Result<Option<Versioned<ClientRecord>>, StoreError> {
         Ok(self.lock().records.get(key).cloned())
+    }
+
+    async fn get_for_login(&self, key: &ClientKey) -> Result<LoginView, StoreError> {
+        let inner = self.lock();
+        let own = inner.account_cutoffs.get(key.account()).copied().unwrap_or(0);
+        Ok(LoginView {
+            record: inner.records.get(key).cloned(),
+            revoked_before: own.max(inner.global_cutoff),
+        })
     }
 
     async fn compare_and_swap(
@@ -197,17 +206,8 @@ impl TokenStore for MemoryStore {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
+    // The conformance suite runs through the public test kit: tests/store_conformance.rs.
     use super::*;
-    use crate::store::conformance;
-
-    conformance::conformance_tests!(((), MemoryStore::new()));
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn concurrent_increments() {
-        conformance::concurrent_increments(Arc::new(MemoryStore::new())).await;
-    }
 
     #[test]
     fn debug_shows_counts_only() {

@@ -11,10 +11,10 @@
 //! the store alone cannot log anyone in.
 
 mod codec;
-#[cfg(test)]
-pub(crate) mod conformance;
 pub mod memory;
 pub mod sled_store;
+#[cfg(any(test, feature = "test-kit"))]
+pub mod test_kit;
 
 use std::fmt;
 
@@ -32,7 +32,7 @@ pub const MAX_LABEL_BYTES: usize = 128;
 /// Checks an account name given to an account-wide operation (`clients_of`, `remove_account`,
 /// cutoffs) against the same bounds as [`ClientKey`], so no store builds a key prefix from a
 /// name that no key could hold.
-pub(crate) fn check_account(account: &str) -> Result<(), StoreError> {
+pub fn check_account(account: &str) -> Result<(), StoreError> {
     if account.is_empty() || account.len() > MAX_ACCOUNT_BYTES {
         return Err(StoreError::InvalidKey);
     }
@@ -269,8 +269,12 @@ pub enum RevocationScope {
     Account(String),
 }
 
+/// A boxed backend error, kept as the [`StoreError::Backend`] source.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// A store failure. Never contains a token or nonce.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
     /// The account name is empty or too long.
     #[error("invalid client key")]
@@ -281,12 +285,37 @@ pub enum StoreError {
     /// A stored value could not be decoded.
     #[error("corrupt record: {0}")]
     Corrupt(String),
-    /// The backend failed (I/O, connection, ...).
+    /// The backend failed (I/O, connection, ...); the backend's own error is the source.
     #[error("store backend: {0}")]
-    Backend(String),
+    Backend(#[source] BoxError),
+    /// One record kept changing under concurrent updates; the operation gave up.
+    #[error("too many concurrent updates of one client")]
+    Contended,
+}
+
+impl StoreError {
+    /// Wraps a backend error, keeping it as the source.
+    pub fn backend(e: impl Into<BoxError>) -> Self {
+        StoreError::Backend(e.into())
+    }
+}
+
+/// What a FAST login reads: the client's record and the revocation cutoff of its account
+/// (the larger of the account's own and the global one), fetched together so a login costs one
+/// round trip to a networked store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginView {
+    /// The record, if the client has one.
+    pub record: Option<Versioned<ClientRecord>>,
+    /// Tokens of the account issued before this instant (unix ms) are revoked.
+    pub revoked_before: u64,
 }
 
 /// Persistence of FAST client records.
+///
+/// Any implementation, in this crate or outside it, can check itself against the contract
+/// below with the public conformance suite: enable the `test-kit` feature and call
+/// [`test_kit::run_all`] with a function that makes fresh, empty stores (see its docs).
 ///
 /// # Contract
 /// - **Atomic per record.** Every state change of one (account, client) record happens in one
@@ -315,6 +344,12 @@ pub enum StoreError {
 pub trait TokenStore: fmt::Debug + Send + Sync {
     /// Reads one record.
     async fn get(&self, key: &ClientKey) -> Result<Option<Versioned<ClientRecord>>, StoreError>;
+
+    /// Reads one record and the revocation cutoff of its account in one round trip (one
+    /// query for a SQL store): the read a FAST login makes. Equivalent to [`TokenStore::get`]
+    /// plus [`TokenStore::revocation_cutoff`], but a store must not answer with a cutoff older
+    /// than one that was durable before the call began.
+    async fn get_for_login(&self, key: &ClientKey) -> Result<LoginView, StoreError>;
 
     /// Atomically replaces the record at `key` if its version is `expected` (`None`: no record
     /// exists). `new = None` deletes the record.

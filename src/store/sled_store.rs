@@ -37,8 +37,8 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use zeroize::Zeroizing;
 
 use super::{
-    CasOutcome, ClientKey, ClientRecord, Durability, RevocationScope, StoreError, TokenStore,
-    Versioned, check_account, codec, fresh_version,
+    CasOutcome, ClientKey, ClientRecord, Durability, LoginView, RevocationScope, StoreError,
+    TokenStore, Versioned, check_account, codec, fresh_version,
 };
 
 /// Name of the tree holding client records.
@@ -120,7 +120,7 @@ enum Abort {
 
 fn backend(e: sled::Error) -> StoreError {
     // sled errors carry paths, page ids and backtraces, never stored values.
-    StoreError::Backend(e.to_string())
+    StoreError::backend(e)
 }
 
 fn read_u64(bytes: &[u8], what: &str) -> Result<u64, StoreError> {
@@ -248,6 +248,17 @@ impl TokenStore for SledStore {
             None => Ok(None),
             Some(v) => decode_value(&v).map(Some),
         }
+    }
+
+    async fn get_for_login(&self, key: &ClientKey) -> Result<LoginView, StoreError> {
+        let record = self.get(key).await?;
+        let revoked_before = self
+            .cutoff_at(&ClientKey::account_prefix(key.account()))?
+            .max(self.cutoff_at(GLOBAL_CUTOFF_KEY)?);
+        Ok(LoginView {
+            record,
+            revoked_before,
+        })
     }
 
     async fn compare_and_swap(
@@ -450,20 +461,13 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::store::conformance::{self, key, record};
+    // The conformance suite runs through the public test kit: tests/store_conformance.rs.
+    use crate::store::test_kit::{key, record};
 
     fn temp_store() -> (tempfile::TempDir, SledStore) {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path().join("db")).unwrap();
         (dir, store)
-    }
-
-    conformance::conformance_tests!(temp_store());
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn concurrent_increments() {
-        let (_dir, store) = temp_store();
-        conformance::concurrent_increments(Arc::new(store)).await;
     }
 
     #[tokio::test]

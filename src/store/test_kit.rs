@@ -1,48 +1,90 @@
-//! The behaviour every [`TokenStore`] must show, written once and run against each store.
+//! The public conformance suite of [`TokenStore`]: the behaviour every store must show,
+//! written once and run against each store, in this crate or outside it.
 //!
-//! Each check takes a fresh, empty store. [`conformance_tests!`]
-//! turns the whole list into `#[tokio::test]`s for one store; the concurrency check needs an
-//! `Arc` (its tasks outlive a borrow) and is called separately on a multi-thread runtime.
+//! Enable the `test-kit` feature and call [`run_all`] from a test with a function that makes a
+//! fresh, empty store (and whatever must live as long as it, such as a temporary directory or
+//! a database schema):
+//!
+//! ```
+//! # #[cfg(feature = "test-kit")] {
+//! use std::sync::Arc;
+//! use sasl2_fast::store::{TokenStore, memory::MemoryStore, test_kit};
+//!
+//! # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+//! test_kit::run_all(|| async { (Arc::new(MemoryStore::new()) as Arc<dyn TokenStore>, ()) }).await;
+//! # });
+//! # }
+//! ```
+//!
+//! Each check gets its own fresh store; a failing check panics with its name. The checks are
+//! also public one by one, for a store that wants to run them as separate tests.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use super::{
-    CasOutcome, ClientKey, ClientRecord, Durability, MAX_ACCOUNT_BYTES, MAX_LABEL_BYTES,
-    MAX_MECHANISM_BYTES, RevocationScope, StoreError, TokenSlot, TokenStore, Versioned,
+    CasOutcome, ClientKey, ClientRecord, Durability, LoginView, MAX_ACCOUNT_BYTES,
+    MAX_LABEL_BYTES, MAX_MECHANISM_BYTES, RevocationScope, StoreError, TokenSlot, TokenStore,
+    Versioned,
 };
 
-/// Generates one `#[tokio::test]` per conformance check. `$make` is an expression yielding
-/// `(guard, store)`: the guard (e.g. a temp dir) lives as long as the test.
-macro_rules! conformance_tests {
-    ($make:expr) => {
-        $crate::store::conformance::conformance_tests!(@each $make;
-            insert_requires_no_record,
-            stale_version_conflicts,
-            versions_increment,
-            delete_then_get_is_none,
-            recreated_record_rejects_the_old_version,
-            expiry_index,
-            clients_of_isolates_accounts,
-            remove_account,
-            cutoffs_only_move_forward,
-            len_counts_records,
-            rejects_bad_input,
-        );
-    };
-    (@each $make:expr; $($name:ident),* $(,)?) => {
-        $(
-            #[tokio::test]
-            async fn $name() {
-                let (_guard, store) = $make;
-                $crate::store::conformance::$name(&store).await;
-            }
-        )*
-    };
-}
-pub(crate) use conformance_tests;
+/// Names the check that was running when a panic unwinds through it.
+struct Running(&'static str);
 
-/// A slot expiring at `expires_at`.
-pub(crate) fn slot(expires_at: u64) -> TokenSlot {
+impl Drop for Running {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("TokenStore conformance check `{}` failed", self.0);
+        }
+    }
+}
+
+/// Runs every conformance check, each against a fresh, empty store from `fresh`. The guard
+/// (second tuple element) is dropped after its check. Call it from a multi-thread tokio
+/// runtime so the concurrency check really runs in parallel.
+///
+/// # Panics
+/// On the first check the store fails, naming it.
+pub async fn run_all<F, Fut, G>(mut fresh: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = (Arc<dyn TokenStore>, G)>,
+{
+    macro_rules! run {
+        ($($name:ident),* $(,)?) => {$(
+            {
+                let (store, guard) = fresh().await;
+                let running = Running(stringify!($name));
+                $name(&*store).await;
+                drop(running);
+                drop(store);
+                drop(guard);
+            }
+        )*};
+    }
+    run!(
+        insert_requires_no_record,
+        stale_version_conflicts,
+        versions_increment,
+        delete_then_get_is_none,
+        recreated_record_rejects_the_old_version,
+        expiry_index,
+        clients_of_isolates_accounts,
+        remove_account,
+        cutoffs_only_move_forward,
+        login_view_joins_record_and_cutoff,
+        len_counts_records,
+        rejects_bad_input,
+    );
+    let (store, guard) = fresh().await;
+    let running = Running("concurrent_increments");
+    concurrent_increments(store).await;
+    drop(running);
+    drop(guard);
+}
+
+/// A slot expiring at `expires_at` (a fixed, non-secret nonce).
+pub fn slot(expires_at: u64) -> TokenSlot {
     TokenSlot {
         nonce: [0x5a; 32],
         mechanism: "HT-SHA-256-NONE".into(),
@@ -54,7 +96,7 @@ pub(crate) fn slot(expires_at: u64) -> TokenSlot {
 }
 
 /// A record whose `current` slot expires at `expires_at` (`None`: no slot at all).
-pub(crate) fn record(expires_at: Option<u64>) -> ClientRecord {
+pub fn record(expires_at: Option<u64>) -> ClientRecord {
     ClientRecord {
         current: expires_at.map(slot),
         new: None,
@@ -66,7 +108,8 @@ pub(crate) fn record(expires_at: Option<u64>) -> ClientRecord {
     }
 }
 
-pub(crate) fn key(account: &str, ua: &str) -> ClientKey {
+/// The key of `account`'s client with user-agent id `ua`.
+pub fn key(account: &str, ua: &str) -> ClientKey {
     ClientKey::new(account, ua).unwrap()
 }
 
@@ -86,7 +129,8 @@ async fn insert(store: &dyn TokenStore, k: &ClientKey, r: ClientRecord) -> u64 {
     }
 }
 
-pub(crate) async fn insert_requires_no_record(store: &dyn TokenStore) {
+/// An insert (`expected = None`) succeeds only when no record exists, with a fresh version.
+pub async fn insert_requires_no_record(store: &dyn TokenStore) {
     let k = key("alice", "ua-1");
     assert_eq!(store.get(&k).await.unwrap(), None);
     let v = insert(store, &k, record(Some(100))).await;
@@ -108,7 +152,8 @@ pub(crate) async fn insert_requires_no_record(store: &dyn TokenStore) {
     );
 }
 
-pub(crate) async fn stale_version_conflicts(store: &dyn TokenStore) {
+/// A compare-and-swap naming any version but the stored one conflicts and changes nothing.
+pub async fn stale_version_conflicts(store: &dyn TokenStore) {
     let k = key("alice", "ua-1");
     // Expecting a version of a record that does not exist.
     let out = store
@@ -142,7 +187,8 @@ pub(crate) async fn stale_version_conflicts(store: &dyn TokenStore) {
     assert_eq!(got.value, record(Some(200)));
 }
 
-pub(crate) async fn versions_increment(store: &dyn TokenStore) {
+/// Every successful update writes `expected + 1`.
+pub async fn versions_increment(store: &dyn TokenStore) {
     let k = key("bob", "ua");
     let first = insert(store, &k, record(Some(10))).await;
     for i in 0..19u64 {
@@ -165,7 +211,8 @@ pub(crate) async fn versions_increment(store: &dyn TokenStore) {
     }
 }
 
-pub(crate) async fn delete_then_get_is_none(store: &dyn TokenStore) {
+/// A delete removes the record and its expiry-index entry.
+pub async fn delete_then_get_is_none(store: &dyn TokenStore) {
     let k = key("carol", "ua");
     let other = key("carol", "other");
     let v = insert(store, &k, record(Some(10))).await;
@@ -197,7 +244,7 @@ pub(crate) async fn delete_then_get_is_none(store: &dyn TokenStore) {
 
 /// ABA: a login reads version `v`, the record is deleted (e.g. the client invalidated its
 /// tokens) and created again; the login's CAS must not apply to the new record.
-pub(crate) async fn recreated_record_rejects_the_old_version(store: &dyn TokenStore) {
+pub async fn recreated_record_rejects_the_old_version(store: &dyn TokenStore) {
     let k = key("ivan", "ua");
     let v = insert(store, &k, record(Some(10))).await;
     let out = store
@@ -233,7 +280,9 @@ pub(crate) async fn recreated_record_rejects_the_old_version(store: &dyn TokenSt
     assert_eq!(out, CasOutcome::Written(w + 1));
 }
 
-pub(crate) async fn expiry_index(store: &dyn TokenStore) {
+/// `expired` serves exactly the records whose latest expiry has passed, oldest first, and
+/// follows every update and delete.
+pub async fn expiry_index(store: &dyn TokenStore) {
     let k50 = key("dave", "50");
     let k100 = key("dave", "100");
     let k200 = key("erin", "200");
@@ -317,7 +366,8 @@ pub(crate) async fn expiry_index(store: &dyn TokenStore) {
     assert_eq!(store.expired(300, 10).await.unwrap(), vec![]);
 }
 
-pub(crate) async fn clients_of_isolates_accounts(store: &dyn TokenStore) {
+/// `clients_of` lists one account's clients, never another's (also for prefix-sharing names).
+pub async fn clients_of_isolates_accounts(store: &dyn TokenStore) {
     let a: Vec<ClientKey> = (0..3).map(|i| key("a", &format!("ua-{i}"))).collect();
     let ab: Vec<ClientKey> = (0..2).map(|i| key("ab", &format!("ua-{i}"))).collect();
     let mut versions = std::collections::BTreeMap::new();
@@ -360,7 +410,8 @@ pub(crate) async fn clients_of_isolates_accounts(store: &dyn TokenStore) {
     assert!(store.clients_of("", 100).await.is_err());
 }
 
-pub(crate) async fn remove_account(store: &dyn TokenStore) {
+/// `remove_account` deletes every record of one account and nothing else.
+pub async fn remove_account(store: &dyn TokenStore) {
     for i in 0..3 {
         insert(store, &key("a", &format!("{i}")), record(Some(10 + i))).await;
     }
@@ -384,7 +435,8 @@ pub(crate) async fn remove_account(store: &dyn TokenStore) {
     insert(store, &key("a", "0"), record(Some(10))).await;
 }
 
-pub(crate) async fn cutoffs_only_move_forward(store: &dyn TokenStore) {
+/// Revocation cutoffs only ever rise; the global one applies to every account.
+pub async fn cutoffs_only_move_forward(store: &dyn TokenStore) {
     assert_eq!(store.revocation_cutoff("x").await.unwrap(), 0);
     let acct = |a: &str| RevocationScope::Account(a.into());
     store.raise_revocation_cutoff(acct("x"), 100).await.unwrap();
@@ -416,7 +468,49 @@ pub(crate) async fn cutoffs_only_move_forward(store: &dyn TokenStore) {
     assert_eq!(store.len().await.unwrap(), 0);
 }
 
-pub(crate) async fn len_counts_records(store: &dyn TokenStore) {
+/// `get_for_login` returns the record together with the larger of the account's and the
+/// global revocation cutoff, and tracks later raises of either.
+pub async fn login_view_joins_record_and_cutoff(store: &dyn TokenStore) {
+    let k = key("alice", "ua-1");
+    assert_eq!(
+        store.get_for_login(&k).await.unwrap(),
+        LoginView {
+            record: None,
+            revoked_before: 0
+        }
+    );
+    let v = insert(store, &k, record(Some(100))).await;
+    let want = Versioned {
+        version: v,
+        value: record(Some(100)),
+    };
+    let view = store.get_for_login(&k).await.unwrap();
+    assert_eq!(view.record.as_ref(), Some(&want));
+    assert_eq!(view.revoked_before, 0);
+    store
+        .raise_revocation_cutoff(RevocationScope::Account("alice".into()), 40)
+        .await
+        .unwrap();
+    assert_eq!(store.get_for_login(&k).await.unwrap().revoked_before, 40);
+    store
+        .raise_revocation_cutoff(RevocationScope::All, 70)
+        .await
+        .unwrap();
+    assert_eq!(store.get_for_login(&k).await.unwrap().revoked_before, 70);
+    // Another account's cutoff does not apply; the global one does.
+    store
+        .raise_revocation_cutoff(RevocationScope::Account("bob".into()), 90)
+        .await
+        .unwrap();
+    let view = store.get_for_login(&k).await.unwrap();
+    assert_eq!(view.revoked_before, 70);
+    assert_eq!(view.record, Some(want));
+    let other = key("carol", "ua");
+    assert_eq!(store.get_for_login(&other).await.unwrap().revoked_before, 70);
+}
+
+/// `len` counts records.
+pub async fn len_counts_records(store: &dyn TokenStore) {
     assert_eq!(store.len().await.unwrap(), 0);
     let mut versions = Vec::new();
     for i in 0..10 {
@@ -434,7 +528,8 @@ pub(crate) async fn len_counts_records(store: &dyn TokenStore) {
     assert_eq!(store.len().await.unwrap(), 10);
 }
 
-pub(crate) async fn rejects_bad_input(store: &dyn TokenStore) {
+/// Oversized records and account names are rejected with typed errors and write nothing.
+pub async fn rejects_bad_input(store: &dyn TokenStore) {
     let k = key("h", "ua");
     let mut r = record(Some(5));
     r.current.as_mut().unwrap().mechanism = "M".repeat(MAX_MECHANISM_BYTES + 1);
@@ -488,7 +583,7 @@ pub(crate) async fn rejects_bad_input(store: &dyn TokenStore) {
 
 /// 8 tasks x 50 read-modify-CAS increments of `last_used_at`, retrying on conflict: with an
 /// atomic CAS no increment is lost. Call it from a multi-thread runtime.
-pub(crate) async fn concurrent_increments(store: Arc<dyn TokenStore>) {
+pub async fn concurrent_increments(store: Arc<dyn TokenStore>) {
     const TASKS: u64 = 8;
     const EACH: u64 = 50;
     let k = key("counter", "ua");

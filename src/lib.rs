@@ -23,6 +23,17 @@ pub mod fast;
 pub mod sasl2;
 pub mod store;
 pub mod xml;
+pub mod xmpp;
+
+// The xmpp-rs crates every public signature speaks, re-exported so a host uses the very same
+// versions (an `Element` from another minidom version would be a different type).
+pub use jid;
+pub use minidom;
+pub use xmpp_parsers;
+
+/// A boxed error kept as the source of this crate's errors (store and account backends,
+/// inline features).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// The README's code samples are compiled as doctests.
 #[doc = include_str!("../README.md")]

@@ -9,8 +9,7 @@ use sasl2_fast::store::{TokenStore, test_kit};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn memory_store_conforms() {
-    test_kit::run_all(|| async { (Arc::new(MemoryStore::new()) as Arc<dyn TokenStore>, ()) })
-        .await;
+    test_kit::run_all(|| async { (Arc::new(MemoryStore::new()) as Arc<dyn TokenStore>, ()) }).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -1,11 +1,16 @@
-//! FAST configuration: the `[plugins.fast]` table of a host's config, parsed and validated.
+//! FAST configuration: the `[plugins.fast]` table of a host's config, deserialized with serde
+//! and validated.
 //!
 //! Defaults match Prosody's `mod_sasl2_fast` (21-day tokens, rotated after a day) and are
-//! listed with their documentation in the crate's `plugin.toml`.
+//! listed with their documentation in the crate's `plugin.toml`; a test keeps the two equal.
+//! Unknown keys are errors (`deny_unknown_fields`): a typo must never fall back to a default
+//! silently. Durations are integer seconds (Prosody-compatible) or strings such as `"21d"`.
 
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, de};
 
 use super::ht::HtMechanism;
 
@@ -13,7 +18,9 @@ use super::ht::HtMechanism;
 pub const PLUGIN_MANIFEST: &str = include_str!("../../plugin.toml");
 
 /// Which token store the plugin uses.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum StoreKind {
     /// sled on disk (the default).
     Sled,
@@ -21,28 +28,39 @@ pub enum StoreKind {
     Memory,
 }
 
-/// Validated FAST settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Validated FAST settings. Build one with [`FastConfig::default`] and change fields, or
+/// deserialize it from a host's `[plugins.fast]` table and call [`FastConfig::validate`].
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct FastConfig {
     /// Offer FAST at all.
     pub enabled: bool,
     /// Token lifetime from issue.
+    #[serde(deserialize_with = "duration")]
     pub token_ttl: Duration,
     /// Rotate a token used when older than this (F-16).
+    #[serde(deserialize_with = "duration")]
     pub token_min_ttl: Duration,
-    /// Absolute lifetime of a chain of rotated tokens; `None` = off.
+    /// Absolute lifetime of a chain of rotated tokens; `None` (0 in the file) = off.
+    #[serde(deserialize_with = "optional_duration")]
     pub token_max_chain_age: Option<Duration>,
-    /// Mechanisms offered, in advertisement order.
+    /// Mechanisms offered, in advertisement order (duplicates dropped).
+    #[serde(deserialize_with = "mechanisms")]
     pub mechanisms: Vec<HtMechanism>,
     /// The store.
     pub store: StoreKind,
-    /// sled directory; `None` = `<data_dir>/fast-tokens`.
+    /// sled directory; `None` (empty in the file) = `<data_dir>/fast-tokens`.
+    #[serde(deserialize_with = "optional_path")]
     pub store_path: Option<PathBuf>,
-    /// Pepper file; `None` = `<data_dir>/fast-pepper`.
+    /// Pepper file; `None` (empty in the file) = `<data_dir>/fast-pepper`.
+    #[serde(deserialize_with = "optional_path")]
     pub pepper_file: Option<PathBuf>,
-    /// Most clients kept per account.
+    /// Most clients kept per account (1..=100 000).
+    #[serde(deserialize_with = "clients_per_account")]
     pub max_clients_per_account: usize,
     /// Interval of the expiry sweep.
+    #[serde(deserialize_with = "duration")]
     pub sweep_interval: Duration,
 }
 
@@ -70,11 +88,11 @@ impl Default for FastConfig {
     }
 }
 
-/// A configuration problem, naming the key.
+/// A configuration problem, naming the key (without the `plugins.fast.` prefix).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("plugins.fast.{key}: {message}")]
 pub struct ConfigError {
-    /// The offending key (without the `plugins.fast.` prefix).
+    /// The offending key.
     pub key: String,
     /// What is wrong with it.
     pub message: String,
@@ -87,130 +105,95 @@ fn err(key: &str, message: impl Into<String>) -> ConfigError {
     }
 }
 
-/// Parses a duration: integer seconds (Prosody-compatible) or a string such as `"21d"`,
-/// `"12h"`, `"30m"`, `"45s"`, `"2w"`, or a plain number in a string.
-pub fn parse_duration(key: &str, v: &toml::Value) -> Result<Duration, ConfigError> {
-    match v {
-        toml::Value::Integer(i) if *i >= 0 => Ok(Duration::from_secs(*i as u64)),
-        toml::Value::Integer(_) => Err(err(key, "must not be negative")),
-        toml::Value::String(s) => {
-            let s = s.trim();
-            let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
-                Some(i) => (&s[..i], s[i..].trim()),
-                None => (s, "s"),
-            };
-            let n: u64 = num.parse().map_err(|_| {
-                err(
-                    key,
-                    format!("invalid duration {s:?}: expected e.g. 86400, \"21d\", \"12h\""),
-                )
-            })?;
-            let mult = match unit {
-                "s" => 1,
-                "m" => 60,
-                "h" => 3600,
-                "d" => 86400,
-                "w" => 7 * 86400,
-                _ => {
-                    return Err(err(
-                        key,
-                        format!("unknown duration unit {unit:?} (use s, m, h, d or w)"),
-                    ));
-                }
-            };
-            n.checked_mul(mult)
-                .map(Duration::from_secs)
-                .ok_or_else(|| err(key, "duration too large"))
+/// Parses a duration string: `"21d"`, `"12h"`, `"30m"`, `"45s"`, `"2w"`, or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => (&s[..i], s[i..].trim()),
+        None => (s, "s"),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 86400, \"21d\", \"12h\""))?;
+    let mult = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        "w" => 7 * 86400,
+        _ => {
+            return Err(format!(
+                "unknown duration unit {unit:?} (use s, m, h, d or w)"
+            ));
         }
-        _ => Err(err(
-            key,
-            "expected seconds (integer) or a duration string like \"21d\"",
-        )),
+    };
+    n.checked_mul(mult)
+        .map(Duration::from_secs)
+        .ok_or_else(|| "duration too large".to_owned())
+}
+
+struct DurationVisitor;
+
+impl de::Visitor<'_> for DurationVisitor {
+    type Value = Duration;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("seconds (integer) or a duration string like \"21d\"")
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {
+        Ok(Duration::from_secs(v))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Duration, E> {
+        u64::try_from(v)
+            .map(Duration::from_secs)
+            .map_err(|_| E::custom("must not be negative"))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
+        parse_duration(v).map_err(E::custom)
     }
 }
 
-fn as_bool(key: &str, v: &toml::Value) -> Result<bool, ConfigError> {
-    v.as_bool()
-        .ok_or_else(|| err(key, "expected true or false"))
+/// serde: a duration as integer seconds or a string like `"21d"`.
+pub fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    d.deserialize_any(DurationVisitor)
 }
 
-fn as_path(key: &str, v: &toml::Value) -> Result<Option<PathBuf>, ConfigError> {
-    let s = v
-        .as_str()
-        .ok_or_else(|| err(key, "expected a path string"))?;
-    Ok(if s.is_empty() {
-        None
-    } else {
-        Some(PathBuf::from(s))
-    })
+fn optional_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let v = duration(d)?;
+    Ok((!v.is_zero()).then_some(v))
+}
+
+fn optional_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+    let s = String::deserialize(d)?;
+    Ok((!s.is_empty()).then(|| PathBuf::from(s)))
+}
+
+fn clients_per_account<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let n = i64::deserialize(d)?;
+    if !(1..=100_000).contains(&n) {
+        return Err(de::Error::custom("must be between 1 and 100000"));
+    }
+    Ok(n as usize)
+}
+
+fn mechanisms<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<HtMechanism>, D::Error> {
+    let names = Vec::<String>::deserialize(d)?;
+    let mut out = Vec::new();
+    for name in names {
+        let m = HtMechanism::from_name(&name)
+            .ok_or_else(|| de::Error::custom(format!("unknown HT mechanism {name:?}")))?;
+        if !out.contains(&m) {
+            out.push(m);
+        }
+    }
+    Ok(out)
 }
 
 impl FastConfig {
-    /// Parses a `[plugins.fast]` table. Unknown keys are errors (a typo must not silently fall
-    /// back to a default).
-    pub fn from_table(table: &toml::Table) -> Result<Self, ConfigError> {
-        let mut c = FastConfig::default();
-        for (key, v) in table {
-            match key.as_str() {
-                "enabled" => c.enabled = as_bool(key, v)?,
-                "token_ttl" => c.token_ttl = parse_duration(key, v)?,
-                "token_min_ttl" => c.token_min_ttl = parse_duration(key, v)?,
-                "token_max_chain_age" => {
-                    let d = parse_duration(key, v)?;
-                    c.token_max_chain_age = (!d.is_zero()).then_some(d);
-                }
-                "mechanisms" => {
-                    let arr = v
-                        .as_array()
-                        .ok_or_else(|| err(key, "expected a list of HT mechanism names"))?;
-                    let mut mechs = Vec::new();
-                    for item in arr {
-                        let name = item
-                            .as_str()
-                            .ok_or_else(|| err(key, "expected mechanism names as strings"))?;
-                        let m = HtMechanism::from_name(name)
-                            .ok_or_else(|| err(key, format!("unknown HT mechanism {name:?}")))?;
-                        if !mechs.contains(&m) {
-                            mechs.push(m);
-                        }
-                    }
-                    c.mechanisms = mechs;
-                }
-                "store" => {
-                    c.store = match v.as_str() {
-                        Some("sled") => StoreKind::Sled,
-                        Some("memory") => StoreKind::Memory,
-                        _ => return Err(err(key, "expected \"sled\" or \"memory\"")),
-                    }
-                }
-                "store_path" => c.store_path = as_path(key, v)?,
-                "pepper_file" => c.pepper_file = as_path(key, v)?,
-                "max_clients_per_account" => {
-                    let n = v
-                        .as_integer()
-                        .ok_or_else(|| err(key, "expected an integer"))?;
-                    if !(1..=100_000).contains(&n) {
-                        return Err(err(key, "must be between 1 and 100000"));
-                    }
-                    c.max_clients_per_account = n as usize;
-                }
-                "sweep_interval" => c.sweep_interval = parse_duration(key, v)?,
-                other => return Err(err(other, "unknown option")),
-            }
-        }
-        c.validate()?;
-        Ok(c)
-    }
-
-    /// Parses the options from TOML text holding just the `[plugins.fast]` keys.
-    pub fn from_toml_str(s: &str) -> Result<Self, ConfigError> {
-        let table: toml::Table = s
-            .parse()
-            .map_err(|e: toml::de::Error| err("", e.to_string()))?;
-        Self::from_table(&table)
-    }
-
-    /// Checks relations between options.
+    /// Checks relations between options (what a field's own type cannot say).
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.token_ttl.is_zero() {
             return Err(err("token_ttl", "must be greater than 0"));
@@ -259,6 +242,17 @@ impl fmt::Display for FastConfig {
 mod tests {
     use super::*;
 
+    /// Deserializes and validates like a host does, naming the key of the first error.
+    fn parse(s: &str) -> Result<FastConfig, ConfigError> {
+        let de = toml::Deserializer::parse(s).map_err(|e| err("", e.to_string()))?;
+        let c: FastConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            err(&key, e.into_inner().message().to_owned())
+        })?;
+        c.validate()?;
+        Ok(c)
+    }
+
     #[test]
     fn manifest_defaults_equal_the_built_in_defaults() {
         let manifest: toml::Table = PLUGIN_MANIFEST.parse().unwrap();
@@ -276,7 +270,7 @@ mod tests {
             defaults.insert(k.clone(), v["default"].clone());
         }
         assert_eq!(
-            FastConfig::from_table(&defaults).unwrap(),
+            parse(&toml::to_string(&defaults).unwrap()).unwrap(),
             FastConfig::default()
         );
     }
@@ -288,11 +282,12 @@ mod tests {
         assert_eq!(c.token_min_ttl.as_secs(), 86_400);
         assert_eq!(c.max_clients_per_account, 100);
         assert_eq!(c.token_max_chain_age, None);
+        c.validate().unwrap();
     }
 
     #[test]
     fn durations_accept_seconds_and_strings() {
-        let c = FastConfig::from_toml_str(
+        let c = parse(
             "token_ttl = \"21d\"\ntoken_min_ttl = \"12h\"\ntoken_max_chain_age = \"2w\"\nsweep_interval = \"90\"",
         )
         .unwrap();
@@ -300,6 +295,9 @@ mod tests {
         assert_eq!(c.token_min_ttl.as_secs(), 12 * 3600);
         assert_eq!(c.token_max_chain_age, Some(Duration::from_secs(14 * 86400)));
         assert_eq!(c.sweep_interval.as_secs(), 90);
+        let c =
+            parse("token_ttl = 1814400\ntoken_min_ttl = 86400\ntoken_max_chain_age = 0").unwrap();
+        assert_eq!(c, FastConfig::default());
     }
 
     #[test]
@@ -324,13 +322,12 @@ mod tests {
                 "max_clients_per_account",
                 "between",
             ),
-            ("token_tll = 5", "token_tll", "unknown option"),
-            ("enabled = \"yes\"", "enabled", "true or false"),
+            ("token_tll = 5", "token_tll", "unknown field `token_tll`"),
+            ("enabled = \"yes\"", "enabled", "bool"),
         ] {
-            let e = FastConfig::from_toml_str(input).unwrap_err();
-            assert_eq!(e.key, key, "{input}");
+            let e = parse(input).unwrap_err();
+            assert_eq!(e.key, key, "{input}: {e}");
             assert!(e.message.contains(fragment), "{input}: {}", e.message);
-            assert!(e.to_string().starts_with(&format!("plugins.fast.{key}:")));
         }
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! - [`ht`]: the HT mechanism family (hash × channel binding) and its wire format.
 //! - [`token`]: token secrets, the pepper, sealing at rest.
-//! - [`tokens`]: the lifecycle over a [`crate::store::TokenStore`].
+//! - [`tokens`]: the lifecycle over a [`crate::store::TokenStore`]; [`login`]: a FAST login's
+//!   one read and one write.
 //! - [`plugin`]: the SASL2 inline feature a host registers.
 //! - [`hooks`]: observers of lifecycle events; [`config`]: options and validation.
 
@@ -11,6 +12,7 @@ pub mod clock;
 pub mod config;
 pub mod hooks;
 pub mod ht;
+pub mod login;
 pub mod plugin;
 pub mod token;
 pub mod tokens;

@@ -1,28 +1,30 @@
 //! The FAST inline feature: `<fast>` advertisement, claiming `<authenticate>` requests that
 //! carry `<fast/>`, the HT mechanism attempt, and `<token>` in `<success>`.
 
-use std::any::Any;
 use std::fmt;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
+use minidom::Element;
 use tracing::debug;
+use xmpp_parsers::fast::{FastQuery, Mechanism as FastMechanism, RequestToken, Token};
 use zeroize::Zeroizing;
 
 use super::clock::xep0082;
 use super::config::{FastConfig, StoreKind};
 use super::hooks::{FastObserver, RejectReason};
 use super::ht::{HtMechanism, parse_initiator};
+use super::login::{Verified, VerifyRequest};
 use super::token::Pepper;
-use super::tokens::{FastTokens, IssueKind, VerifyRequest};
+use super::tokens::{FastTokens, IssueKind, TokenRequest};
 use crate::sasl2::accounts::normalize_username;
 use crate::sasl2::{
-    AuthenticateRequest, Authenticated, ChannelBindingType, Failure, InlineError, InlineFeature,
-    InlineOrder, Mechanism, SaslCondition, Step, StreamInfo, SuccessBuilder, SuccessContext,
+    Authenticated, ChannelBindingType, ClaimContext, Failure, InlineError, InlineFeature,
+    InlineOrder, Mechanism, Offer, SaslCondition, Step, StreamInfo, SuccessBuilder, SuccessContext,
 };
 use crate::store::{ClientKey, TokenStore};
-use crate::xml::{Element, NS_FAST};
+use crate::xmpp::ns;
 
 /// The FAST plugin: register it with [`crate::sasl2::Sasl2Server`] as an inline feature.
 #[derive(Debug, Clone)]
@@ -96,10 +98,11 @@ impl FastPlugin {
 
     /// The HT mechanisms offered on this stream, in configured order: each only where the
     /// connection can bind to it (protocol.md §7); none when FAST is off or the stream is not
-    /// allowed SASL2 (F-32).
+    /// allowed SASL2 (F-32). The negotiator asks once per stream, through
+    /// [`InlineFeature::offer`].
     pub fn offered(&self, stream: &StreamInfo) -> Vec<HtMechanism> {
         let cfg = self.tokens.config();
-        if !cfg.enabled || !(stream.is_secure() || stream.allow_plaintext) {
+        if !cfg.enabled || !stream.may_authenticate() {
             return Vec::new();
         }
         cfg.mechanisms
@@ -108,6 +111,12 @@ impl FastPlugin {
             .filter(|m| m.usable_on(stream))
             .collect()
     }
+}
+
+/// The HT mechanisms one stream offers: the state of the FAST offer.
+#[derive(Debug)]
+struct FastOffer {
+    mechanisms: Vec<HtMechanism>,
 }
 
 /// Parses an XML Schema boolean (§2.1 notes).
@@ -134,14 +143,21 @@ fn parse_count(v: Option<&str>) -> Result<Option<u32>, Failure> {
     }
 }
 
-/// The state an HT attempt leaves for [`FastPlugin::on_success`].
-#[derive(Debug)]
-struct FastOutcome {
-    mechanism: HtMechanism,
-    rotation_due: bool,
-    chain_started_at: u64,
-    invalidated: bool,
+/// The request form of `<fast>` in `<authenticate>`: `count` and `invalidate`.
+///
+/// Parsed over minidom: xmpp-parsers' `fast::FastResponse` requires `count`, which XEP-0484
+/// only requires for TLS 0-RTT (F-13), and Conversations and xmpp.js never send it (pinned in
+/// `tests/xmpp_parsers_gaps.rs`).
+fn parse_fast_request(el: &Element) -> Result<(Option<u32>, bool), Failure> {
+    Ok((
+        parse_count(el.attr("count"))?,
+        parse_bool(el.attr("invalidate"))?,
+    ))
 }
+
+/// The state an HT attempt leaves for [`FastPlugin::on_success`]: the verified login, whose
+/// state change is written there (taken out once, hence the mutex).
+struct FastOutcome(Mutex<Option<Verified>>);
 
 /// One HT authentication attempt (F-3: one round trip, no challenge).
 struct HtAttempt {
@@ -163,7 +179,9 @@ impl fmt::Debug for HtAttempt {
     }
 }
 
-fn failure_for(reason: RejectReason) -> Failure {
+/// The SASL failure for a rejected token (F-28: distrusted tokens answer
+/// `credentials-expired`; protocol.md §9 item 11).
+pub fn failure_for(reason: RejectReason) -> Failure {
     use RejectReason as R;
     match reason {
         R::UnknownToken => Failure::new(SaslCondition::NotAuthorized),
@@ -220,95 +238,116 @@ impl Mechanism for HtAttempt {
                 .report_rejection(None, name, RejectReason::UnknownToken);
             return Step::Failure(Failure::new(SaslCondition::NotAuthorized));
         };
-        let req = VerifyRequest {
-            account: &account,
-            user_agent_id: &self.user_agent_id,
-            mechanism: self.mechanism,
-            mac: msg.mac,
-            cb_data: &self.cb_data,
-            count: self.count,
-            invalidate: self.invalidate,
-        };
+        let req = VerifyRequest::new(
+            &account,
+            &self.user_agent_id,
+            self.mechanism,
+            msg.mac,
+            &self.cb_data,
+        )
+        .with_count(self.count)
+        .with_invalidate(self.invalidate);
         match self.tokens.verify(&req).await {
-            Ok(v) => Step::Success(Authenticated {
-                username: account,
-                additional_data: Some(v.responder),
-                state: Some(Box::new(FastOutcome {
-                    mechanism: v.mechanism,
-                    rotation_due: v.rotation_due,
-                    chain_started_at: v.chain_started_at,
-                    invalidated: v.invalidated,
-                })),
-            }),
+            Ok(v) => {
+                let responder = v.responder.clone();
+                // F-28: no SASL2 tasks after a token login.
+                Step::Success(
+                    Authenticated::new(account, Some(responder))
+                        .with_state(Box::new(FastOutcome(Mutex::new(Some(v)))))
+                        .without_tasks(),
+                )
+            }
             Err(reason) => Step::Failure(failure_for(reason)),
         }
     }
 }
 
+impl FastPlugin {
+    /// The mechanism a `<request-token>` names, if this stream offered it (protocol.md §9
+    /// item 8: a mechanism that was not offered gets no token).
+    fn requested(ctx: &SuccessContext<'_>) -> Option<Result<HtMechanism, ()>> {
+        let el = ctx.request.inline_child("request-token", ns::FAST)?;
+        let offered = ctx
+            .offer
+            .and_then(|o| o.state::<FastOffer>())
+            .map_or(&[][..], |o| &o.mechanisms[..]);
+        Some(
+            RequestToken::try_from(el.clone())
+                .ok()
+                .and_then(|r| HtMechanism::from_name(&r.mechanism))
+                .filter(|m| offered.contains(m))
+                .ok_or(()),
+        )
+    }
+}
+
 #[async_trait]
 impl InlineFeature for FastPlugin {
-    fn order(&self) -> InlineOrder {
-        InlineOrder::Token
+    fn name(&self) -> &'static str {
+        "fast"
     }
 
-    fn advertise(&self, stream: &StreamInfo) -> Option<Element> {
+    fn order(&self) -> InlineOrder {
+        InlineOrder::TOKEN
+    }
+
+    fn offer(&self, stream: &StreamInfo) -> Option<Offer> {
         let offered = self.offered(stream);
         if offered.is_empty() {
             return None;
         }
-        // F-1, F-2. Never `tls-0rtt` (F-6): this server does not accept TLS early data.
-        let mut fast = Element::new("fast", NS_FAST);
-        for m in offered {
-            fast.push_child(Element::new("mechanism", NS_FAST).with_text(m.name()));
-        }
-        Some(fast)
-    }
-
-    fn channel_binding_types(&self, stream: &StreamInfo) -> Vec<ChannelBindingType> {
-        let mut out = Vec::new();
-        for m in self.offered(stream) {
+        let mut cb: Vec<ChannelBindingType> = Vec::new();
+        for m in &offered {
             if let Some(t) = m.binding.channel_binding_type()
-                && !out.contains(&t)
+                && !cb.contains(&t)
             {
-                out.push(t);
+                cb.push(t);
             }
         }
-        out
+        // F-1, F-2. Never `tls-0rtt` (F-6): this server does not accept TLS early data.
+        let element = FastQuery {
+            tls_0rtt: false,
+            mechanisms: offered
+                .iter()
+                .map(|m| FastMechanism(m.name().to_owned()))
+                .collect(),
+        };
+        Some(
+            Offer::new(element)
+                .with_channel_bindings(cb)
+                .with_state(Arc::new(FastOffer {
+                    mechanisms: offered,
+                })),
+        )
     }
 
-    fn claim(
-        &self,
-        stream: &StreamInfo,
-        request: &AuthenticateRequest,
-    ) -> Result<Option<Box<dyn Mechanism>>, Failure> {
-        let Some(fast) = request.inline_child("fast", NS_FAST) else {
+    fn claim(&self, ctx: &ClaimContext<'_>) -> Result<Option<Box<dyn Mechanism>>, Failure> {
+        let Some(fast) = ctx.request.inline_child("fast", ns::FAST) else {
             return Ok(None);
         };
-        let offered = self.offered(stream);
-        if offered.is_empty() {
+        let Some(offered) = ctx.offer.and_then(|o| o.state::<FastOffer>()) else {
             return Err(Failure::with_text(
                 SaslCondition::MalformedRequest,
                 "FAST is not available on this stream",
             ));
-        }
+        };
         // F-25: tokens belong to a client; without its id there is nothing to look up.
-        let Some(ua) = request.user_agent_id() else {
+        let Some(ua) = ctx.request.user_agent_id() else {
             return Err(Failure::with_text(
                 SaslCondition::MalformedRequest,
                 "FAST requires <user-agent id='...'>",
             ));
         };
-        let count = parse_count(fast.attr("count"))?;
-        let invalidate = parse_bool(fast.attr("invalidate"))?;
-        let Some(mechanism) =
-            HtMechanism::from_name(&request.mechanism).filter(|m| offered.contains(m))
+        let (count, invalidate) = parse_fast_request(fast)?;
+        let Some(mechanism) = HtMechanism::from_name(&ctx.request.mechanism)
+            .filter(|m| offered.mechanisms.contains(m))
         else {
             return Err(Failure::with_text(
                 SaslCondition::InvalidMechanism,
                 "mechanism not offered in <fast>",
             ));
         };
-        let Some(cb) = mechanism.cb_data(stream) else {
+        let Some(cb) = mechanism.cb_data(ctx.stream) else {
             return Err(Failure::with_text(
                 SaslCondition::MalformedRequest,
                 "channel binding unavailable",
@@ -321,7 +360,7 @@ impl InlineFeature for FastPlugin {
             user_agent_id: ua.to_owned(),
             count,
             invalidate,
-            domain: stream.domain.clone(),
+            domain: ctx.stream.domain.clone(),
             done: false,
         })))
     }
@@ -331,64 +370,68 @@ impl InlineFeature for FastPlugin {
         ctx: &SuccessContext<'_>,
         success: &mut SuccessBuilder,
     ) -> Result<(), InlineError> {
-        let outcome = if ctx.claimed_by_me {
+        let verified = if ctx.claimed_by_me {
             ctx.state
-                .and_then(|s| (s as &dyn Any).downcast_ref::<FastOutcome>())
+                .and_then(|s| s.downcast_ref::<FastOutcome>())
+                .and_then(|o| o.0.lock().unwrap_or_else(PoisonError::into_inner).take())
         } else {
             None
         };
-        let requested = ctx.request.inline_child("request-token", NS_FAST);
-        let (mechanism, kind, chain) = match (outcome, requested) {
-            (o, Some(r)) => {
-                // protocol.md §9 item 8: a mechanism that was not offered here gets no token.
-                let offered = self.offered(ctx.stream);
-                match r
-                    .attr("mechanism")
-                    .and_then(HtMechanism::from_name)
-                    .filter(|m| offered.contains(m))
-                {
-                    Some(m) => (m, IssueKind::Requested, o.map(|o| o.chain_started_at)),
-                    None => {
-                        debug!("no FAST token: requested mechanism missing or not offered");
-                        return Ok(());
-                    }
-                }
+        let requested = Self::requested(ctx);
+        if let Some(Err(())) = requested {
+            debug!("no FAST token: requested mechanism missing or not offered");
+        }
+        let labels = |mechanism, kind| {
+            let ua = ctx.request.user_agent.as_ref();
+            TokenRequest {
+                mechanism,
+                kind,
+                software: ua.and_then(|u| u.software.clone()),
+                device: ua.and_then(|u| u.device.clone()),
             }
-            // F-22: no token after invalidation unless one was requested.
-            (Some(o), None) if o.invalidated => return Ok(()),
-            // F-16: rotation, bound to the mechanism just used.
-            (Some(o), None) if o.rotation_due => {
-                (o.mechanism, IssueKind::Rotated, Some(o.chain_started_at))
+        };
+        let issued = match verified {
+            Some(v) => {
+                // A FAST login: its own state change and any token in one write.
+                let want = match requested {
+                    Some(Ok(m)) => Some(labels(m, IssueKind::Requested)),
+                    // F-22: no token after invalidation unless one was requested.
+                    _ if v.invalidated => None,
+                    // F-16: rotation, bound to the mechanism just used.
+                    _ if v.rotation_due => Some(labels(v.mechanism, IssueKind::Rotated)),
+                    _ => None,
+                };
+                self.tokens
+                    .commit(v, want.as_ref())
+                    .await
+                    .map_err(|r| InlineError::Failure(failure_for(r)))?
             }
-            _ => return Ok(()),
+            None => {
+                let Some(Ok(mechanism)) = requested else {
+                    return Ok(());
+                };
+                let Some(ua) = ctx.request.user_agent_id() else {
+                    // Prosody issues nothing silently; we at least say why (§9 item 7).
+                    debug!("no FAST token: the client sent no user-agent id");
+                    return Ok(());
+                };
+                let key = ClientKey::new(ctx.username, ua)
+                    .map_err(|e| InlineError::internal("fast", e))?;
+                self.tokens
+                    .issue(&key, &labels(mechanism, IssueKind::Requested))
+                    .await
+                    .map_err(|e| InlineError::internal("fast", e))?
+            }
         };
-        let Some(ua) = ctx.request.user_agent_id() else {
-            // Prosody issues nothing silently; we at least say why (protocol.md §9 item 7).
-            debug!("no FAST token: the client sent no user-agent id");
-            return Ok(());
-        };
-        let key = ClientKey::new(ctx.username, ua).map_err(|e| InlineError {
-            feature: "fast",
-            message: e.to_string(),
-        })?;
-        let (software, device) = ctx.request.user_agent.as_ref().map_or((None, None), |u| {
-            (u.software.as_deref(), u.device.as_deref())
-        });
-        let issued = self
-            .tokens
-            .issue(&key, mechanism, chain, software, device, kind)
-            .await
-            .map_err(|e| InlineError {
-                feature: "fast",
-                message: e.to_string(),
-            })?;
         if let Some(t) = issued {
-            // F-11. The token is already durable (issue() flushed) before this element exists.
-            success.results.push(
-                Element::new("token", NS_FAST)
-                    .with_attr("expiry", xep0082(t.expires_at))
-                    .with_attr("token", t.token.expose()),
-            );
+            // F-11. The token is durable (issue/commit flushed) before this element exists.
+            let expiry = xep0082(t.expires_at)
+                .parse()
+                .map_err(|e| InlineError::internal("fast", e))?;
+            success.push(Token {
+                token: t.token.expose().to_owned(),
+                expiry,
+            });
         }
         Ok(())
     }

@@ -20,60 +20,10 @@ use crate::store::{
     CasOutcome, ClientKey, ClientRecord, Durability, MAX_LABEL_BYTES, RevocationScope, StoreError,
     TokenSlot, TokenStore, Versioned,
 };
-use crate::xml::truncate_utf8;
+use crate::xmpp::truncate_utf8;
 
 /// How often a compare-and-swap is retried before giving up with `temporary-auth-failure`.
-const MAX_CAS_RETRIES: usize = 32;
-/// `last_used_at` is only rewritten when it is older than this, so the common FAST login (token
-/// in `current`, no count) does not write at all.
-const LAST_USED_RESOLUTION_MS: u64 = 5 * 60 * 1000;
-
-/// Which slot of a record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SlotName {
-    /// The token in use.
-    Current,
-    /// The token handed out but not yet used.
-    New,
-}
-
-/// A FAST attempt to verify.
-#[derive(Debug)]
-pub struct VerifyRequest<'a> {
-    /// Normalized account localpart.
-    pub account: &'a str,
-    /// Raw user-agent id.
-    pub user_agent_id: &'a str,
-    /// The mechanism of the attempt.
-    pub mechanism: HtMechanism,
-    /// The client's initiator MAC.
-    pub mac: &'a [u8],
-    /// Channel-binding data of this connection for the mechanism.
-    pub cb_data: &'a [u8],
-    /// `<fast count>` if sent.
-    pub count: Option<u32>,
-    /// `<fast invalidate>`.
-    pub invalidate: bool,
-}
-
-/// A successful verification.
-#[derive(Debug)]
-pub struct Verified {
-    /// The client.
-    pub key: ClientKey,
-    /// The mechanism used.
-    pub mechanism: HtMechanism,
-    /// The slot that matched (before promotion).
-    pub slot: SlotName,
-    /// `HMAC(token, "Responder" || cb)` for `<additional-data>`.
-    pub responder: Vec<u8>,
-    /// The token is older than `token_min_ttl`: issue a replacement (F-16).
-    pub rotation_due: bool,
-    /// Start of the token chain (for `token_max_chain_age`).
-    pub chain_started_at: u64,
-    /// Both slots were removed at the client's request (F-21).
-    pub invalidated: bool,
-}
+pub(super) const MAX_CAS_RETRIES: usize = 32;
 
 /// Why a token was issued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +32,42 @@ pub enum IssueKind {
     Requested,
     /// Server-initiated rotation (F-16).
     Rotated,
+}
+
+/// What a token is issued for: the mechanism it is bound to (F-15), why, and the client's
+/// labels for its owner's device list (S-12).
+#[derive(Debug, Clone)]
+pub struct TokenRequest {
+    /// The HT mechanism the token will be bound to.
+    pub mechanism: HtMechanism,
+    /// Why it is issued.
+    pub kind: IssueKind,
+    /// `<software>` of the client.
+    pub software: Option<String>,
+    /// `<device>` of the client.
+    pub device: Option<String>,
+}
+
+impl TokenRequest {
+    /// A request for `mechanism` without labels.
+    pub fn new(mechanism: HtMechanism, kind: IssueKind) -> Self {
+        TokenRequest {
+            mechanism,
+            kind,
+            software: None,
+            device: None,
+        }
+    }
+
+    /// Writes the labels (bounded) into a record; absent labels keep the stored ones.
+    pub(super) fn label(&self, rec: &mut ClientRecord) {
+        if self.software.is_some() {
+            rec.software = bounded_label(self.software.as_deref());
+        }
+        if self.device.is_some() {
+            rec.device = bounded_label(self.device.as_deref());
+        }
+    }
 }
 
 /// A freshly issued token, already durable in the store.
@@ -133,11 +119,11 @@ impl fmt::Debug for FastTokens {
     }
 }
 
-fn ms(d: Duration) -> u64 {
+pub(super) fn ms(d: Duration) -> u64 {
     d.as_millis().min(u64::MAX as u128) as u64
 }
 
-fn bounded_label(s: Option<&str>) -> Option<String> {
+pub(super) fn bounded_label(s: Option<&str>) -> Option<String> {
     s.map(|s| truncate_utf8(s, MAX_LABEL_BYTES).to_owned())
 }
 
@@ -175,12 +161,16 @@ impl FastTokens {
         &self.store
     }
 
+    pub(super) fn observers(&self) -> &[Arc<dyn FastObserver>] {
+        &self.observers
+    }
+
     /// Current time in unix ms.
     pub fn now_ms(&self) -> u64 {
         self.clock.now_ms()
     }
 
-    fn event(&self, key: &ClientKey, slot: &TokenSlot, at: u64) -> TokenEvent {
+    pub(super) fn event(&self, key: &ClientKey, slot: &TokenSlot, at: u64) -> TokenEvent {
         TokenEvent {
             account: key.account().to_owned(),
             client: key.client_label(),
@@ -191,7 +181,7 @@ impl FastTokens {
         }
     }
 
-    fn reject(
+    pub(super) fn reject(
         &self,
         key: Option<&ClientKey>,
         account: Option<&str>,
@@ -219,196 +209,49 @@ impl FastTokens {
     }
 
     /// The token a slot stands for.
-    fn token_for(&self, key: &ClientKey, slot: &TokenSlot) -> FastToken {
+    pub(super) fn token_for(&self, key: &ClientKey, slot: &TokenSlot) -> FastToken {
         self.pepper.derive_token(&slot.nonce, key)
     }
 
-    /// Verifies a FAST attempt and applies its state transition (protocol.md §4 steps 4-5).
-    pub async fn verify(&self, req: &VerifyRequest<'_>) -> Result<Verified, RejectReason> {
-        let mech_name = req.mechanism.name();
-        let key = match ClientKey::new(req.account, req.user_agent_id) {
-            Ok(k) => k,
-            Err(_) => {
-                return Err(self.reject(
-                    None,
-                    Some(req.account),
-                    mech_name,
-                    RejectReason::Malformed,
-                ));
-            }
-        };
-        let unavailable = |e: StoreError| {
-            tracing::warn!(error = %e, "token store unavailable");
-            RejectReason::StoreUnavailable
-        };
-        for _ in 0..MAX_CAS_RETRIES {
-            let now = self.clock.now_ms();
-            let rec = match self.store.get(&key).await {
-                Ok(Some(r)) => r,
-                Ok(None) => {
-                    return Err(self.reject(
-                        Some(&key),
-                        None,
-                        mech_name,
-                        RejectReason::UnknownToken,
-                    ));
-                }
-                Err(e) => return Err(self.reject(Some(&key), None, mech_name, unavailable(e))),
-            };
-            // Newest first (protocol.md §4 step 4). A slot bound to another mechanism is
-            // skipped even if its MAC would verify (F-15, N1).
-            let mut matched = None;
-            for (name, slot) in [
-                (SlotName::New, rec.value.new.as_ref()),
-                (SlotName::Current, rec.value.current.as_ref()),
-            ] {
-                let Some(slot) = slot else { continue };
-                if slot.mechanism != mech_name {
-                    continue;
-                }
-                let token = self.token_for(&key, slot);
-                if req
-                    .mechanism
-                    .verify_initiator(token.expose().as_bytes(), req.cb_data, req.mac)
-                {
-                    matched = Some((name, slot, token));
-                    break;
-                }
-            }
-            let Some((which, slot, token)) = matched else {
-                return Err(self.reject(Some(&key), None, mech_name, RejectReason::UnknownToken));
-            };
-
-            // F-28, F-30: a token we issued but no longer trust answers credentials-expired.
-            // The slot stays until the sweep removes it at expiry, so a second attempt gets the
-            // same answer instead of a misleading not-authorized.
-            let cutoff = match self.store.revocation_cutoff(key.account()).await {
-                Ok(c) => c.max(rec.value.revoked_before),
-                Err(e) => return Err(self.reject(Some(&key), None, mech_name, unavailable(e))),
-            };
-            let distrust = if slot.issued_at < cutoff {
-                Some(RejectReason::Revoked)
-            } else if now >= slot.expires_at {
-                Some(RejectReason::Expired)
-            } else if self
-                .config
-                .token_max_chain_age
-                .is_some_and(|max| now >= slot.chain_started_at.saturating_add(ms(max)))
-            {
-                Some(RejectReason::ChainTooOld)
-            } else {
-                None
-            };
-            if let Some(reason) = distrust {
-                return Err(self.reject(Some(&key), None, mech_name, reason));
-            }
-            // F-14: with a count, it must exceed every count already seen for this token.
-            if let Some(c) = req.count
-                && slot.max_count.is_some_and(|m| c <= m)
-            {
-                return Err(self.reject(Some(&key), None, mech_name, RejectReason::Replay));
-            }
-
-            let mut next = rec.value.clone();
-            let mut durability = Durability::Lazy;
-            let promoted = !req.invalidate && which == SlotName::New;
-            if req.invalidate {
-                // F-21, and protocol.md §9 item 9: both slots, so an older `current` cannot
-                // outlive a logout performed with the `new` token (Prosody's gap).
-                next.current = None;
-                next.new = None;
-                durability = Durability::Durable;
-            } else if promoted {
-                // F-18: the older `current` dies when `new` is used. Durable: a crash must not
-                // bring the superseded token back.
-                next.current = next.new.take();
-                durability = Durability::Durable;
-            }
-            if let Some(c) = req.count {
-                // The used token is now in `current` (promoted if it was `new`); after an
-                // invalidation both slots are empty and there is nothing left to protect.
-                if let Some(s) = next.current.as_mut() {
-                    s.max_count = Some(c);
-                }
-            }
-            if now.saturating_sub(next.last_used_at) >= LAST_USED_RESOLUTION_MS || promoted {
-                next.last_used_at = now;
-            }
-            if next != rec.value {
-                let write = if next.is_empty() { None } else { Some(next) };
-                match self
-                    .store
-                    .compare_and_swap(&key, Some(rec.version), write, durability)
-                    .await
-                {
-                    Ok(CasOutcome::Written(_)) => {}
-                    Ok(CasOutcome::Conflict) => continue,
-                    Err(e) => return Err(self.reject(Some(&key), None, mech_name, unavailable(e))),
-                }
-            }
-
-            let ev = self.event(&key, slot, now);
-            if promoted {
-                for o in &self.observers {
-                    o.promoted(&ev);
-                }
-            }
-            if req.invalidate {
-                for o in &self.observers {
-                    o.invalidated(&ev);
-                }
-            }
-            for o in &self.observers {
-                o.used(&ev);
-            }
-            return Ok(Verified {
-                responder: req
-                    .mechanism
-                    .responder_mac(token.expose().as_bytes(), req.cb_data),
-                rotation_due: !req.invalidate
-                    && now.saturating_sub(slot.issued_at) >= ms(self.config.token_min_ttl),
-                chain_started_at: slot.chain_started_at,
-                invalidated: req.invalidate,
-                key,
-                mechanism: req.mechanism,
-                slot: which,
-            });
-        }
-        Err(self.reject(Some(&key), None, mech_name, RejectReason::StoreUnavailable))
-    }
-
-    /// Issues a token into the client's `new` slot (F-9, F-17, F-19) and makes it durable before
-    /// returning, so it is on disk before the client can see it.
-    ///
-    /// `chain_started_at` is `None` for a password login (a new chain) and the used token's
-    /// chain start for rotation. Returns `Ok(None)` when the chain has reached
-    /// `token_max_chain_age` and no further token may be issued.
-    pub async fn issue(
+    /// A fresh token slot for `mechanism` in a chain that began at `chain` (F-9), or `None`
+    /// when the chain has reached `token_max_chain_age` and no further token may be issued.
+    pub(super) fn new_slot(
         &self,
-        key: &ClientKey,
         mechanism: HtMechanism,
-        chain_started_at: Option<u64>,
-        software: Option<&str>,
-        device: Option<&str>,
-        kind: IssueKind,
-    ) -> Result<Option<IssuedToken>, StoreError> {
-        let now = self.clock.now_ms();
-        let chain = chain_started_at.unwrap_or(now);
+        chain: u64,
+        now: u64,
+    ) -> Option<TokenSlot> {
         let mut expires_at = now.saturating_add(ms(self.config.token_ttl));
         if let Some(max) = self.config.token_max_chain_age {
             expires_at = expires_at.min(chain.saturating_add(ms(max)));
         }
         if expires_at <= now {
-            debug!(client = %key.client_label(), "no token: chain reached token_max_chain_age");
-            return Ok(None);
+            return None;
         }
-        let slot = TokenSlot {
+        Some(TokenSlot {
             nonce: new_nonce(),
             mechanism: mechanism.name().to_owned(),
             issued_at: now,
             expires_at,
             chain_started_at: chain,
             max_count: None,
+        })
+    }
+
+    /// Issues a token into the client's `new` slot (F-9, F-17, F-19) after a password login,
+    /// and makes it durable before returning, so it is on disk before the client can see it.
+    /// (A FAST login issues through [`FastTokens::commit`] instead, in the same write as its
+    /// own state change.)
+    ///
+    /// Returns `Ok(None)` when `token_max_chain_age` forbids a token (never for a new chain).
+    pub async fn issue(
+        &self,
+        key: &ClientKey,
+        request: &TokenRequest,
+    ) -> Result<Option<IssuedToken>, StoreError> {
+        let now = self.clock.now_ms();
+        let Some(slot) = self.new_slot(request.mechanism, now, now) else {
+            return Ok(None);
         };
         let mut written = false;
         for _ in 0..MAX_CAS_RETRIES {
@@ -426,12 +269,7 @@ impl FastTokens {
             // F-19: an unused `new` is simply overwritten. `current` is untouched (F-17).
             rec.new = Some(slot.clone());
             rec.last_used_at = now;
-            if software.is_some() {
-                rec.software = bounded_label(software);
-            }
-            if device.is_some() {
-                rec.device = bounded_label(device);
-            }
+            request.label(&mut rec);
             match self
                 .store
                 .compare_and_swap(
@@ -453,16 +291,20 @@ impl FastTokens {
             return Err(StoreError::Contended);
         }
         let ev = self.event(key, &slot, now);
-        for o in &self.observers {
-            match kind {
-                IssueKind::Requested => o.issued(&ev),
-                IssueKind::Rotated => o.rotated(&ev),
-            }
-        }
+        self.report_issued(request.kind, &ev);
         Ok(Some(IssuedToken {
             token: self.token_for(key, &slot),
-            expires_at,
+            expires_at: slot.expires_at,
         }))
+    }
+
+    pub(super) fn report_issued(&self, kind: IssueKind, ev: &TokenEvent) {
+        for o in &self.observers {
+            match kind {
+                IssueKind::Requested => o.issued(ev),
+                IssueKind::Rotated => o.rotated(ev),
+            }
+        }
     }
 
     /// Keeps an account below `max_clients_per_account` before a new client is added, dropping

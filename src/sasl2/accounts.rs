@@ -8,43 +8,21 @@ use std::fmt;
 use std::sync::RwLock;
 
 use async_trait::async_trait;
-use zeroize::Zeroizing;
 
-/// The hash of a SCRAM family.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ScramHash {
-    /// SCRAM-SHA-1 (RFC 5802).
-    Sha1,
-    /// SCRAM-SHA-256 (RFC 7677).
-    Sha256,
-}
+use super::credentials::{ScramCredentials, ScramHash, derive_credentials};
 
-/// SCRAM verifier for one account and hash (RFC 5802 §3).
-#[derive(Clone)]
-pub struct ScramCredentials {
-    /// Salt.
-    pub salt: Vec<u8>,
-    /// PBKDF2 iteration count.
-    pub iterations: u32,
-    /// `H(ClientKey)`.
-    pub stored_key: Zeroizing<Vec<u8>>,
-    /// `HMAC(SaltedPassword, "Server Key")`.
-    pub server_key: Zeroizing<Vec<u8>>,
-}
-
-impl fmt::Debug for ScramCredentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ScramCredentials")
-            .field("iterations", &self.iterations)
-            .field("keys", &"[redacted]")
-            .finish()
-    }
-}
-
-/// The account backend could not answer (distinct from "no such account").
+/// The account backend could not answer (distinct from "no such account"); the backend's
+/// error is the source.
 #[derive(Debug, thiserror::Error)]
 #[error("account backend: {0}")]
-pub struct AccountError(pub String);
+pub struct AccountError(#[source] pub crate::BoxError);
+
+impl AccountError {
+    /// Wraps a backend error.
+    pub fn new(e: impl Into<crate::BoxError>) -> Self {
+        AccountError(e.into())
+    }
+}
 
 /// The host's account database, as seen by password mechanisms.
 ///
@@ -119,7 +97,7 @@ impl MemoryAccounts {
     /// salt, `iterations` rounds). The password itself is not kept.
     pub fn set_password(&self, username: &str, password: &str, iterations: u32) {
         for h in [ScramHash::Sha1, ScramHash::Sha256] {
-            let creds = super::scram::derive_credentials(h, password, iterations);
+            let creds = derive_credentials(h, password, iterations);
             self.set_credentials(username, h, creds);
         }
     }

@@ -1,12 +1,14 @@
-//! The SASL2 negotiator: a sans-IO state machine per stream.
+//! The SASL2 negotiator: a sans-IO state machine per stream, which also speaks RFC 6120 SASL
+//! when the server enables it.
 //!
 //! Elements in, elements out: the host hands every pre-authentication element in the
-//! `urn:xmpp:sasl:2` namespace to [`Negotiator::handle`] and writes what comes back. The
-//! negotiator never touches a socket; the only awaits are mechanism steps and inline features
-//! (which may consult stores).
+//! `urn:xmpp:sasl:2` namespace (and `urn:ietf:params:xml:ns:xmpp-sasl` for RFC 6120) to
+//! [`Negotiator::handle`] and writes what comes back. The negotiator never touches a socket;
+//! the only awaits are mechanism and task steps and inline features (which may consult
+//! stores).
 //!
 //! ```text
-//! features --> <authenticate> --+--> <challenge>/<response> ... --+--> <success> (Done)
+//! features --> <authenticate> --+--> <challenge>/<response> ... --+--> [<continue> tasks] --> <success> (Done)
 //!                  ^             |                                |
 //!                  +-- <failure> +<-------------------------------+   (retry on the same stream,
 //!                                                                      until max_failures)
@@ -15,31 +17,31 @@
 use std::fmt;
 use std::sync::Arc;
 
-use base64::Engine as _;
+use jid::{BareJid, Jid};
+use minidom::Element;
 use tracing::{Instrument, debug, info_span};
+use xmpp_parsers::stream_error::{DefinedCondition as StreamCondition, StreamError};
 use zeroize::Zeroizing;
 
+use super::request::{decode_payload, parse_authenticate, parse_rfc6120_auth};
+use super::task::{MAX_TASK_NAME, Sasl2Task, TaskContext, TaskInput, TaskSession, TaskStep};
 use super::{
-    AuthenticateRequest, Failure, InlineFeature, MAX_SASL_PAYLOAD, Mechanism, MechanismProvider,
-    SaslCondition, SharedInlineFeature, SharedMechanismProvider, Step, StreamInfo, SuccessBuilder,
-    SuccessContext, UserAgent,
+    AuthenticateRequest, Authenticated, ClaimContext, Extensions, Failure, InlineError,
+    InlineFeature, Mechanism, MechanismProvider, Offer, SaslCondition, SaslProfile,
+    SharedInlineFeature, Step, StreamInfo, SuccessBuilder, SuccessContext, UserAgent,
 };
-use crate::xml::{Element, NS_SASL_CB, NS_SASL2, truncate_utf8};
+use crate::xmpp::{Redacted, RedactedList, ns, text_child};
 
-/// Longest mechanism name accepted (XEP-0388 schema: 1..20 characters).
-pub const MAX_MECHANISM_NAME: usize = 20;
-/// Longest user-agent id accepted. Ids are hashed before use; the bound only stops abuse.
-pub const MAX_USER_AGENT_ID: usize = 256;
-/// Longest `<software>` / `<device>` kept (longer values are cut at a character boundary).
-pub const MAX_USER_AGENT_LABEL: usize = 128;
 /// Default number of failed attempts before the stream is closed (RFC 6120 §6.4.5: 2 to 5).
 pub const DEFAULT_MAX_FAILURES: u32 = 3;
 
-/// The mechanisms and inline features a host offers; shared by all its streams.
+/// The mechanisms, inline features and tasks a host offers; shared by all its streams.
 pub struct Sasl2Server {
-    mechanisms: Vec<SharedMechanismProvider>,
+    mechanisms: Vec<Arc<dyn MechanismProvider>>,
     inline: Vec<SharedInlineFeature>,
+    tasks: Vec<Arc<dyn Sasl2Task>>,
     max_failures: u32,
+    rfc6120: bool,
 }
 
 impl fmt::Debug for Sasl2Server {
@@ -50,7 +52,9 @@ impl fmt::Debug for Sasl2Server {
                 &self.mechanisms.iter().map(|m| m.name()).collect::<Vec<_>>(),
             )
             .field("inline", &self.inline)
+            .field("tasks", &self.tasks)
             .field("max_failures", &self.max_failures)
+            .field("rfc6120", &self.rfc6120)
             .finish()
     }
 }
@@ -58,9 +62,11 @@ impl fmt::Debug for Sasl2Server {
 /// Builds a [`Sasl2Server`].
 #[derive(Default)]
 pub struct Sasl2ServerBuilder {
-    mechanisms: Vec<SharedMechanismProvider>,
+    mechanisms: Vec<Arc<dyn MechanismProvider>>,
     inline: Vec<SharedInlineFeature>,
+    tasks: Vec<Arc<dyn Sasl2Task>>,
     max_failures: Option<u32>,
+    rfc6120: bool,
 }
 
 impl Sasl2ServerBuilder {
@@ -71,9 +77,16 @@ impl Sasl2ServerBuilder {
         self
     }
 
-    /// Adds an inline feature (FAST, Bind 2, ...).
+    /// Adds an inline feature (FAST, Bind 2, ...). Results go into `<success>` in
+    /// [`super::InlineOrder`], whatever the order of registration.
     pub fn inline_feature(mut self, f: Arc<dyn InlineFeature>) -> Self {
         self.inline.push(f);
+        self
+    }
+
+    /// Adds a SASL2 task (2FA, password change, ...).
+    pub fn task(mut self, t: Arc<dyn Sasl2Task>) -> Self {
+        self.tasks.push(t);
         self
     }
 
@@ -83,16 +96,24 @@ impl Sasl2ServerBuilder {
         self
     }
 
+    /// Also offer RFC 6120 SASL (`<mechanisms>`, `<auth>`) with the same mechanisms, for
+    /// clients without SASL2. Inline features and tasks are SASL2-only (FAST among them).
+    pub fn rfc6120_sasl(mut self, enabled: bool) -> Self {
+        self.rfc6120 = enabled;
+        self
+    }
+
     /// The server.
     pub fn build(self) -> Sasl2Server {
         let mut inline = self.inline;
-        // Results go into <success> in a fixed order (resume, bind, token); sorting once here
-        // keeps that independent of registration order.
+        // Stable sort: features with the same order keep their registration order.
         inline.sort_by_key(|f| f.order());
         Sasl2Server {
             mechanisms: self.mechanisms,
             inline,
+            tasks: self.tasks,
             max_failures: self.max_failures.unwrap_or(DEFAULT_MAX_FAILURES),
+            rfc6120: self.rfc6120,
         }
     }
 }
@@ -103,96 +124,60 @@ impl Sasl2Server {
         Sasl2ServerBuilder::default()
     }
 
-    /// True if SASL2 may be offered on this stream at all (S-26: only after TLS, unless the host
-    /// explicitly allows plaintext for loopback testing; S-5: only with a usable mechanism).
-    pub fn offers_sasl2(&self, stream: &StreamInfo) -> bool {
-        (stream.is_secure() || stream.allow_plaintext)
-            && self.mechanisms.iter().any(|m| m.available(stream))
-    }
-
-    /// Names of the top-level mechanisms usable on this stream, in advertisement order.
-    pub fn mechanism_names(&self, stream: &StreamInfo) -> Vec<&str> {
-        self.mechanisms
-            .iter()
-            .filter(|m| m.available(stream))
-            .map(|m| m.name())
-            .collect()
-    }
-
-    /// The pre-authentication features SASL2 contributes: `<authentication>` (with `<inline>`)
-    /// and the XEP-0440 `<sasl-channel-binding>` list. Empty when SASL2 is not offered.
-    pub fn features(&self, stream: &StreamInfo) -> Vec<Element> {
-        if !self.offers_sasl2(stream) {
-            return Vec::new();
-        }
-        let mut auth = Element::new("authentication", NS_SASL2);
-        let names = self.mechanism_names(stream);
-        for name in &names {
-            auth.push_child(Element::new("mechanism", NS_SASL2).with_text(*name));
-        }
-        let mut inline = Element::new("inline", NS_SASL2);
-        let mut cb_used = Vec::new();
-        for f in &self.inline {
-            if let Some(el) = f.advertise(stream) {
-                inline.push_child(el);
-                cb_used.extend(f.channel_binding_types(stream));
-            }
-        }
-        if !inline.is_empty() {
-            auth.push_child(inline);
-        }
-        let mut out = vec![auth];
-
-        // XEP-0440 (S-6, CB-6): list exactly the types this connection can bind to and that an
-        // offered mechanism actually uses, so a client's downgrade check is meaningful.
-        let plus_offered = names.iter().any(|n| n.ends_with("-PLUS"));
-        let cb: Vec<_> = stream
-            .channel_binding_types()
-            .into_iter()
-            .filter(|t| plus_offered || cb_used.contains(t))
-            .collect();
-        if !cb.is_empty() {
-            let mut list = Element::new("sasl-channel-binding", NS_SASL_CB);
-            for t in cb {
-                list.push_child(
-                    Element::new("channel-binding", NS_SASL_CB).with_attr("type", t.as_str()),
-                );
-            }
-            out.push(list);
-        }
-        out
+    /// True if RFC 6120 SASL is offered beside SASL2.
+    pub fn speaks_rfc6120(&self) -> bool {
+        self.rfc6120
     }
 }
 
+/// What a stream offers, computed once when its negotiator is created (S-4: the offer is a
+/// function of the stream).
+struct StreamOffers {
+    /// Indices of the providers available on this stream, in advertisement order.
+    mechanisms: Vec<usize>,
+    /// One entry per registered inline feature.
+    inline: Vec<Option<Offer>>,
+}
+
 /// What an authenticated stream knows about its client.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
+#[non_exhaustive]
 pub struct AuthenticatedSession {
     /// The account localpart.
     pub username: String,
     /// What was sent in `<authorization-identifier>`: the bare JID, or the full JID when an
     /// inline feature (Bind 2) bound a resource.
-    pub authorization_identifier: String,
+    pub authorization_identifier: Jid,
     /// The mechanism that succeeded.
     pub mechanism: String,
     /// The client's user agent, if it sent one.
     pub user_agent: Option<UserAgent>,
+    /// Typed results of the inline features (e.g. [`super::bind2::BoundResource`]).
+    pub extensions: Extensions,
+    /// The profile: after RFC 6120 SASL the host restarts the stream (RFC 6120 §6.4.6).
+    pub profile: SaslProfile,
 }
 
 /// What the host must do after [`Negotiator::handle`].
-#[derive(Debug)]
+#[non_exhaustive]
 pub enum NegotiatorEvent {
-    /// Send a `<challenge>`; negotiation continues.
+    /// Send this `<challenge>`; negotiation continues.
     Challenge(Element),
+    /// Send this `<continue>` (SASL2 tasks); negotiation continues.
+    Continue(Element),
+    /// Send this `<task-data>`; negotiation continues.
+    TaskData(Element),
     /// Send this `<failure>`; the stream stays open and the client may retry (S-23).
     Failure {
         /// The `<failure>` element.
         element: Element,
-        /// Its condition, for logs and metrics.
-        condition: SaslCondition,
+        /// Why, for logs and metrics.
+        failure: Failure,
     },
-    /// Send `<success>`, then the post-authentication `<stream:features>` (no restart, S-20).
+    /// Send `<success>`, then (SASL2) the post-authentication `<stream:features>` with no
+    /// restart (S-20), or (RFC 6120) wait for the client's new stream header.
     Success {
-        /// The `<success>` element.
+        /// The `<success>` element. It may carry a FAST token: write it, never log it.
         element: Element,
         /// Who authenticated.
         session: AuthenticatedSession,
@@ -201,18 +186,64 @@ pub enum NegotiatorEvent {
     StreamError {
         /// An element to write before the error (e.g. the last `<failure>`).
         send: Option<Element>,
-        /// Stream error condition (e.g. `policy-violation`).
-        condition: &'static str,
-        /// Human-readable text.
-        text: String,
+        /// The failure `send` carries, if it is one (for logs and metrics).
+        failure: Option<Failure>,
+        /// The stream error.
+        error: StreamError,
     },
 }
 
+impl fmt::Debug for NegotiatorEvent {
+    // Elements may carry tokens and proofs: every one is redacted.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NegotiatorEvent::Challenge(e) => {
+                f.debug_tuple("Challenge").field(&Redacted(e)).finish()
+            }
+            NegotiatorEvent::Continue(e) => f.debug_tuple("Continue").field(&Redacted(e)).finish(),
+            NegotiatorEvent::TaskData(e) => f.debug_tuple("TaskData").field(&Redacted(e)).finish(),
+            NegotiatorEvent::Failure { element, failure } => f
+                .debug_struct("Failure")
+                .field("element", &Redacted(element))
+                .field("failure", failure)
+                .finish(),
+            NegotiatorEvent::Success { element, session } => f
+                .debug_struct("Success")
+                .field("element", &Redacted(element))
+                .field("session", session)
+                .finish(),
+            NegotiatorEvent::StreamError {
+                send,
+                failure,
+                error,
+            } => f
+                .debug_struct("StreamError")
+                .field("send", &RedactedList(send.as_slice()))
+                .field("failure", failure)
+                .field("error", &error.to_string())
+                .finish(),
+        }
+    }
+}
+
+impl NegotiatorEvent {
+    /// The condition of a failure event, or of the failure sent before a stream error.
+    pub fn failure_condition(&self) -> Option<SaslCondition> {
+        match self {
+            NegotiatorEvent::Failure { failure, .. } => Some(failure.condition),
+            NegotiatorEvent::StreamError { failure, .. } => failure.as_ref().map(|f| f.condition),
+            _ => None,
+        }
+    }
+}
+
 enum State {
-    /// Waiting for `<authenticate>`.
+    /// Waiting for `<authenticate>` (or `<auth>`).
     Ready,
     /// A mechanism is mid-exchange.
     InProgress(Box<Attempt>),
+    /// `<continue>` was sent: tasks run (S-25: no new `<authenticate>` from here on).
+    Tasks(Box<TaskPhase>),
     /// `<success>` was sent (S-25).
     Done,
 }
@@ -223,10 +254,21 @@ struct Attempt {
     claimed_by: Option<usize>,
 }
 
-/// Per-stream SASL2 state.
+struct TaskPhase {
+    request: AuthenticateRequest,
+    claimed_by: Option<usize>,
+    auth: Authenticated,
+    /// Tasks offered in the last `<continue>` (indices into the server's tasks).
+    offered: Vec<usize>,
+    running: Option<(usize, Box<dyn TaskSession>)>,
+    completed: Vec<String>,
+}
+
+/// Per-stream SASL state.
 pub struct Negotiator {
     server: Arc<Sasl2Server>,
     stream: StreamInfo,
+    offers: StreamOffers,
     state: State,
     failures: u32,
 }
@@ -236,6 +278,7 @@ impl fmt::Debug for Negotiator {
         let state = match self.state {
             State::Ready => "ready",
             State::InProgress(_) => "in-progress",
+            State::Tasks(_) => "tasks",
             State::Done => "done",
         };
         f.debug_struct("Negotiator")
@@ -245,12 +288,35 @@ impl fmt::Debug for Negotiator {
     }
 }
 
+fn stream_error(condition: StreamCondition, text: &str) -> NegotiatorEvent {
+    NegotiatorEvent::StreamError {
+        send: None,
+        failure: None,
+        error: StreamError::new(condition, "en", text),
+    }
+}
+
 impl Negotiator {
-    /// A negotiator for one stream.
+    /// A negotiator for one stream. Asks every mechanism and inline feature once what this
+    /// stream offers.
     pub fn new(server: Arc<Sasl2Server>, stream: StreamInfo) -> Self {
+        let allowed = stream.may_authenticate();
+        let mechanisms = if allowed {
+            (0..server.mechanisms.len())
+                .filter(|&i| server.mechanisms[i].available(&stream))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let inline = server
+            .inline
+            .iter()
+            .map(|f| if allowed { f.offer(&stream) } else { None })
+            .collect();
         Negotiator {
             server,
             stream,
+            offers: StreamOffers { mechanisms, inline },
             state: State::Ready,
             failures: 0,
         }
@@ -261,9 +327,68 @@ impl Negotiator {
         &self.stream
     }
 
-    /// The SASL2 part of the pre-authentication `<stream:features>`.
+    /// True if SASL2 is offered on this stream: only after TLS unless the host allows
+    /// plaintext for loopback testing (S-26), and only with a usable mechanism (S-5).
+    pub fn offers_sasl(&self) -> bool {
+        !self.offers.mechanisms.is_empty()
+    }
+
+    /// Names of the top-level mechanisms offered on this stream, in advertisement order.
+    pub fn mechanism_names(&self) -> impl Iterator<Item = &str> {
+        self.offers
+            .mechanisms
+            .iter()
+            .map(|&i| self.server.mechanisms[i].name())
+    }
+
+    /// The SASL part of the pre-authentication `<stream:features>`: SASL2 `<authentication>`
+    /// (with `<inline>`), the RFC 6120 `<mechanisms>` when enabled, and the XEP-0440
+    /// `<sasl-channel-binding>` list. Empty when authentication is not offered.
     pub fn features(&self) -> Vec<Element> {
-        self.server.features(&self.stream)
+        if !self.offers_sasl() {
+            return Vec::new();
+        }
+        let names: Vec<String> = self.mechanism_names().map(str::to_owned).collect();
+        let mut payloads = Vec::new();
+        let mut cb_used = Vec::new();
+        for offer in self.offers.inline.iter().flatten() {
+            payloads.push(offer.element.clone());
+            cb_used.extend(offer.channel_bindings.iter().copied());
+        }
+        let authentication = xmpp_parsers::sasl2::Authentication {
+            mechanisms: names.clone(),
+            inline: (!payloads.is_empty()).then_some(xmpp_parsers::sasl2::InlineFeatures {
+                bind2: None,
+                sm: None,
+                payloads,
+            }),
+        };
+        let mut out = vec![Element::from(authentication)];
+        if self.server.rfc6120 {
+            // Built with minidom: xmpp-parsers keeps RFC 6120 mechanisms in a BTreeSet, which
+            // would lose the order of preference.
+            let mut mechs = Element::builder("mechanisms", ns::SASL);
+            for n in &names {
+                mechs = mechs.append(text_child("mechanism", ns::SASL, n.clone()));
+            }
+            out.push(mechs.build());
+        }
+        // XEP-0440 (S-6, CB-6): list exactly the types this connection can bind to and that an
+        // offered mechanism actually uses, so a client's downgrade check is meaningful.
+        let plus_offered = names.iter().any(|n| n.ends_with("-PLUS"));
+        let types: Vec<_> = self
+            .stream
+            .channel_binding_types()
+            .into_iter()
+            .filter(|t| plus_offered || cb_used.contains(t))
+            .map(Into::into)
+            .collect();
+        if !types.is_empty() {
+            out.push(Element::from(xmpp_parsers::sasl_cb::SaslChannelBinding {
+                types,
+            }));
+        }
+        out
     }
 
     /// True once `<success>` has been produced.
@@ -271,90 +396,145 @@ impl Negotiator {
         matches!(self.state, State::Done)
     }
 
-    /// Failed attempts so far on this stream.
+    /// Failed attempts so far on this stream (aborts included).
     pub fn failures(&self) -> u32 {
         self.failures
     }
 
     /// True for elements the host must hand to [`Negotiator::handle`]: everything in the SASL2
-    /// namespace (including a late `<authenticate>`, which S-25 turns into a stream error).
-    pub fn handles(el: &Element) -> bool {
-        el.ns() == NS_SASL2
+    /// namespace (including a late `<authenticate>`, which S-25 turns into a stream error),
+    /// and in the RFC 6120 SASL namespace when that profile is enabled.
+    pub fn handles(&self, el: &Element) -> bool {
+        el.ns() == ns::SASL2 || (self.server.rfc6120 && el.ns() == ns::SASL)
     }
 
     /// Processes one element from the client.
     pub async fn handle(&mut self, el: Element) -> NegotiatorEvent {
-        if el.ns() != NS_SASL2 {
-            return stream_error("unsupported-stanza-type", "not a SASL2 element");
+        if !self.handles(&el) {
+            return stream_error(StreamCondition::UnsupportedStanzaType, "not a SASL element");
         }
-        match (el.name(), &self.state) {
-            (_, State::Done) => stream_error(
-                "policy-violation",
+        if matches!(self.state, State::Done) {
+            return stream_error(
+                StreamCondition::PolicyViolation,
                 "authentication already completed on this stream",
-            ),
-            ("authenticate", State::Ready) => self.authenticate(&el).await,
-            ("authenticate", State::InProgress(_)) => {
-                // S-13: during an exchange only <response> and <abort> are allowed.
-                stream_error(
-                    "policy-violation",
-                    "new <authenticate> during an authentication exchange",
-                )
-            }
-            ("response", State::InProgress(_)) => {
-                let data = match decode_payload(&el) {
-                    Ok(d) => d,
-                    Err(f) => {
-                        self.state = State::Ready;
-                        return self.fail(f);
-                    }
-                };
-                self.step(Some(data)).await
-            }
-            ("response", State::Ready) => self.fail(Failure::with_text(
-                SaslCondition::MalformedRequest,
-                "no authentication in progress",
-            )),
-            ("abort", _) => {
-                // S-30. An abort is the client's choice, not a failed guess: it does not count
-                // towards the failure limit.
-                self.state = State::Ready;
-                let f = Failure::new(SaslCondition::Aborted);
-                NegotiatorEvent::Failure {
-                    element: f.to_element(),
-                    condition: f.condition,
+            );
+        }
+        let profile = if el.ns() == ns::SASL2 {
+            SaslProfile::Sasl2
+        } else {
+            SaslProfile::Rfc6120
+        };
+        if let State::InProgress(a) = &self.state
+            && a.request.profile != profile
+        {
+            return stream_error(
+                StreamCondition::PolicyViolation,
+                "SASL profiles mixed in one exchange",
+            );
+        }
+        match (profile, el.name()) {
+            (SaslProfile::Sasl2, "authenticate") | (SaslProfile::Rfc6120, "auth") => {
+                match self.state {
+                    State::Ready => self.authenticate(&el, profile).await,
+                    // S-13: during an exchange only <response> and <abort> are allowed; S-25:
+                    // after <continue> no new authentication.
+                    _ => stream_error(
+                        StreamCondition::PolicyViolation,
+                        "new authentication during an authentication exchange",
+                    ),
                 }
             }
+            (_, "response") => match &self.state {
+                State::InProgress(_) => match decode_payload(&el) {
+                    Ok(d) => self.step(Some(d)).await,
+                    Err(f) => {
+                        self.state = State::Ready;
+                        self.fail(f, profile)
+                    }
+                },
+                State::Tasks(t) if t.running.is_some() && profile == SaslProfile::Sasl2 => {
+                    match decode_payload(&el) {
+                        Ok(d) => self.task_step(Some(d), &[]).await,
+                        Err(f) => self.fail_tasks(f),
+                    }
+                }
+                State::Tasks(_) => stream_error(
+                    StreamCondition::PolicyViolation,
+                    "<response> without a running task",
+                ),
+                _ => self.fail(
+                    Failure::with_text(
+                        SaslCondition::MalformedRequest,
+                        "no authentication in progress",
+                    ),
+                    profile,
+                ),
+            },
+            (SaslProfile::Sasl2, "next") => self.next_task(&el).await,
+            (SaslProfile::Sasl2, "task-data") => match &self.state {
+                State::Tasks(t) if t.running.is_some() => {
+                    let payloads: Vec<Element> = el.children().cloned().collect();
+                    self.task_step(None, &payloads).await
+                }
+                _ => stream_error(
+                    StreamCondition::PolicyViolation,
+                    "<task-data> without a running task",
+                ),
+            },
+            (_, "abort") => {
+                // S-30. An abort counts as a failed attempt: it costs the server a response
+                // and a log line, and an attacker must not get unlimited ones per stream.
+                let after_continue = matches!(self.state, State::Tasks(_));
+                self.state = State::Ready;
+                let f = Failure::new(SaslCondition::Aborted);
+                if after_continue {
+                    return self.fail_tasks(f);
+                }
+                self.fail(f, profile)
+            }
             _ => stream_error(
-                "policy-violation",
-                "unexpected SASL2 element during authentication",
+                StreamCondition::PolicyViolation,
+                "unexpected SASL element during authentication",
             ),
         }
     }
 
-    async fn authenticate(&mut self, el: &Element) -> NegotiatorEvent {
-        if !self.stream.is_secure() && !self.stream.allow_plaintext {
-            // S-26: SASL2 is only offered after TLS.
-            return self.fail(Failure::with_text(
-                SaslCondition::EncryptionRequired,
-                "SASL2 requires TLS",
-            ));
+    async fn authenticate(&mut self, el: &Element, profile: SaslProfile) -> NegotiatorEvent {
+        if !self.stream.may_authenticate() {
+            // S-26: SASL is only offered after TLS.
+            return self.fail(
+                Failure::with_text(SaslCondition::EncryptionRequired, "SASL requires TLS"),
+                profile,
+            );
         }
-        let request = match parse_authenticate(el) {
-            Ok(r) => r,
-            Err(f) => return self.fail(f),
+        let parsed = match profile {
+            SaslProfile::Sasl2 => parse_authenticate(el),
+            SaslProfile::Rfc6120 => parse_rfc6120_auth(el),
         };
-        let span = info_span!("sasl2_attempt", mechanism = %request.mechanism);
+        let request = match parsed {
+            Ok(r) => r,
+            Err(f) => return self.fail(f, profile),
+        };
+        let span = info_span!("sasl_attempt", mechanism = %request.mechanism);
 
-        // Inline features look first (FAST claims requests carrying <fast/>, §4 step 2).
+        // Inline features look first (FAST claims requests carrying <fast/>, §4 step 2). RFC
+        // 6120 has no inline features.
         let mut claimed = None;
-        for (i, feature) in self.server.inline.iter().enumerate() {
-            match feature.claim(&self.stream, &request) {
-                Ok(Some(mech)) => {
-                    claimed = Some((i, mech));
-                    break;
+        if profile == SaslProfile::Sasl2 {
+            for (i, feature) in self.server.inline.iter().enumerate() {
+                let ctx = ClaimContext {
+                    stream: &self.stream,
+                    request: &request,
+                    offer: self.offers.inline[i].as_ref(),
+                };
+                match feature.claim(&ctx) {
+                    Ok(Some(mech)) => {
+                        claimed = Some((i, mech));
+                        break;
+                    }
+                    Ok(None) => {}
+                    Err(f) => return self.fail(f, profile),
                 }
-                Ok(None) => {}
-                Err(f) => return self.fail(f),
             }
         }
         let (claimed_by, mechanism) = match claimed {
@@ -363,17 +543,21 @@ impl Negotiator {
                 // S-9: only mechanisms offered in the top-level list. HT-* without <fast/> ends
                 // here too (invalid-mechanism, as Prosody does).
                 let provider = self
-                    .server
+                    .offers
                     .mechanisms
                     .iter()
-                    .find(|m| m.name() == request.mechanism && m.available(&self.stream));
+                    .map(|&i| &self.server.mechanisms[i])
+                    .find(|m| m.name() == request.mechanism);
                 match provider {
                     Some(p) => (None, p.start(&self.stream, &request)),
                     None => {
-                        return self.fail(Failure::with_text(
-                            SaslCondition::InvalidMechanism,
-                            "mechanism not offered on this stream",
-                        ));
+                        return self.fail(
+                            Failure::with_text(
+                                SaslCondition::InvalidMechanism,
+                                "mechanism not offered on this stream",
+                            ),
+                            profile,
+                        );
                     }
                 }
             }
@@ -390,183 +574,304 @@ impl Negotiator {
 
     async fn step(&mut self, input: Option<Zeroizing<Vec<u8>>>) -> NegotiatorEvent {
         let State::InProgress(attempt) = &mut self.state else {
-            return self.fail(Failure::new(SaslCondition::MalformedRequest));
+            return self.fail(
+                Failure::new(SaslCondition::MalformedRequest),
+                SaslProfile::Sasl2,
+            );
         };
+        let profile = attempt.request.profile;
         let step = attempt
             .mechanism
             .step(input.as_deref().map(|v| &v[..]))
             .await;
         match step {
-            Step::Challenge(data) => NegotiatorEvent::Challenge(
-                Element::new("challenge", NS_SASL2)
-                    .with_text(base64::engine::general_purpose::STANDARD.encode(data)),
-            ),
+            Step::Challenge(data) => NegotiatorEvent::Challenge(match profile {
+                SaslProfile::Sasl2 => {
+                    Element::from(xmpp_parsers::sasl2::Challenge { sasl_data: data })
+                }
+                SaslProfile::Rfc6120 => Element::from(xmpp_parsers::sasl::Challenge { data }),
+            }),
             Step::Failure(f) => {
                 // S-22: nothing inline is processed; S-23: back to the start so the client can
                 // retry on this stream, e.g. with a password after a failed FAST attempt.
                 self.state = State::Ready;
-                self.fail(f)
+                self.fail(f, profile)
             }
             Step::Success(auth) => {
                 let State::InProgress(attempt) = std::mem::replace(&mut self.state, State::Ready)
                 else {
                     unreachable!("state checked above");
                 };
-                self.succeed(*attempt, auth).await
+                let Attempt {
+                    request,
+                    claimed_by,
+                    ..
+                } = *attempt;
+                let phase = TaskPhase {
+                    request,
+                    claimed_by,
+                    auth,
+                    offered: Vec::new(),
+                    running: None,
+                    completed: Vec::new(),
+                };
+                self.after_step(phase).await
             }
         }
     }
 
-    async fn succeed(&mut self, attempt: Attempt, auth: super::Authenticated) -> NegotiatorEvent {
-        let Attempt {
+    /// After the mechanism or a task completed: another `<continue>` if a task is still
+    /// required, else the inline features and `<success>`.
+    async fn after_step(&mut self, mut phase: TaskPhase) -> NegotiatorEvent {
+        if phase.request.profile == SaslProfile::Sasl2 && phase.auth.tasks_allowed {
+            let mut required = Vec::new();
+            for (i, task) in self.server.tasks.iter().enumerate() {
+                let ctx = TaskContext {
+                    stream: &self.stream,
+                    request: &phase.request,
+                    username: &phase.auth.username,
+                    mechanism: &phase.request.mechanism,
+                    completed: &phase.completed,
+                };
+                if task.name().len() <= MAX_TASK_NAME && task.required(&ctx).await {
+                    required.push(i);
+                }
+            }
+            if !required.is_empty() {
+                let cont = xmpp_parsers::sasl2::Continue {
+                    additional_data: phase.auth.additional_data.take().unwrap_or_default(),
+                    tasks: required
+                        .iter()
+                        .map(|&i| self.server.tasks[i].name().to_owned())
+                        .collect(),
+                    text: None,
+                };
+                let had_data = !cont.additional_data.is_empty();
+                let mut el = Element::from(cont);
+                if !had_data {
+                    el.remove_child("additional-data", ns::SASL2);
+                }
+                phase.offered = required;
+                phase.running = None;
+                self.state = State::Tasks(Box::new(phase));
+                return NegotiatorEvent::Continue(el);
+            }
+        }
+        self.succeed(phase).await
+    }
+
+    async fn next_task(&mut self, el: &Element) -> NegotiatorEvent {
+        let State::Tasks(phase) = &mut self.state else {
+            return stream_error(
+                StreamCondition::PolicyViolation,
+                "<next> without a <continue>",
+            );
+        };
+        if phase.running.is_some() {
+            return stream_error(StreamCondition::PolicyViolation, "<next> during a task");
+        }
+        let name = el.attr("task").unwrap_or("");
+        let Some(&index) = phase
+            .offered
+            .iter()
+            .find(|&&i| self.server.tasks[i].name() == name)
+        else {
+            return self.fail_tasks(Failure::with_text(
+                SaslCondition::InvalidMechanism,
+                "task not offered",
+            ));
+        };
+        let mut initial = None;
+        let mut payloads = Vec::new();
+        for child in el.children() {
+            if child.is("initial-response", ns::SASL2) {
+                match decode_payload(child) {
+                    Ok(d) => initial = Some(d),
+                    Err(f) => return self.fail_tasks(f),
+                }
+            } else {
+                payloads.push(child.clone());
+            }
+        }
+        let session = {
+            let ctx = TaskContext {
+                stream: &self.stream,
+                request: &phase.request,
+                username: &phase.auth.username,
+                mechanism: &phase.request.mechanism,
+                completed: &phase.completed,
+            };
+            self.server.tasks[index].start(&ctx)
+        };
+        phase.running = Some((index, session));
+        self.task_step(initial, &payloads).await
+    }
+
+    async fn task_step(
+        &mut self,
+        data: Option<Zeroizing<Vec<u8>>>,
+        payloads: &[Element],
+    ) -> NegotiatorEvent {
+        let State::Tasks(phase) = &mut self.state else {
+            return stream_error(StreamCondition::PolicyViolation, "no task in progress");
+        };
+        let Some((index, session)) = phase.running.as_mut() else {
+            return stream_error(StreamCondition::PolicyViolation, "no task in progress");
+        };
+        let index = *index;
+        let step = session
+            .step(TaskInput {
+                data: data.as_deref().map(|d| &d[..]),
+                payloads,
+            })
+            .await;
+        match step {
+            TaskStep::Challenge(d) => {
+                NegotiatorEvent::Challenge(Element::from(xmpp_parsers::sasl2::Challenge {
+                    sasl_data: d,
+                }))
+            }
+            TaskStep::Data(payloads) => {
+                NegotiatorEvent::TaskData(Element::from(xmpp_parsers::sasl2::TaskData { payloads }))
+            }
+            TaskStep::Failure(f) => self.fail_tasks(f),
+            TaskStep::Done { additional_data } => {
+                let State::Tasks(phase) = std::mem::replace(&mut self.state, State::Ready) else {
+                    unreachable!("state checked above");
+                };
+                let mut phase = *phase;
+                phase.running = None;
+                phase
+                    .completed
+                    .push(self.server.tasks[index].name().to_owned());
+                phase.auth.additional_data = additional_data;
+                self.after_step(phase).await
+            }
+        }
+    }
+
+    async fn succeed(&mut self, phase: TaskPhase) -> NegotiatorEvent {
+        let TaskPhase {
             request,
             claimed_by,
+            auth,
+            completed,
             ..
-        } = attempt;
-        let mut success = SuccessBuilder {
-            additional_data: auth.additional_data,
-            authorization_identifier: format!("{}@{}", auth.username, self.stream.domain),
-            results: Vec::new(),
+        } = phase;
+        let profile = request.profile;
+        let bare = match BareJid::new(&format!("{}@{}", auth.username, self.stream.domain)) {
+            Ok(j) => j,
+            Err(_) => {
+                // Normalized usernames and a host-checked domain always form a JID; if they do
+                // not, fail closed rather than send an identifier the client cannot parse.
+                return self.fail_after(
+                    Failure::new(SaslCondition::TemporaryAuthFailure),
+                    profile,
+                    !completed.is_empty(),
+                );
+            }
         };
-        // S-18, B-5, F-10: inline requests are processed only now, after the whole
-        // authentication succeeded, in resume -> bind -> token order.
-        for (i, feature) in self.server.inline.iter().enumerate() {
-            let mine = claimed_by == Some(i);
-            let ctx = SuccessContext {
-                stream: &self.stream,
-                request: &request,
-                mechanism: &request.mechanism,
-                username: &auth.username,
-                claimed_by_me: mine,
-                state: if mine { auth.state.as_deref() } else { None },
-            };
-            if let Err(e) = feature.on_success(&ctx, &mut success).await {
-                tracing::warn!(error = %e, "inline feature failed after authentication");
-                return NegotiatorEvent::StreamError {
-                    send: Some(
-                        Failure::with_text(
-                            SaslCondition::TemporaryAuthFailure,
-                            "server could not complete the login",
-                        )
-                        .to_element(),
-                    ),
-                    condition: "internal-server-error",
-                    text: "login could not be completed".into(),
+        let mut success = SuccessBuilder::new(Jid::from(bare), auth.additional_data);
+        if profile == SaslProfile::Sasl2 {
+            // S-18, B-5, F-10: inline requests are processed only now, after the whole
+            // authentication (tasks included) succeeded, in InlineOrder.
+            for (i, feature) in self.server.inline.iter().enumerate() {
+                let mine = claimed_by == Some(i);
+                let ctx = SuccessContext {
+                    stream: &self.stream,
+                    request: &request,
+                    mechanism: &request.mechanism,
+                    username: &auth.username,
+                    claimed_by_me: mine,
+                    state: if mine { auth.state.as_deref() } else { None },
+                    offer: self.offers.inline[i].as_ref(),
+                    tasks_completed: &completed,
                 };
+                if let Err(e) = feature.on_success(&ctx, &mut success).await {
+                    let failure = match e {
+                        InlineError::Failure(f) => f,
+                        InlineError::Internal { feature, source } => {
+                            tracing::warn!(feature, error = %source, "inline feature failed after authentication");
+                            Failure::with_text(
+                                SaslCondition::TemporaryAuthFailure,
+                                "server could not complete the login",
+                            )
+                        }
+                    };
+                    return self.fail_after(failure, profile, !completed.is_empty());
+                }
             }
         }
         self.state = State::Done;
+        let element = match profile {
+            SaslProfile::Sasl2 => success.to_element(),
+            SaslProfile::Rfc6120 => Element::from(xmpp_parsers::sasl::Success {
+                data: success.additional_data.clone().unwrap_or_default(),
+            }),
+        };
         let session = AuthenticatedSession {
             username: auth.username,
-            authorization_identifier: success.authorization_identifier.clone(),
-            mechanism: request.mechanism.clone(),
-            user_agent: request.user_agent.clone(),
+            authorization_identifier: success.authorization_identifier,
+            mechanism: request.mechanism,
+            user_agent: request.user_agent,
+            extensions: success.extensions,
+            profile,
         };
-        NegotiatorEvent::Success {
-            element: success.to_element(),
-            session,
+        NegotiatorEvent::Success { element, session }
+    }
+
+    fn failure_element(f: &Failure, profile: SaslProfile) -> Element {
+        match profile {
+            SaslProfile::Sasl2 => Element::from(f.to_sasl2()),
+            SaslProfile::Rfc6120 => Element::from(f.to_rfc6120()),
         }
     }
 
-    fn fail(&mut self, f: Failure) -> NegotiatorEvent {
+    /// A failure after the mechanism succeeded: a retry is possible unless `<continue>` was
+    /// already sent (S-25).
+    fn fail_after(&mut self, f: Failure, profile: SaslProfile, continued: bool) -> NegotiatorEvent {
+        if continued {
+            self.fail_tasks(f)
+        } else {
+            self.state = State::Ready;
+            self.fail(f, profile)
+        }
+    }
+
+    /// A failure once `<continue>` was sent: S-25 allows no new `<authenticate>`, so the stream
+    /// ends after the `<failure>`.
+    fn fail_tasks(&mut self, f: Failure) -> NegotiatorEvent {
         self.failures += 1;
-        let element = f.to_element();
+        self.state = State::Done;
+        NegotiatorEvent::StreamError {
+            send: Some(Self::failure_element(&f, SaslProfile::Sasl2)),
+            failure: Some(f),
+            error: StreamError::new(
+                StreamCondition::PolicyViolation,
+                "en",
+                "authentication failed after <continue>",
+            ),
+        }
+    }
+
+    fn fail(&mut self, f: Failure, profile: SaslProfile) -> NegotiatorEvent {
+        self.failures += 1;
+        let element = Self::failure_element(&f, profile);
         if self.failures >= self.server.max_failures {
             // RFC 6120 §6.4.5: a bounded number of retries, then the stream is closed.
             return NegotiatorEvent::StreamError {
                 send: Some(element),
-                condition: "policy-violation",
-                text: "too many failed authentication attempts".into(),
+                failure: Some(f),
+                error: StreamError::new(
+                    StreamCondition::PolicyViolation,
+                    "en",
+                    "too many failed authentication attempts",
+                ),
             };
         }
         NegotiatorEvent::Failure {
             element,
-            condition: f.condition,
+            failure: f,
         }
     }
-}
-
-fn stream_error(condition: &'static str, text: &str) -> NegotiatorEvent {
-    NegotiatorEvent::StreamError {
-        send: None,
-        condition,
-        text: text.into(),
-    }
-}
-
-/// Decodes the base64 text of `<initial-response>` / `<response>`. ASCII whitespace is
-/// stripped first (S-8 says clients should not send it, but tolerating it costs nothing);
-/// `=` alone and an empty element both mean an empty payload.
-pub fn decode_payload(el: &Element) -> Result<Zeroizing<Vec<u8>>, Failure> {
-    let text = el.text();
-    // Checked before decoding so a huge element costs no allocation beyond what the stream
-    // reader already bounded.
-    if text.len() > MAX_SASL_PAYLOAD * 4 / 3 + 8 {
-        return Err(Failure::with_text(
-            SaslCondition::MalformedRequest,
-            "SASL payload too large",
-        ));
-    }
-    let compact: Zeroizing<String> =
-        Zeroizing::new(text.chars().filter(|c| !c.is_ascii_whitespace()).collect());
-    if compact.is_empty() || compact.as_str() == "=" {
-        return Ok(Zeroizing::new(Vec::new()));
-    }
-    base64::engine::general_purpose::STANDARD
-        .decode(compact.as_bytes())
-        .map(Zeroizing::new)
-        .map_err(|_| Failure::new(SaslCondition::IncorrectEncoding))
-}
-
-fn bounded_label(el: Option<&Element>) -> Option<String> {
-    let text = el?.text();
-    let s = truncate_utf8(text.trim(), MAX_USER_AGENT_LABEL);
-    (!s.is_empty()).then(|| s.to_owned())
-}
-
-/// Parses `<authenticate>` leniently (protocol.md §4 step 1): `<user-agent>` may be absent
-/// (S-11, §9 item 18), unknown children are kept for inline features.
-pub fn parse_authenticate(el: &Element) -> Result<AuthenticateRequest, Failure> {
-    let mechanism = el.attr("mechanism").unwrap_or("");
-    if mechanism.is_empty() || mechanism.len() > MAX_MECHANISM_NAME {
-        return Err(Failure::with_text(
-            SaslCondition::MalformedRequest,
-            "missing or invalid mechanism attribute",
-        ));
-    }
-    let mut initial_response = None;
-    let mut user_agent = None;
-    let mut inline = Vec::new();
-    for child in el.children() {
-        if child.is("initial-response", NS_SASL2) {
-            if initial_response.is_some() {
-                return Err(Failure::with_text(
-                    SaslCondition::MalformedRequest,
-                    "more than one initial-response",
-                ));
-            }
-            initial_response = Some(decode_payload(child)?);
-        } else if child.is("user-agent", NS_SASL2) {
-            let id = child.attr("id").map(str::trim).filter(|s| !s.is_empty());
-            if id.is_some_and(|id| id.len() > MAX_USER_AGENT_ID) {
-                return Err(Failure::with_text(
-                    SaslCondition::MalformedRequest,
-                    "user-agent id too long",
-                ));
-            }
-            user_agent = Some(UserAgent {
-                id: id.map(str::to_owned),
-                software: bounded_label(child.get_child("software", NS_SASL2)),
-                device: bounded_label(child.get_child("device", NS_SASL2)),
-            });
-        } else {
-            inline.push(child.clone());
-        }
-    }
-    Ok(AuthenticateRequest {
-        mechanism: mechanism.to_owned(),
-        initial_response,
-        user_agent,
-        inline,
-    })
 }

@@ -21,13 +21,13 @@ use async_trait::async_trait;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-use super::accounts::{
-    AccountStore, MAX_USERNAME_BYTES, ScramCredentials, ScramHash, normalize_username,
+use super::accounts::{AccountStore, MAX_USERNAME_BYTES, normalize_username};
+use super::authzid::{MAX_AUTHZID_BYTES, check_authzid};
+use super::credentials::{
+    ScramCredentials, ScramHash, credentials_usable, fake_credentials, keys_from_salted,
+    prepare_password, salted_password,
 };
-use super::scram::{
-    DEFAULT_FAKE_ITERATIONS, MAX_AUTHZID_BYTES, check_authzid, credentials_usable,
-    fake_credentials, keys_from_salted, prepare_password, salted_password,
-};
+use super::scram::DEFAULT_FAKE_ITERATIONS;
 use super::{
     AuthenticateRequest, Authenticated, Failure, MAX_SASL_PAYLOAD, Mechanism, MechanismProvider,
     SaslCondition, Step, StreamInfo,
@@ -75,7 +75,7 @@ impl MechanismProvider for PlainProvider {
     }
 
     fn available(&self, stream: &StreamInfo) -> bool {
-        stream.is_secure() || stream.allow_plaintext
+        stream.may_authenticate()
     }
 
     fn start(&self, stream: &StreamInfo, _request: &AuthenticateRequest) -> Box<dyn Mechanism> {
@@ -215,11 +215,7 @@ impl PlainMechanism {
         if !(matches && known) {
             return fail(SaslCondition::NotAuthorized);
         }
-        Step::Success(Authenticated {
-            username,
-            additional_data: None,
-            state: None,
-        })
+        Step::Success(Authenticated::new(username, None))
     }
 }
 
@@ -245,7 +241,7 @@ impl Mechanism for PlainMechanism {
 mod tests {
     use super::*;
     use crate::sasl2::accounts::{AccountError, MemoryAccounts};
-    use crate::sasl2::scram::derive_credentials;
+    use crate::sasl2::credentials::derive_credentials;
     use crate::sasl2::{ChannelBindings, TlsInfo, TlsVersion};
 
     const ITER: u32 = 64;
@@ -270,12 +266,7 @@ mod tests {
     }
 
     fn request() -> AuthenticateRequest {
-        AuthenticateRequest {
-            mechanism: "PLAIN".into(),
-            initial_response: None,
-            user_agent: None,
-            inline: Vec::new(),
-        }
+        AuthenticateRequest::new("PLAIN")
     }
 
     async fn run(p: &PlainProvider, s: &StreamInfo, msg: &[u8]) -> Step {

@@ -76,7 +76,11 @@ impl TokenStore for MemoryStore {
 
     async fn get_for_login(&self, key: &ClientKey) -> Result<LoginView, StoreError> {
         let inner = self.lock();
-        let own = inner.account_cutoffs.get(key.account()).copied().unwrap_or(0);
+        let own = inner
+            .account_cutoffs
+            .get(key.account())
+            .copied()
+            .unwrap_or(0);
         Ok(LoginView {
             record: inner.records.get(key).cloned(),
             revoked_before: own.max(inner.global_cutoff),

@@ -269,8 +269,7 @@ pub enum RevocationScope {
     Account(String),
 }
 
-/// A boxed backend error, kept as the [`StoreError::Backend`] source.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+pub use crate::BoxError;
 
 /// A store failure. Never contains a token or nonce.
 #[derive(Debug, thiserror::Error)]

@@ -23,9 +23,8 @@ use std::future::Future;
 use std::sync::Arc;
 
 use super::{
-    CasOutcome, ClientKey, ClientRecord, Durability, LoginView, MAX_ACCOUNT_BYTES,
-    MAX_LABEL_BYTES, MAX_MECHANISM_BYTES, RevocationScope, StoreError, TokenSlot, TokenStore,
-    Versioned,
+    CasOutcome, ClientKey, ClientRecord, Durability, LoginView, MAX_ACCOUNT_BYTES, MAX_LABEL_BYTES,
+    MAX_MECHANISM_BYTES, RevocationScope, StoreError, TokenSlot, TokenStore, Versioned,
 };
 
 /// Names the check that was running when a panic unwinds through it.
@@ -506,7 +505,10 @@ pub async fn login_view_joins_record_and_cutoff(store: &dyn TokenStore) {
     assert_eq!(view.revoked_before, 70);
     assert_eq!(view.record, Some(want));
     let other = key("carol", "ua");
-    assert_eq!(store.get_for_login(&other).await.unwrap().revoked_before, 70);
+    assert_eq!(
+        store.get_for_login(&other).await.unwrap().revoked_before,
+        70
+    );
 }
 
 /// `len` counts records.

@@ -1,0 +1,368 @@
+//! A FAST login against the store: one read, one decision, at most one write.
+//!
+//! [`FastTokens::verify`] runs when the HT mechanism steps: it reads the client's record and
+//! the account's revocation cutoff in one round trip ([`TokenStore::get_for_login`]), checks
+//! the MAC and every trust rule, and plans the state change (promotion, invalidation, `count`)
+//! without writing. [`FastTokens::commit`] runs from the inline feature once the whole login
+//! succeeded, and writes the planned change together with a token to issue (requested or
+//! rotated) in a single compare-and-swap: a login that promotes `new` and gets a rotated token
+//! costs one durable write, not two. If another login changed the record in between, the
+//! commit reads again and decides again, so two concurrent logins with one token still see
+//! the record either before or after each other, never half of it.
+
+use std::fmt;
+
+use zeroize::Zeroizing;
+
+use super::hooks::RejectReason;
+use super::ht::HtMechanism;
+use super::token::FastToken;
+use super::tokens::{FastTokens, IssuedToken, MAX_CAS_RETRIES, TokenRequest, ms};
+use crate::store::{
+    CasOutcome, ClientKey, ClientRecord, Durability, LoginView, StoreError, TokenSlot,
+};
+
+/// `last_used_at` is only rewritten when it is older than this, so the common FAST login (token
+/// in `current`, no count) does not write at all.
+const LAST_USED_RESOLUTION_MS: u64 = 5 * 60 * 1000;
+
+/// Which slot of a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SlotName {
+    /// The token in use.
+    Current,
+    /// The token handed out but not yet used.
+    New,
+}
+
+/// A FAST attempt to verify.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct VerifyRequest<'a> {
+    /// Normalized account localpart.
+    pub account: &'a str,
+    /// Raw user-agent id.
+    pub user_agent_id: &'a str,
+    /// The mechanism of the attempt.
+    pub mechanism: HtMechanism,
+    /// The client's initiator MAC.
+    pub mac: &'a [u8],
+    /// Channel-binding data of this connection for the mechanism.
+    pub cb_data: &'a [u8],
+    /// `<fast count>` if sent.
+    pub count: Option<u32>,
+    /// `<fast invalidate>`.
+    pub invalidate: bool,
+}
+
+impl<'a> VerifyRequest<'a> {
+    /// An attempt without `count` or `invalidate`.
+    pub fn new(
+        account: &'a str,
+        user_agent_id: &'a str,
+        mechanism: HtMechanism,
+        mac: &'a [u8],
+        cb_data: &'a [u8],
+    ) -> Self {
+        VerifyRequest {
+            account,
+            user_agent_id,
+            mechanism,
+            mac,
+            cb_data,
+            count: None,
+            invalidate: false,
+        }
+    }
+
+    /// With `<fast count>`.
+    pub fn with_count(mut self, count: Option<u32>) -> Self {
+        self.count = count;
+        self
+    }
+
+    /// With `<fast invalidate>`.
+    pub fn with_invalidate(mut self, invalidate: bool) -> Self {
+        self.invalidate = invalidate;
+        self
+    }
+}
+
+/// What the attempt asked, kept so a commit that lost a race can decide again.
+struct Attempt {
+    mechanism: HtMechanism,
+    mac: Vec<u8>,
+    cb_data: Zeroizing<Vec<u8>>,
+    count: Option<u32>,
+    invalidate: bool,
+}
+
+/// The decision for one read of the record.
+struct Plan {
+    version: u64,
+    before: ClientRecord,
+    next: ClientRecord,
+    durability: Durability,
+    which: SlotName,
+    used: TokenSlot,
+    promoted: bool,
+}
+
+/// A verified FAST attempt whose state change is planned but not yet written: hand it to
+/// [`FastTokens::commit`] when the login succeeds.
+#[non_exhaustive]
+pub struct Verified {
+    /// The client.
+    pub key: ClientKey,
+    /// The mechanism used.
+    pub mechanism: HtMechanism,
+    /// The slot that matched (before promotion).
+    pub slot: SlotName,
+    /// `HMAC(token, "Responder" || cb)` for `<additional-data>`.
+    pub responder: Vec<u8>,
+    /// The token is older than `token_min_ttl`: issue a replacement (F-16).
+    pub rotation_due: bool,
+    /// Start of the token chain (for `token_max_chain_age`).
+    pub chain_started_at: u64,
+    /// The client asked to invalidate its tokens (F-21).
+    pub invalidated: bool,
+    attempt: Attempt,
+    plan: Plan,
+}
+
+impl fmt::Debug for Verified {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Verified")
+            .field("key", &self.key)
+            .field("mechanism", &self.mechanism)
+            .field("slot", &self.slot)
+            .field("rotation_due", &self.rotation_due)
+            .field("invalidated", &self.invalidated)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FastTokens {
+    /// Applies the trust rules to one read of the record (protocol.md §4 step 4) and plans the
+    /// state transition (step 5).
+    fn evaluate(
+        &self,
+        key: &ClientKey,
+        view: LoginView,
+        a: &Attempt,
+        now: u64,
+    ) -> Result<(Plan, FastToken), RejectReason> {
+        let mech_name = a.mechanism.name();
+        let Some(rec) = view.record else {
+            return Err(self.reject(Some(key), None, mech_name, RejectReason::UnknownToken));
+        };
+        // Newest first. A slot bound to another mechanism is skipped even if its MAC would
+        // verify (F-15, N1). The MAC comparison is constant-time (F-31).
+        let mut matched = None;
+        for (name, slot) in [
+            (SlotName::New, rec.value.new.as_ref()),
+            (SlotName::Current, rec.value.current.as_ref()),
+        ] {
+            let Some(slot) = slot else { continue };
+            if slot.mechanism != mech_name {
+                continue;
+            }
+            let token = self.token_for(key, slot);
+            if a.mechanism
+                .verify_initiator(token.expose().as_bytes(), &a.cb_data, &a.mac)
+            {
+                matched = Some((name, slot.clone(), token));
+                break;
+            }
+        }
+        let Some((which, used, token)) = matched else {
+            return Err(self.reject(Some(key), None, mech_name, RejectReason::UnknownToken));
+        };
+
+        // F-28, F-30: a token we issued but no longer trust answers credentials-expired. The
+        // slot stays until the sweep removes it at expiry, so a second attempt gets the same
+        // answer instead of a misleading not-authorized.
+        let cutoff = view.revoked_before.max(rec.value.revoked_before);
+        let distrust = if used.issued_at < cutoff {
+            Some(RejectReason::Revoked)
+        } else if now >= used.expires_at {
+            Some(RejectReason::Expired)
+        } else if self
+            .config()
+            .token_max_chain_age
+            .is_some_and(|max| now >= used.chain_started_at.saturating_add(ms(max)))
+        {
+            Some(RejectReason::ChainTooOld)
+        } else {
+            None
+        };
+        if let Some(reason) = distrust {
+            return Err(self.reject(Some(key), None, mech_name, reason));
+        }
+        // F-14: with a count, it must exceed every count already seen for this token.
+        if let Some(c) = a.count
+            && used.max_count.is_some_and(|m| c <= m)
+        {
+            return Err(self.reject(Some(key), None, mech_name, RejectReason::Replay));
+        }
+
+        let mut next = rec.value.clone();
+        let mut durability = Durability::Lazy;
+        let promoted = !a.invalidate && which == SlotName::New;
+        if a.invalidate {
+            // F-21, and protocol.md §9 item 9: both slots, so an older `current` cannot
+            // outlive a logout performed with the `new` token (Prosody's gap).
+            next.current = None;
+            next.new = None;
+            durability = Durability::Durable;
+        } else if promoted {
+            // F-18: the older `current` dies when `new` is used. Durable: a crash must not
+            // bring the superseded token back.
+            next.current = next.new.take();
+            durability = Durability::Durable;
+        }
+        if let Some(c) = a.count
+            && let Some(s) = next.current.as_mut()
+        {
+            // The used token is now in `current` (promoted if it was `new`); after an
+            // invalidation both slots are empty and there is nothing left to protect.
+            s.max_count = Some(c);
+        }
+        if now.saturating_sub(next.last_used_at) >= LAST_USED_RESOLUTION_MS || promoted {
+            next.last_used_at = now;
+        }
+        Ok((
+            Plan {
+                version: rec.version,
+                before: rec.value,
+                next,
+                durability,
+                which,
+                used,
+                promoted,
+            },
+            token,
+        ))
+    }
+
+    /// Verifies a FAST attempt: one read of the store, nothing written. The state change it
+    /// implies is written by [`FastTokens::commit`] once the login has succeeded.
+    pub async fn verify(&self, req: &VerifyRequest<'_>) -> Result<Verified, RejectReason> {
+        let mech_name = req.mechanism.name();
+        let Ok(key) = ClientKey::new(req.account, req.user_agent_id) else {
+            return Err(self.reject(None, Some(req.account), mech_name, RejectReason::Malformed));
+        };
+        let attempt = Attempt {
+            mechanism: req.mechanism,
+            mac: req.mac.to_vec(),
+            cb_data: Zeroizing::new(req.cb_data.to_vec()),
+            count: req.count,
+            invalidate: req.invalidate,
+        };
+        let now = self.now_ms();
+        let view = match self.store().get_for_login(&key).await {
+            Ok(v) => v,
+            Err(e) => return Err(self.unavailable(&key, mech_name, &e)),
+        };
+        let (plan, token) = self.evaluate(&key, view, &attempt, now)?;
+        Ok(Verified {
+            responder: req
+                .mechanism
+                .responder_mac(token.expose().as_bytes(), req.cb_data),
+            rotation_due: !req.invalidate
+                && now.saturating_sub(plan.used.issued_at) >= ms(self.config().token_min_ttl),
+            chain_started_at: plan.used.chain_started_at,
+            invalidated: req.invalidate,
+            mechanism: req.mechanism,
+            slot: plan.which,
+            key,
+            attempt,
+            plan,
+        })
+    }
+
+    fn unavailable(&self, key: &ClientKey, mechanism: &str, e: &StoreError) -> RejectReason {
+        tracing::warn!(error = %e, "token store unavailable");
+        self.reject(Some(key), None, mechanism, RejectReason::StoreUnavailable)
+    }
+
+    /// Writes a verified login's state change, with the token `issue` asks for (if any), in
+    /// one compare-and-swap; durable whenever a token is issued or a token dies (promotion,
+    /// invalidation). The token is on stable storage before this returns (F-17 survives a
+    /// crash), so the caller may hand it to the client.
+    ///
+    /// Fails with the reason a fresh decision gives when the record changed since
+    /// [`FastTokens::verify`] (for example a concurrent login invalidated the token).
+    pub async fn commit(
+        &self,
+        verified: Verified,
+        issue: Option<&TokenRequest>,
+    ) -> Result<Option<IssuedToken>, RejectReason> {
+        let Verified {
+            key,
+            attempt,
+            mut plan,
+            chain_started_at,
+            ..
+        } = verified;
+        let mech_name = attempt.mechanism.name();
+        for _ in 0..MAX_CAS_RETRIES {
+            let now = self.now_ms();
+            let mut next = plan.next.clone();
+            let mut durability = plan.durability;
+            let mut issued = None;
+            if let Some(r) = issue
+                && let Some(slot) = self.new_slot(r.mechanism, chain_started_at, now)
+            {
+                // F-19: an unused `new` is overwritten; F-17: `current` stays.
+                next.new = Some(slot.clone());
+                next.last_used_at = now;
+                r.label(&mut next);
+                durability = Durability::Durable;
+                issued = Some((r.kind, slot));
+            }
+            if next != plan.before {
+                let write = (!next.is_empty()).then_some(next);
+                match self
+                    .store()
+                    .compare_and_swap(&key, Some(plan.version), write, durability)
+                    .await
+                {
+                    Ok(CasOutcome::Written(_)) => {}
+                    Ok(CasOutcome::Conflict) => {
+                        let view = match self.store().get_for_login(&key).await {
+                            Ok(v) => v,
+                            Err(e) => return Err(self.unavailable(&key, mech_name, &e)),
+                        };
+                        plan = self.evaluate(&key, view, &attempt, now)?.0;
+                        continue;
+                    }
+                    Err(e) => return Err(self.unavailable(&key, mech_name, &e)),
+                }
+            }
+            let ev = self.event(&key, &plan.used, now);
+            if plan.promoted {
+                for o in self.observers() {
+                    o.promoted(&ev);
+                }
+            }
+            if attempt.invalidate {
+                for o in self.observers() {
+                    o.invalidated(&ev);
+                }
+            }
+            for o in self.observers() {
+                o.used(&ev);
+            }
+            return Ok(issued.map(|(kind, slot)| {
+                self.report_issued(kind, &self.event(&key, &slot, now));
+                IssuedToken {
+                    token: self.token_for(&key, &slot),
+                    expires_at: slot.expires_at,
+                }
+            }));
+        }
+        Err(self.reject(Some(&key), None, mech_name, RejectReason::StoreUnavailable))
+    }
+}

@@ -1,0 +1,208 @@
+//! SCRAM credentials (RFC 5802 §3): the salt, iteration count, StoredKey and ServerKey a
+//! server keeps instead of a password, how they are derived, and the primitives the password
+//! mechanisms (SCRAM, PLAIN) share.
+
+use std::fmt;
+use std::sync::OnceLock;
+
+use hmac::{Hmac, KeyInit, Mac};
+use sha1::Sha1;
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+/// Salt length used by [`derive_credentials`] and for the fake salts of unknown accounts.
+pub const SALT_LEN: usize = 16;
+
+/// The hash of a SCRAM family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ScramHash {
+    /// SCRAM-SHA-1 (RFC 5802).
+    Sha1,
+    /// SCRAM-SHA-256 (RFC 7677).
+    Sha256,
+}
+
+/// SCRAM verifier for one account and hash (RFC 5802 §3).
+#[derive(Clone)]
+pub struct ScramCredentials {
+    /// Salt.
+    pub salt: Vec<u8>,
+    /// PBKDF2 iteration count.
+    pub iterations: u32,
+    /// `H(ClientKey)`.
+    pub stored_key: Zeroizing<Vec<u8>>,
+    /// `HMAC(SaltedPassword, "Server Key")`.
+    pub server_key: Zeroizing<Vec<u8>>,
+}
+
+impl fmt::Debug for ScramCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScramCredentials")
+            .field("iterations", &self.iterations)
+            .field("keys", &"[redacted]")
+            .finish()
+    }
+}
+
+/// Output length of the hash in bytes.
+pub(crate) fn hash_len(hash: ScramHash) -> usize {
+    match hash {
+        ScramHash::Sha1 => 20,
+        ScramHash::Sha256 => 32,
+    }
+}
+
+pub(crate) fn hash_name(hash: ScramHash) -> &'static str {
+    match hash {
+        ScramHash::Sha1 => "SHA-1",
+        ScramHash::Sha256 => "SHA-256",
+    }
+}
+
+/// `HMAC(key, data)` with the family's hash.
+pub(crate) fn hmac(hash: ScramHash, key: &[u8], data: &[u8]) -> Zeroizing<Vec<u8>> {
+    fn run<M: Mac + KeyInit>(key: &[u8], data: &[u8]) -> Zeroizing<Vec<u8>> {
+        let mut mac = <M as KeyInit>::new_from_slice(key).expect("HMAC accepts keys of any length");
+        mac.update(data);
+        Zeroizing::new(mac.finalize().into_bytes().to_vec())
+    }
+    match hash {
+        ScramHash::Sha1 => run::<Hmac<Sha1>>(key, data),
+        ScramHash::Sha256 => run::<Hmac<Sha256>>(key, data),
+    }
+}
+
+/// `H(data)` with the family's hash.
+pub(crate) fn digest(hash: ScramHash, data: &[u8]) -> Zeroizing<Vec<u8>> {
+    Zeroizing::new(match hash {
+        ScramHash::Sha1 => Sha1::digest(data).to_vec(),
+        ScramHash::Sha256 => Sha256::digest(data).to_vec(),
+    })
+}
+
+/// `SaltedPassword := Hi(Normalize(password), salt, i)` (RFC 5802 §3), with the password
+/// already normalized.
+pub(crate) fn salted_password(
+    hash: ScramHash,
+    password: &[u8],
+    salt: &[u8],
+    iterations: u32,
+) -> Zeroizing<Vec<u8>> {
+    let mut out = Zeroizing::new(vec![0u8; hash_len(hash)]);
+    match hash {
+        ScramHash::Sha1 => pbkdf2::pbkdf2_hmac::<Sha1>(password, salt, iterations, &mut out),
+        ScramHash::Sha256 => pbkdf2::pbkdf2_hmac::<Sha256>(password, salt, iterations, &mut out),
+    }
+    out
+}
+
+/// `(StoredKey, ServerKey)` from a SaltedPassword.
+pub(crate) fn keys_from_salted(
+    hash: ScramHash,
+    salted: &[u8],
+) -> (Zeroizing<Vec<u8>>, Zeroizing<Vec<u8>>) {
+    let client_key = hmac(hash, salted, b"Client Key");
+    let stored_key = digest(hash, &client_key);
+    let server_key = hmac(hash, salted, b"Server Key");
+    (stored_key, server_key)
+}
+
+/// `Normalize(password)`: SASLprep (RFC 4013) as a stored string.
+///
+/// If SASLprep rejects the password (prohibited or unassigned characters, bidi violations), the
+/// raw UTF-8 bytes are used instead. Refusing here is not an option because
+/// [`derive_credentials`] cannot fail, and PLAIN uses the same function so that a password
+/// set through it still verifies. SCRAM clients that apply SASLprep strictly cannot log in
+/// with such a password; clients that fall back to the raw bytes (as RFC 5802 §2.2 lets
+/// clients treat passwords as "query strings") can.
+pub(crate) fn prepare_password(password: &str) -> Zeroizing<Vec<u8>> {
+    match stringprep::saslprep(password) {
+        Ok(p) => Zeroizing::new(p.into_owned().into_bytes()),
+        Err(_) => Zeroizing::new(password.as_bytes().to_vec()),
+    }
+}
+
+/// Derives SCRAM credentials for a password with a fresh random salt of [`SALT_LEN`] bytes.
+///
+/// The password is normalized with SASLprep; see [`derive_credentials_with_salt`].
+///
+/// # Panics
+/// Panics if the operating system's random number generator fails (never on supported
+/// platforms in practice; no attacker input reaches this function).
+pub fn derive_credentials(hash: ScramHash, password: &str, iterations: u32) -> ScramCredentials {
+    let mut salt = [0u8; SALT_LEN];
+    getrandom::fill(&mut salt).expect("OS random number generator failed");
+    derive_credentials_with_salt(hash, password, &salt, iterations)
+}
+
+/// Derives SCRAM credentials for a password with a given salt.
+///
+/// The password is normalized with SASLprep (RFC 4013). If SASLprep rejects it (prohibited or
+/// unassigned characters, bidi violations), its raw UTF-8 bytes are used instead: this function
+/// cannot fail, and PLAIN applies the same rule, so such a password still works with PLAIN and
+/// with SCRAM clients that fall back to the raw bytes, but not with clients that refuse it.
+/// An iteration count of 0 is raised to 1, the minimum RFC 5802 allows.
+pub fn derive_credentials_with_salt(
+    hash: ScramHash,
+    password: &str,
+    salt: &[u8],
+    iterations: u32,
+) -> ScramCredentials {
+    let iterations = iterations.max(1);
+    let password = prepare_password(password);
+    let salted = salted_password(hash, &password, salt, iterations);
+    let (stored_key, server_key) = keys_from_salted(hash, &salted);
+    ScramCredentials {
+        salt: salt.to_vec(),
+        iterations,
+        stored_key,
+        server_key,
+    }
+}
+
+/// True if stored credentials can be used with `hash`.
+pub(crate) fn credentials_usable(hash: ScramHash, creds: &ScramCredentials) -> bool {
+    creds.iterations > 0
+        && !creds.salt.is_empty()
+        && creds.stored_key.len() == hash_len(hash)
+        && creds.server_key.len() == hash_len(hash)
+}
+
+/// A per-process random key for the fake credentials of unknown accounts. `None` if the OS
+/// random generator failed (then every attempt fails with `temporary-auth-failure`).
+pub(crate) fn process_key() -> Option<&'static [u8; 32]> {
+    static KEY: OnceLock<Option<[u8; 32]>> = OnceLock::new();
+    KEY.get_or_init(|| {
+        let mut k = [0u8; 32];
+        getrandom::fill(&mut k).ok().map(|()| k)
+    })
+    .as_ref()
+}
+
+/// Deterministic, unguessable credentials for an account that does not exist (S-29): the same
+/// username always gets the same salt, so repeated probes look like a real account.
+pub(crate) fn fake_credentials(
+    hash: ScramHash,
+    username: &str,
+    iterations: u32,
+) -> Option<ScramCredentials> {
+    let key = process_key()?;
+    let derive = |label: &[u8], len: usize| {
+        let mut data = Vec::with_capacity(label.len() + username.len() + 16);
+        data.extend_from_slice(label);
+        data.push(0);
+        data.extend_from_slice(hash_name(hash).as_bytes());
+        data.push(0);
+        data.extend_from_slice(username.as_bytes());
+        let mut out = hmac(ScramHash::Sha256, key, &data);
+        out.truncate(len);
+        out
+    };
+    Some(ScramCredentials {
+        salt: derive(b"salt", SALT_LEN).to_vec(),
+        iterations: iterations.max(1),
+        stored_key: derive(b"stored-key", hash_len(hash)),
+        server_key: derive(b"server-key", hash_len(hash)),
+    })
+}

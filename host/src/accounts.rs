@@ -2,15 +2,15 @@
 //! `passwd` kept as SCRAM keys (never plaintext) in `<data_dir>/accounts.toml` (mode 0600).
 //! Entries in that file override the config.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use sasl2_fast::sasl2::accounts::{
-    AccountStore, MemoryAccounts, ScramCredentials, ScramHash, normalize_username,
-};
-use sasl2_fast::sasl2::scram::derive_credentials;
+use sasl2_fast::sasl2::accounts::{AccountStore, MemoryAccounts, normalize_username};
+use sasl2_fast::sasl2::credentials::derive_credentials;
+use sasl2_fast::sasl2::{ScramCredentials, ScramHash};
 use zeroize::Zeroizing;
 
 /// PBKDF2 rounds for new SCRAM keys.
@@ -49,7 +49,7 @@ impl HostAccounts {
     /// Builds the database: config passwords become SCRAM keys, then `<data_dir>/accounts.toml`
     /// overrides them.
     pub fn load(
-        config_accounts: &[(String, Zeroizing<String>)],
+        config_accounts: &BTreeMap<String, Zeroizing<String>>,
         data_dir: &Path,
     ) -> Result<HostAccounts, AccountsError> {
         let memory = Arc::new(MemoryAccounts::new());
@@ -129,7 +129,7 @@ impl HostAccounts {
              # Entries here override [accounts] in the config.\n{}",
             toml::to_string(&table).map_err(|e| self.file_err(e))?
         );
-        super::tls::write_private(&self.file, text.as_bytes()).map_err(|e| self.file_err(e))?;
+        crate::tls::write_private(&self.file, text.as_bytes()).map_err(|e| self.file_err(e))?;
         for (h, c) in creds {
             self.memory.set_credentials(&user, h, c);
         }

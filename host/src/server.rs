@@ -1,5 +1,10 @@
 //! The host: listeners, shared state, start-up and graceful shutdown.
+//!
+//! mini-redis style: [`run`] serves until a shutdown future completes; tests instead bind
+//! `127.0.0.1:0` themselves, [`Host::start`] with those listeners and a typed
+//! [`HostConfig`], talk to it, and call [`Host::shutdown`].
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,22 +15,76 @@ use sasl2_fast::fast::FastPlugin;
 use sasl2_fast::fast::hooks::{FastMetrics, FastObserver, TracingObserver};
 use sasl2_fast::fast::plugin::OpenError;
 use sasl2_fast::fast::tokens::SweeperHandle;
-use sasl2_fast::sasl2::Sasl2Server;
-use sasl2_fast::sasl2::accounts::ScramHash;
+use sasl2_fast::sasl2::bind2::Bind2;
 use sasl2_fast::sasl2::plain::PlainProvider;
 use sasl2_fast::sasl2::scram::ScramProvider;
-use sasl2_fast::xml::NS_CLIENT;
-use sasl2_fast::xml::reader::{STREAM_FOOTER, stream_header_xml};
+use sasl2_fast::sasl2::{Sasl2Server, ScramHash};
+use sasl2_fast::stream::{STREAM_FOOTER, stream_header_xml};
+use sasl2_fast::xmpp::ns;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{Instrument as _, info, info_span, warn};
+use xmpp_parsers::stream_error::DefinedCondition;
 
-use super::accounts::{AccountsError, HostAccounts, ITERATIONS};
-use super::bind::Bind2;
-use super::config::HostConfig;
-use super::router::Router;
-use super::tls::{TlsError, TlsSetup};
+use crate::accounts::{AccountsError, HostAccounts, ITERATIONS};
+use crate::config::{HostConfig, ServerConfig};
+use crate::router::Router;
+use crate::tls::{TlsError, TlsSetup};
+
+/// The sockets a host serves: the STARTTLS port and, optionally, the direct-TLS port
+/// (XEP-0368).
+#[derive(Debug)]
+pub struct Listeners {
+    /// STARTTLS (RFC 6120 §5).
+    pub starttls: TcpListener,
+    /// Direct TLS, if any.
+    pub direct_tls: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds the addresses of a config.
+    pub async fn bind(server: &ServerConfig) -> Result<Listeners, HostError> {
+        let bind = async |addr: SocketAddr| {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| HostError::Bind { addr, source })
+        };
+        Ok(Listeners {
+            starttls: bind(server.listen).await?,
+            direct_tls: match server.listen_tls {
+                Some(a) => Some(bind(a).await?),
+                None => None,
+            },
+        })
+    }
+
+    /// Loopback listeners on ports the OS picks (for tests): STARTTLS, and direct TLS when
+    /// `direct_tls`.
+    pub async fn loopback(direct_tls: bool) -> std::io::Result<Listeners> {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        Ok(Listeners {
+            starttls: TcpListener::bind(any).await?,
+            direct_tls: match direct_tls {
+                true => Some(TcpListener::bind(any).await?),
+                false => None,
+            },
+        })
+    }
+}
+
+/// Serves `listeners` with `config` until `shutdown` completes, then shuts down gracefully
+/// (every stream ends with `</stream:stream>`, the token store is flushed and released).
+pub async fn run(
+    listeners: Listeners,
+    config: HostConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), HostError> {
+    let host = Host::start(listeners, config).await?;
+    shutdown.await;
+    host.shutdown().await;
+    Ok(())
+}
 
 /// State shared by all connections.
 pub struct Shared {
@@ -50,7 +109,7 @@ pub enum HostError {
     /// A directory or file problem.
     #[error("{0}")]
     Io(String),
-    /// A listener could not be bound.
+    /// A listener could not be bound or read.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         /// The address.
@@ -112,10 +171,10 @@ pub fn open_fast(
     config: &HostConfig,
     observers: Vec<Arc<dyn FastObserver>>,
 ) -> Result<Option<FastPlugin>, HostError> {
-    match &config.fast {
+    match config.fast() {
         Some(c) => Ok(Some(FastPlugin::open_with_observers(
             c.clone(),
-            &config.data_dir,
+            &config.server.data_dir,
             observers,
         )?)),
         None => Ok(None),
@@ -123,16 +182,17 @@ pub fn open_fast(
 }
 
 impl Host {
-    /// Loads accounts, opens the token store, sets up TLS and binds the listeners. Prints
-    /// nothing; see [`Host::local_addr`].
-    pub async fn start(config: HostConfig) -> Result<Host, HostError> {
-        ensure_data_dir(&config.data_dir)?;
-        let accounts = Arc::new(HostAccounts::load(&config.accounts, &config.data_dir)?);
-        let tls = super::tls::setup(
-            &config.domain,
-            &config.data_dir,
-            config.tls_cert.as_deref(),
-            config.tls_key.as_deref(),
+    /// Loads accounts, opens the token store, sets up TLS and starts serving `listeners`.
+    /// Prints nothing; see [`Host::local_addr`].
+    pub async fn start(listeners: Listeners, config: HostConfig) -> Result<Host, HostError> {
+        let server = &config.server;
+        ensure_data_dir(&server.data_dir)?;
+        let accounts = Arc::new(HostAccounts::load(&config.accounts, &server.data_dir)?);
+        let tls = crate::tls::setup(
+            &server.domain,
+            &server.data_dir,
+            server.tls_cert.as_deref(),
+            server.tls_key.as_deref(),
         )?;
         // Lifecycle events are counted (summarized at shutdown) and logged at debug level.
         let metrics = Arc::new(FastMetrics::default());
@@ -142,13 +202,16 @@ impl Host {
         let scram = |hash, plus| {
             Arc::new(ScramProvider::new(hash, plus, store.clone()).with_fake_iterations(ITERATIONS))
         };
+        // RFC 6120 SASL beside SASL2: clients without SASL2 log in with the same mechanisms
+        // (FAST stays SASL2-only: it is an inline feature).
         let mut builder = Sasl2Server::builder()
+            .rfc6120_sasl(true)
             .mechanism(scram(ScramHash::Sha256, true))
             .mechanism(scram(ScramHash::Sha256, false))
             .mechanism(scram(ScramHash::Sha1, true))
             .mechanism(scram(ScramHash::Sha1, false))
-            .inline_feature(Arc::new(Bind2));
-        if config.allow_plain {
+            .inline_feature(Arc::new(Bind2::new()));
+        if server.allow_plain {
             builder = builder.mechanism(Arc::new(
                 PlainProvider::new(store.clone()).with_fake_iterations(ITERATIONS),
             ));
@@ -159,32 +222,16 @@ impl Host {
         let sasl2 = Arc::new(builder.build());
         let sweeper = fast.as_ref().map(|f| f.tokens().spawn_sweeper());
 
-        let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| HostError::Bind {
-                    addr: config.listen,
-                    source,
-                })?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|e| HostError::Io(e.to_string()))?;
-        let tls_listener = match config.listen_tls {
-            Some(addr) => Some(
-                TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| HostError::Bind { addr, source })?,
-            ),
-            None => None,
-        };
-        let tls_local_addr = match &tls_listener {
-            Some(l) => Some(l.local_addr().map_err(|e| HostError::Io(e.to_string()))?),
+        let io = |e: std::io::Error| HostError::Io(e.to_string());
+        let local_addr = listeners.starttls.local_addr().map_err(io)?;
+        let tls_local_addr = match &listeners.direct_tls {
+            Some(l) => Some(l.local_addr().map_err(io)?),
             None => None,
         };
 
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let acceptor = tokio_rustls::TlsAcceptor::from(tls.config.clone());
-        let limit = Arc::new(Semaphore::new(config.max_connections));
+        let limit = Arc::new(Semaphore::new(server.max_connections));
         let shared = Arc::new(Shared {
             config,
             sasl2,
@@ -197,12 +244,12 @@ impl Host {
         let (done_tx, done_rx) = mpsc::channel::<()>(1);
         let mut accept_tasks = vec![tokio::spawn(accept_loop(
             shared.clone(),
-            listener,
+            listeners.starttls,
             false,
             limit.clone(),
             done_tx.clone(),
         ))];
-        if let Some(l) = tls_listener {
+        if let Some(l) = listeners.direct_tls {
             accept_tasks.push(tokio::spawn(accept_loop(
                 shared.clone(),
                 l,
@@ -349,8 +396,12 @@ pub async fn change_password(
 
 /// A complete stream (header, `policy-violation` error, footer) for connections over the limit.
 fn over_limit_error(domain: &str) -> String {
-    let mut s = stream_header_xml(NS_CLIENT, Some(domain), None, None, Some("1.0"), None);
-    super::connection::write_stream_error(&mut s, "policy-violation", Some("too many connections"));
+    let mut s = stream_header_xml(ns::JABBER_CLIENT, Some(domain), None, None, Some("1.0"), None);
+    crate::connection::write_stream_error(
+        &mut s,
+        DefinedCondition::PolicyViolation,
+        Some("too many connections"),
+    );
     s.push_str(STREAM_FOOTER);
     s
 }
@@ -383,7 +434,7 @@ async fn accept_loop(
                 // Say why before closing (RFC 6120 §4.9.1.2: the header first, then the
                 // error). `try_write` never waits: a fresh socket's send buffer takes these few
                 // hundred bytes, and a peer that cannot must not hold an over-limit slot.
-                let _ = tcp.try_write(over_limit_error(&shared.config.domain).as_bytes());
+                let _ = tcp.try_write(over_limit_error(&shared.config.server.domain).as_bytes());
             }
             drop(tcp);
             continue;
@@ -396,7 +447,7 @@ async fn accept_loop(
             async move {
                 let _done = done;
                 let _permit = permit;
-                super::connection::serve(shared, tcp, peer, direct_tls).await;
+                crate::connection::serve(shared, tcp, peer, direct_tls).await;
             }
             .instrument(span),
         );

@@ -149,14 +149,14 @@ pub fn tls_info(conn: &rustls::ServerConnection, server_end_point: Option<&[u8]>
         .export_keying_material([0u8; 32], b"EXPORTER-Channel-Binding", Some(b""))
         .ok()
         .map(|b| b.to_vec());
-    TlsInfo {
-        version,
-        channel_bindings: ChannelBindings {
-            tls_exporter,
-            tls_server_end_point: server_end_point.map(<[u8]>::to_vec),
-            tls_unique: None,
-        },
+    let mut cb = ChannelBindings::none();
+    if let Some(e) = tls_exporter {
+        cb = cb.with_tls_exporter(e);
     }
+    if let Some(ep) = server_end_point {
+        cb = cb.with_tls_server_end_point(ep);
+    }
+    TlsInfo::new(version, cb)
 }
 
 /// Which hash RFC 5929 §4.1 uses for a certificate.

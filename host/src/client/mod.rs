@@ -1,12 +1,15 @@
 //! A small async XMPP client for the example host: TCP, STARTTLS or direct TLS (rustls), SASL2
-//! with SCRAM (the independent `sasl` crate), PLAIN and FAST (HT), Bind 2, ping and messages.
+//! with SCRAM (the independent `sasl` crate), PLAIN and FAST (HT), RFC 6120 SASL, Bind 2 and
+//! RFC 6120 binding, ping and messages.
 //!
-//! Used by the TCP integration tests and meant for a load generator, so nothing here panics on
-//! peer input: every failure is a [`ClientError`]. Channel-binding bytes are computed from the
-//! live TLS session exactly as a real client does, never taken from the server.
-//!
-//! Include it with `#[path = "../examples/common/client.rs"] mod client;`.
-#![allow(dead_code)]
+//! Used by the TCP integration tests and the load generator, so nothing here panics on peer
+//! input: every failure is a [`ClientError`]. Channel-binding bytes are computed from the live
+//! TLS session exactly as a real client does, never taken from the server. What the server
+//! sends is parsed with minidom's own tree builder ([`reader`]) and read through xmpp-parsers
+//! types, not with the server's reader.
+
+pub mod reader;
+mod sasl;
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -14,34 +17,29 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
-use sasl::client::Mechanism as _;
-use sasl2_fast::fast::HtMechanism;
-use sasl2_fast::fast::ht::HtBinding;
-use sasl2_fast::xml::reader::{
-    Limits, STREAM_FOOTER, StreamEvent, StreamHeader, StreamReader, XmlError, stream_header_xml,
-};
-use sasl2_fast::xml::{
-    Element, NS_BIND2, NS_CLIENT, NS_FAST, NS_PING, NS_SASL, NS_SASL2, NS_STREAM, NS_STREAM_ERRORS,
-    NS_TLS,
-};
+use minidom::Element;
+use sasl2_fast::stream::{STREAM_FOOTER, stream_header_xml};
+use sasl2_fast::xmpp::ns;
 use sha2::Digest as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject as _;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+use xmpp_parsers::stream_features::StreamFeatures;
+
+use reader::{ClientEvent, ClientReader};
 
 /// Everything that can go wrong on the client side.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum ClientError {
     /// Socket error.
     Io(std::io::Error),
     /// TLS configuration or handshake error.
     Tls(String),
-    /// The server sent bytes the stream reader rejected.
-    Xml(XmlError),
+    /// The server sent bytes that are not well-formed XML.
+    Xml(String),
     /// Nothing arrived in time; the text says what was awaited.
     Timeout(String),
     /// The server closed the connection or the stream.
@@ -102,12 +100,6 @@ impl std::error::Error for ClientError {}
 impl From<std::io::Error> for ClientError {
     fn from(e: std::io::Error) -> Self {
         ClientError::Io(e)
-    }
-}
-
-impl From<XmlError> for ClientError {
-    fn from(e: XmlError) -> Self {
-        ClientError::Xml(e)
     }
 }
 
@@ -199,7 +191,7 @@ impl fmt::Debug for Token {
     }
 }
 
-/// A `<success>`.
+/// A `<success>` (SASL2, or RFC 6120 followed by resource binding).
 #[derive(Debug, Clone)]
 pub struct Success {
     /// `<authorization-identifier>`.
@@ -210,8 +202,8 @@ pub struct Success {
     pub additional_data: Option<Vec<u8>>,
     /// The `<bound>` element, if Bind 2 ran.
     pub bound: Option<Element>,
-    /// The whole `<success>` element.
-    pub element: Element,
+    /// The whole `<success>` element (its Debug is redacted: it may hold a token).
+    pub element: Redacted,
     /// The `<stream:features>` that followed it.
     pub features: Option<Element>,
 }
@@ -308,6 +300,16 @@ impl LoginOptions {
     }
 }
 
+/// An element whose `Debug` keeps secrets out (a `<success>` may hold a FAST token).
+#[derive(Clone)]
+pub struct Redacted(pub Element);
+
+impl fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&sasl2_fast::xmpp::Redacted(&self.0), f)
+    }
+}
+
 enum Io {
     Plain(TcpStream),
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
@@ -318,11 +320,11 @@ enum Io {
 /// One client connection.
 pub struct Client {
     io: Io,
-    reader: StreamReader,
+    reader: ClientReader,
     stash: VecDeque<Element>,
     opts: ConnectOptions,
-    /// The server's last stream header.
-    pub header: Option<StreamHeader>,
+    /// The server's last stream header (the childless `<stream:stream>` element).
+    pub header: Option<Element>,
     /// The last `<stream:features>`.
     pub features: Option<Element>,
     /// Channel-binding bytes of the TLS session (empty before TLS).
@@ -332,6 +334,15 @@ pub struct Client {
     /// The features of the plaintext stream before STARTTLS.
     pub pre_tls_features: Option<Element>,
     next_id: u64,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("addr", &self.opts.addr)
+            .field("tls_version", &self.tls_version)
+            .finish_non_exhaustive()
+    }
 }
 
 fn tls_connector(ca_pem: &[u8]) -> Result<tokio_rustls::TlsConnector> {
@@ -357,7 +368,7 @@ fn tls_connector(ca_pem: &[u8]) -> Result<tokio_rustls::TlsConnector> {
 }
 
 /// The two channel bindings a client computes from its own session.
-fn channel_bindings(conn: &rustls::ClientConnection) -> Result<ChannelBindingData> {
+fn channel_bindings(conn: &rustls::ClientConnection) -> ChannelBindingData {
     let tls_exporter = conn
         .export_keying_material([0u8; 32], b"EXPORTER-Channel-Binding", Some(b""))
         .ok()
@@ -366,13 +377,13 @@ fn channel_bindings(conn: &rustls::ClientConnection) -> Result<ChannelBindingDat
         .peer_certificates()
         .and_then(|c| c.first())
         .map(|leaf| sha2::Sha256::digest(leaf.as_ref()).to_vec());
-    Ok(ChannelBindingData {
+    ChannelBindingData {
         tls_exporter,
         tls_server_end_point,
-    })
+    }
 }
 
-fn text_of(el: &Element, name: &str) -> Option<String> {
+pub(crate) fn text_of(el: &Element, name: &str) -> Option<String> {
     el.children()
         .find(|c| c.name() == name)
         .map(|c| c.text())
@@ -380,11 +391,18 @@ fn text_of(el: &Element, name: &str) -> Option<String> {
 }
 
 /// The condition of a `<stream:error>` or SASL `<failure>`: the first child that is not `<text>`.
-fn condition_of(el: &Element) -> String {
+pub(crate) fn condition_of(el: &Element) -> String {
     el.children()
         .find(|c| c.name() != "text")
         .map(|c| c.name().to_owned())
         .unwrap_or_default()
+}
+
+/// Sets an unqualified attribute.
+pub(crate) fn with_attr(mut el: Element, name: &str, value: &str) -> Element {
+    let name = rxml::NcName::try_from(name).expect("attribute names here are valid NCNames");
+    el.set_attr(rxml::Namespace::NONE, name, value);
+    el
 }
 
 impl Client {
@@ -397,10 +415,7 @@ impl Client {
         tcp.set_nodelay(true)?;
         let mut c = Client {
             io: Io::Plain(tcp),
-            reader: StreamReader::new(Limits {
-                max_element_bytes: 1 << 20,
-                ..Limits::default()
-            }),
+            reader: ClientReader::new(),
             stash: VecDeque::new(),
             opts,
             header: None,
@@ -416,20 +431,14 @@ impl Client {
             Tls::StartTls => {
                 c.open_stream().await?;
                 c.read_stream_start().await?;
-                let offered = c
-                    .features
-                    .as_ref()
-                    .is_some_and(|f| f.get_child("starttls", NS_TLS).is_some());
-                if !offered {
+                if c.stream_features().and_then(|f| f.starttls).is_none() {
                     return Err(ClientError::Protocol("STARTTLS not offered".into()));
                 }
                 c.pre_tls_features = c.features.take();
-                c.send(&Element::new("starttls", NS_TLS)).await?;
+                c.send(&Element::bare("starttls", ns::TLS)).await?;
                 let r = c.recv().await?;
-                if !r.is("proceed", NS_TLS) {
-                    return Err(ClientError::Protocol(format!(
-                        "expected <proceed/>, got {r:?}"
-                    )));
+                if !r.is("proceed", ns::TLS) {
+                    return Err(Self::unexpected(r, "<proceed/>"));
                 }
                 c.upgrade().await?;
             }
@@ -459,12 +468,17 @@ impl Client {
             .map_err(|_| ClientError::Timeout("TLS handshake".into()))?
             .map_err(|e| ClientError::Tls(e.to_string()))?;
         let conn = tls.get_ref().1;
-        self.cb = channel_bindings(conn)?;
+        self.cb = channel_bindings(conn);
         self.tls_version = conn.protocol_version();
         self.io = Io::Tls(Box::new(tls));
-        self.reader.reset();
-        self.stash.clear();
+        self.reset_stream();
         Ok(())
+    }
+
+    /// Forgets the stream state: after TLS, and after RFC 6120 SASL success (§6.4.6).
+    fn reset_stream(&mut self) {
+        self.reader = ClientReader::new();
+        self.stash.clear();
     }
 
     /// Changes the bound on each single wait.
@@ -485,7 +499,7 @@ impl Client {
     /// The stream header this client sends (`to` = domain, `from` = bare JID, version 1.0).
     pub fn header_xml(&self) -> String {
         stream_header_xml(
-            NS_CLIENT,
+            ns::JABBER_CLIENT,
             self.opts.from.as_deref(),
             Some(&self.opts.domain),
             None,
@@ -504,27 +518,33 @@ impl Client {
     pub async fn read_stream_start(&mut self) -> Result<&Element> {
         self.header = None;
         match self.next_event("stream header").await? {
-            StreamEvent::Header(h) => self.header = Some(h),
-            StreamEvent::Element(e) => return Err(Self::unexpected(e, "stream header")),
-            StreamEvent::End => return Err(ClientError::Closed),
+            ClientEvent::Header(h) => self.header = Some(h),
+            ClientEvent::Element(e) => return Err(Self::unexpected(e, "stream header")),
+            ClientEvent::End => return Err(ClientError::Closed),
         }
         let f = self.recv().await?;
-        if !f.is("features", NS_STREAM) {
-            return Err(ClientError::Protocol(format!(
-                "expected <stream:features>, got {f:?}"
-            )));
+        if !f.is("features", ns::STREAM) {
+            return Err(Self::unexpected(f, "<stream:features>"));
         }
         Ok(self.features.insert(f))
     }
 
+    /// The last `<stream:features>`, read with xmpp-parsers.
+    pub fn stream_features(&self) -> Option<StreamFeatures> {
+        StreamFeatures::try_from(self.features.clone()?).ok()
+    }
+
     fn unexpected(e: Element, wanted: &str) -> ClientError {
-        if e.is("error", NS_STREAM) {
+        if e.is("error", ns::STREAM) {
             ClientError::StreamError {
                 condition: condition_of(&e),
                 text: text_of(&e, "text"),
             }
         } else {
-            ClientError::Protocol(format!("expected {wanted}, got {e:?}"))
+            ClientError::Protocol(format!(
+                "expected {wanted}, got {:?}",
+                sasl2_fast::xmpp::Redacted(&e)
+            ))
         }
     }
 
@@ -550,10 +570,12 @@ impl Client {
         Ok(())
     }
 
-    /// Sends one element (`jabber:client` elements without `xmlns`).
+    /// Sends one element, serialized by minidom (which declares its namespace).
     pub async fn send(&mut self, el: &Element) -> Result<()> {
-        let xml = el.to_xml_in(NS_CLIENT);
-        self.send_raw(xml.as_bytes()).await
+        let mut buf = Vec::new();
+        el.write_to(&mut buf)
+            .map_err(|e| ClientError::Protocol(format!("cannot serialize: {e}")))?;
+        self.send_raw(&buf).await
     }
 
     async fn read_more(&mut self, what: &str) -> Result<()> {
@@ -576,13 +598,13 @@ impl Client {
         if n == 0 {
             return Err(ClientError::Closed);
         }
-        self.reader.feed(&buf[..n])?;
+        self.reader.feed(&buf[..n]).map_err(ClientError::Xml)?;
         Ok(())
     }
 
-    async fn next_event(&mut self, what: &str) -> Result<StreamEvent> {
+    async fn next_event(&mut self, what: &str) -> Result<ClientEvent> {
         loop {
-            if let Some(ev) = self.reader.next_event()? {
+            if let Some(ev) = self.reader.next_event().map_err(ClientError::Xml)? {
                 return Ok(ev);
             }
             self.read_more(what).await?;
@@ -597,9 +619,9 @@ impl Client {
         }
         loop {
             match self.next_event("an element").await? {
-                StreamEvent::Element(e) => return Ok(e),
-                StreamEvent::Header(h) => self.header = Some(h),
-                StreamEvent::End => return Err(ClientError::Closed),
+                ClientEvent::Element(e) => return Ok(e),
+                ClientEvent::Header(h) => self.header = Some(h),
+                ClientEvent::End => return Err(ClientError::Closed),
             }
         }
     }
@@ -607,7 +629,7 @@ impl Client {
     /// The next element; a `<stream:error>` becomes [`ClientError::StreamError`].
     pub async fn recv(&mut self) -> Result<Element> {
         let e = self.recv_any().await?;
-        if e.is("error", NS_STREAM) {
+        if e.is("error", ns::STREAM) {
             return Err(Self::unexpected(e, ""));
         }
         Ok(e)
@@ -646,361 +668,55 @@ impl Client {
         format!("{prefix}-{}", self.next_id)
     }
 
-    /// The SASL2 `<authentication>` feature, if offered.
-    pub fn sasl2_feature(&self) -> Option<&Element> {
-        self.features
-            .as_ref()?
-            .get_child("authentication", NS_SASL2)
-    }
-
-    /// Top-level SASL2 mechanisms offered.
-    pub fn mechanisms(&self) -> Vec<String> {
-        self.sasl2_feature()
-            .map(|a| {
-                a.children()
-                    .filter(|c| c.is("mechanism", NS_SASL2))
-                    .map(|c| c.text())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    /// HT mechanisms offered inside `<inline><fast>`.
-    pub fn fast_mechanisms(&self) -> Vec<String> {
-        self.sasl2_feature()
-            .and_then(|a| a.get_child("inline", NS_SASL2))
-            .and_then(|i| i.get_child("fast", NS_FAST))
-            .map(|f| {
-                f.children()
-                    .filter(|c| c.is("mechanism", NS_FAST))
-                    .map(|c| c.text())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    /// Builds an `<authenticate>` with the inline requests of `opts`.
-    pub fn authenticate_element(
-        mechanism: &str,
-        initial_response: Option<&[u8]>,
-        opts: &LoginOptions,
-        fast: bool,
-    ) -> Element {
-        let mut a = Element::new("authenticate", NS_SASL2).with_attr("mechanism", mechanism);
-        if let Some(ir) = initial_response {
-            let text = if ir.is_empty() {
-                "=".to_owned()
-            } else {
-                B64.encode(ir)
-            };
-            a.push_child(Element::new("initial-response", NS_SASL2).with_text(text));
-        }
-        if let Some(id) = &opts.user_agent_id {
-            a.push_child(
-                Element::new("user-agent", NS_SASL2)
-                    .with_attr("id", id.clone())
-                    .with_child(Element::new("software", NS_SASL2).with_text("sasl2-fast-client"))
-                    .with_child(Element::new("device", NS_SASL2).with_text("test")),
-            );
-        }
-        if let Some(tag) = &opts.bind {
-            let mut b = Element::new("bind", NS_BIND2);
-            if !tag.is_empty() {
-                b.push_child(Element::new("tag", NS_BIND2).with_text(tag.clone()));
-            }
-            a.push_child(b);
-        }
-        if fast {
-            let mut f = Element::new("fast", NS_FAST);
-            if let Some(n) = opts.fast_count {
-                f.set_attr("count", n.to_string());
-            }
-            if opts.invalidate {
-                f.set_attr("invalidate", "true");
-            }
-            a.push_child(f);
-        }
-        if let Some(m) = &opts.request_token {
-            a.push_child(Element::new("request-token", NS_FAST).with_attr("mechanism", m.clone()));
-        }
-        a
-    }
-
-    /// Reads the answer to an `<authenticate>` / `<response>`: a challenge (returned as
-    /// `Ok(Err(bytes))`), or a final success/failure.
-    pub async fn read_auth_step(&mut self) -> Result<std::result::Result<Outcome, Vec<u8>>> {
-        let e = self.recv().await?;
-        if e.is("challenge", NS_SASL2) {
-            let data = B64
-                .decode(e.text().trim())
-                .map_err(|_| ClientError::Protocol("challenge is not base64".into()))?;
-            return Ok(Err(data));
-        }
-        if e.is("failure", NS_SASL2) {
-            let condition = e
-                .children()
-                .find(|c| c.ns() == NS_SASL)
-                .map(|c| c.name().to_owned())
-                .ok_or_else(|| {
-                    ClientError::Protocol(format!("failure without condition: {e:?}"))
-                })?;
-            return Ok(Ok(Outcome::Failure(AuthFailure {
-                condition,
-                text: text_of(&e, "text"),
-            })));
-        }
-        if e.is("success", NS_SASL2) {
-            let additional_data =
-                match e.get_child("additional-data", NS_SASL2) {
-                    None => None,
-                    Some(a) => Some(B64.decode(a.text().trim()).map_err(|_| {
-                        ClientError::Protocol("additional-data is not base64".into())
-                    })?),
-                };
-            let jid = e
-                .get_child("authorization-identifier", NS_SASL2)
-                .map(|j| j.text())
-                .ok_or_else(|| {
-                    ClientError::Protocol("success without authorization-identifier".into())
-                })?;
-            let token = match e.get_child("token", NS_FAST) {
-                None => None,
-                Some(t) => Some(Token {
-                    token: t
-                        .attr("token")
-                        .ok_or_else(|| ClientError::Protocol("token without secret".into()))?
-                        .to_owned(),
-                    expiry: t.attr("expiry").unwrap_or_default().to_owned(),
-                }),
-            };
-            let bound = e.get_child("bound", NS_BIND2).cloned();
-            let features = self.recv().await?;
-            if !features.is("features", NS_STREAM) {
-                return Err(ClientError::Protocol(format!(
-                    "expected <stream:features> after success, got {features:?}"
-                )));
-            }
-            self.features = Some(features.clone());
-            return Ok(Ok(Outcome::Success(Success {
-                jid,
-                token,
-                additional_data,
-                bound,
-                element: e,
-                features: Some(features),
-            })));
-        }
-        Err(Self::unexpected(e, "challenge, success or failure"))
-    }
-
-    /// SCRAM login with the `sasl` crate. `mechanism` is `SCRAM-SHA-1`, `SCRAM-SHA-256` or
-    /// `SCRAM-SHA-256-PLUS` (the latter binds to this session's `tls-exporter`). The server
-    /// signature in `<additional-data>` is verified.
-    pub async fn login_scram(
-        &mut self,
-        user: &str,
-        password: &str,
-        mechanism: &str,
-        opts: &LoginOptions,
-    ) -> Result<Outcome> {
-        use sasl::common::{ChannelBinding, Credentials};
-        let cb = if mechanism.ends_with("-PLUS") {
-            let b =
-                self.cb.tls_exporter.clone().ok_or_else(|| {
-                    ClientError::Protocol("no tls-exporter on this stream".into())
-                })?;
-            ChannelBinding::TlsExporter(b)
-        } else {
-            ChannelBinding::None
-        };
-        let creds = Credentials::default()
-            .with_username(user)
-            .with_password(password)
-            .with_channel_binding(cb);
-        let sasl_err = |e: sasl::client::MechanismError| ClientError::Sasl(e.to_string());
-        let mut mech: Box<dyn sasl::client::Mechanism + Send> = match mechanism {
-            "SCRAM-SHA-1" => Box::new(
-                sasl::client::mechanisms::Scram::<sasl::common::scram::Sha1>::from_credentials(
-                    creds,
-                )
-                .map_err(sasl_err)?,
-            ),
-            "SCRAM-SHA-256" | "SCRAM-SHA-256-PLUS" => Box::new(
-                sasl::client::mechanisms::Scram::<sasl::common::scram::Sha256>::from_credentials(
-                    creds,
-                )
-                .map_err(sasl_err)?,
-            ),
-            other => {
-                return Err(ClientError::Sasl(format!(
-                    "unsupported SCRAM mechanism {other}"
-                )));
-            }
-        };
-        if mech.name() != mechanism {
-            return Err(ClientError::Sasl(format!(
-                "sasl crate chose {} for {mechanism}",
-                mech.name()
-            )));
-        }
-        let initial = mech.initial();
-        let auth = Self::authenticate_element(mechanism, Some(&initial), opts, false);
-        self.send(&auth).await?;
-        loop {
-            match self.read_auth_step().await? {
-                Err(challenge) => {
-                    let resp = mech.response(&challenge).map_err(sasl_err)?;
-                    self.send(&Element::new("response", NS_SASL2).with_text(B64.encode(resp)))
-                        .await?;
-                }
-                Ok(Outcome::Success(s)) => {
-                    let data = s.additional_data.as_deref().ok_or_else(|| {
-                        ClientError::Sasl("SCRAM success without server signature".into())
-                    })?;
-                    mech.success(data).map_err(sasl_err)?;
-                    return Ok(Outcome::Success(s));
-                }
-                Ok(f) => return Ok(f),
-            }
-        }
-    }
-
-    /// PLAIN login (`\0user\0password`).
-    pub async fn login_plain(
-        &mut self,
-        user: &str,
-        password: &str,
-        opts: &LoginOptions,
-    ) -> Result<Outcome> {
-        let mut ir = vec![0u8];
-        ir.extend_from_slice(user.as_bytes());
-        ir.push(0);
-        ir.extend_from_slice(password.as_bytes());
-        let auth = Self::authenticate_element("PLAIN", Some(&ir), opts, false);
-        self.send(&auth).await?;
-        match self.read_auth_step().await? {
-            Ok(o) => Ok(o),
-            Err(_) => Err(ClientError::Protocol("challenge for PLAIN".into())),
-        }
-    }
-
-    /// The channel-binding bytes `mech` needs on this session (empty for `-NONE`).
-    pub fn cb_for(&self, mech: HtMechanism) -> Result<Vec<u8>> {
-        let missing = |t: &str| ClientError::Protocol(format!("no {t} on this stream"));
-        match mech.binding {
-            HtBinding::None => Ok(Vec::new()),
-            HtBinding::Exporter => self
-                .cb
-                .tls_exporter
-                .clone()
-                .ok_or_else(|| missing("tls-exporter")),
-            HtBinding::EndPoint => self
-                .cb
-                .tls_server_end_point
-                .clone()
-                .ok_or_else(|| missing("tls-server-end-point")),
-            HtBinding::Unique => Err(missing("tls-unique")),
-        }
-    }
-
-    /// The HT initiator message `authcid || 0x00 || HMAC(token, "Initiator" || cb)` for this
-    /// session.
-    pub fn fast_initial_response(
-        &self,
-        user: &str,
-        token: &str,
-        mechanism: &str,
-    ) -> Result<Vec<u8>> {
-        let m = HtMechanism::from_name(mechanism)
-            .ok_or_else(|| ClientError::Sasl(format!("unknown HT mechanism {mechanism}")))?;
-        let cb = self.cb_for(m)?;
-        Ok(m.initiator_message(user, token.as_bytes(), &cb))
-    }
-
-    /// FAST login with `token`; the server's `<additional-data>` must equal
-    /// `HMAC(token, "Responder" || cb)` of this session, else [`ClientError::ServerProofMismatch`].
-    pub async fn login_fast(
-        &mut self,
-        user: &str,
-        token: &str,
-        mechanism: &str,
-        opts: &LoginOptions,
-    ) -> Result<Outcome> {
-        let msg = self.fast_initial_response(user, token, mechanism)?;
-        self.login_fast_message(&msg, token, mechanism, opts).await
-    }
-
-    /// FAST login with a given initiator message (e.g. one replayed from another session);
-    /// a success is still checked against `token` and this session's channel binding.
-    pub async fn login_fast_message(
-        &mut self,
-        message: &[u8],
-        token: &str,
-        mechanism: &str,
-        opts: &LoginOptions,
-    ) -> Result<Outcome> {
-        HtMechanism::from_name(mechanism)
-            .ok_or_else(|| ClientError::Sasl(format!("unknown HT mechanism {mechanism}")))?;
-        let auth = Self::authenticate_element(mechanism, Some(message), opts, true);
-        self.send(&auth).await?;
-        self.read_fast_outcome(token, mechanism).await
-    }
-
-    /// Reads the answer to a FAST `<authenticate>` already sent (e.g. pipelined) and checks
-    /// the server proof against `token` and this session's channel binding.
-    pub async fn read_fast_outcome(&mut self, token: &str, mechanism: &str) -> Result<Outcome> {
-        let m = HtMechanism::from_name(mechanism)
-            .ok_or_else(|| ClientError::Sasl(format!("unknown HT mechanism {mechanism}")))?;
-        match self.read_auth_step().await? {
-            Err(_) => Err(ClientError::Protocol(
-                "the server sent a challenge for HT".into(),
-            )),
-            Ok(Outcome::Success(s)) => {
-                let expected = m.responder_mac(token.as_bytes(), &self.cb_for(m)?);
-                if s.additional_data.as_deref() != Some(expected.as_slice()) {
-                    return Err(ClientError::ServerProofMismatch);
-                }
-                Ok(Outcome::Success(s))
-            }
-            Ok(f) => Ok(f),
-        }
-    }
-
     /// XEP-0199 ping to the server; waits for the matching result.
     pub async fn ping(&mut self) -> Result<()> {
         let id = self.fresh_id("ping");
-        let iq = Element::new("iq", NS_CLIENT)
-            .with_attr("type", "get")
-            .with_attr("id", id.clone())
-            .with_attr("to", self.opts.domain.clone())
-            .with_child(Element::new("ping", NS_PING));
-        self.send(&iq).await?;
+        let to = jid::Jid::new(&self.opts.domain)
+            .map_err(|e| ClientError::Protocol(format!("domain: {e}")))?;
+        let mut iq = xmpp_parsers::iq::Iq::from_get(id.clone(), xmpp_parsers::ping::Ping);
+        if let xmpp_parsers::iq::Iq::Get { to: t, .. } = &mut iq {
+            *t = Some(to);
+        }
+        self.send(&Element::from(iq)).await?;
         let r = self
-            .recv_matching(|e| e.is("iq", NS_CLIENT) && e.attr("id") == Some(id.as_str()))
+            .recv_matching(|e| e.is("iq", ns::JABBER_CLIENT) && e.attr("id") == Some(id.as_str()))
             .await?;
         match r.attr("type") {
             Some("result") => Ok(()),
-            t => Err(ClientError::Protocol(format!(
-                "ping answered with type {t:?}: {r:?}"
-            ))),
+            t => Err(ClientError::Protocol(format!("ping answered with type {t:?}"))),
         }
+    }
+
+    /// RFC 6120 §7 resource binding; returns the bound full JID.
+    pub async fn bind(&mut self, resource: Option<&str>) -> Result<String> {
+        let id = self.fresh_id("bind");
+        let query = xmpp_parsers::bind::BindQuery::new(resource.map(str::to_owned));
+        let iq = xmpp_parsers::iq::Iq::from_set(id.clone(), query);
+        self.send(&Element::from(iq)).await?;
+        let r = self
+            .recv_matching(|e| e.is("iq", ns::JABBER_CLIENT) && e.attr("id") == Some(id.as_str()))
+            .await?;
+        let jid = r
+            .get_child("bind", ns::BIND)
+            .and_then(|b| xmpp_parsers::bind::BindResponse::try_from(b.clone()).ok())
+            .ok_or_else(|| ClientError::Protocol("bind without a JID in the result".into()))?;
+        Ok(jid.jid.to_string())
     }
 
     /// Sends a chat `<message>` with a body.
     pub async fn send_message(&mut self, to: &str, body: &str) -> Result<()> {
         let id = self.fresh_id("msg");
-        let m = Element::new("message", NS_CLIENT)
-            .with_attr("type", "chat")
-            .with_attr("to", to)
-            .with_attr("id", id)
-            .with_child(Element::new("body", NS_CLIENT).with_text(body));
+        let m = Element::builder("message", ns::JABBER_CLIENT)
+            .append(sasl2_fast::minidom::Element::builder("body", ns::JABBER_CLIENT).append(body).build())
+            .build();
+        let m = with_attr(with_attr(with_attr(m, "type", "chat"), "to", to), "id", &id);
         self.send(&m).await
     }
 
     /// Waits for the next `<message>` with a `<body>`.
     pub async fn recv_message(&mut self) -> Result<Element> {
         self.recv_matching(|e| {
-            e.is("message", NS_CLIENT) && e.get_child("body", NS_CLIENT).is_some()
+            e.is("message", ns::JABBER_CLIENT) && e.get_child("body", ns::JABBER_CLIENT).is_some()
         })
         .await
     }
@@ -1008,5 +724,5 @@ impl Client {
 
 /// Whether `el` is a `<stream:error>` with `condition`.
 pub fn is_stream_error(el: &Element, condition: &str) -> bool {
-    el.is("error", NS_STREAM) && el.children().any(|c| c.is(condition, NS_STREAM_ERRORS))
+    el.is("error", ns::STREAM) && el.children().any(|c| c.is(condition, ns::XMPP_STREAMS))
 }

@@ -4,9 +4,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use sasl2_fast::sasl2::accounts::normalize_username;
-use sasl2_fast::xml::Element;
+use minidom::Element;
 use tokio::sync::mpsc;
+use xmpp_parsers::stream_error::DefinedCondition;
 
 /// Stanzas queued per session before further ones are dropped.
 pub const QUEUE: usize = 256;
@@ -19,55 +19,10 @@ pub enum Routed {
     /// Close the stream with this error condition.
     Close {
         /// Stream error condition.
-        condition: &'static str,
+        condition: DefinedCondition,
         /// Text.
         text: &'static str,
     },
-}
-
-/// A parsed JID (`node@domain/resource`), node and domain normalized.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Jid {
-    /// Localpart.
-    pub node: Option<String>,
-    /// Domain, lowercased.
-    pub domain: String,
-    /// Resource.
-    pub resource: Option<String>,
-}
-
-impl Jid {
-    /// Parses leniently; `None` for obviously broken JIDs.
-    pub fn parse(s: &str) -> Option<Jid> {
-        let (bare, resource) = match s.split_once('/') {
-            Some((b, r)) => (b, Some(r)),
-            None => (s, None),
-        };
-        if resource.is_some_and(|r| r.is_empty() || r.len() > 1023) {
-            return None;
-        }
-        let (node, domain) = match bare.split_once('@') {
-            Some((n, d)) => (Some(normalize_username(n)?), d),
-            None => (None, bare),
-        };
-        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
-        if domain.is_empty() || domain.len() > 1023 {
-            return None;
-        }
-        Some(Jid {
-            node,
-            domain,
-            resource: resource.map(str::to_owned),
-        })
-    }
-
-    /// `node@domain` or `domain`.
-    pub fn bare(&self) -> String {
-        match &self.node {
-            Some(n) => format!("{n}@{}", self.domain),
-            None => self.domain.clone(),
-        }
-    }
 }
 
 struct Entry {
@@ -122,7 +77,7 @@ impl Router {
                 user_agent_id.is_some() && e.user_agent_id.as_deref() == user_agent_id;
             if e.resource == resource || same_client {
                 let _ = e.tx.try_send(Routed::Close {
-                    condition: "conflict",
+                    condition: DefinedCondition::Conflict,
                     text: "replaced by a new session",
                 });
                 false

@@ -1,73 +1,77 @@
-//! Example XMPP host for `sasl2-fast`: SASL2 with SCRAM/PLAIN, FAST tokens, Bind 2, STARTTLS
-//! and direct TLS, minimal routing between local sessions.
+//! The `host` command line.
 //!
 //! ```text
 //! host --config FILE                 run the server
 //! host passwd --config FILE USER     set USER's password (read from stdin); revokes FAST tokens
 //! host clients --config FILE USER    list USER's FAST clients
 //! ```
-
-mod app;
+//!
+//! A config error exits with status 2 and a message naming the key; so does a usage error.
 
 use std::io::BufRead as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use app::{Host, HostConfig};
+use clap::{Parser, Subcommand};
 
-const USAGE: &str = "usage:
-  host --config FILE                 run the server
-  host passwd --config FILE USER     change USER's password (new password on stdin)
-  host clients --config FILE USER    list USER's FAST clients";
+use crate::server::{self, Host, Listeners};
+use crate::{HostAccounts, HostConfig};
 
+/// The example XMPP server of sasl2-fast: SASL2 with FAST tokens, Bind 2, STARTTLS and direct
+/// TLS.
+#[derive(Debug, Parser)]
+#[command(
+    name = "host",
+    version,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+struct Cli {
+    /// The configuration file (TOML); runs the server.
+    #[arg(short, long, value_name = "FILE", required = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
 enum Command {
-    Run,
-    Passwd(String),
-    Clients(String),
+    /// Changes USER's password (the new one is read from stdin) and revokes USER's FAST
+    /// tokens. The host must be stopped.
+    Passwd {
+        /// The configuration file.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+        /// The account.
+        user: String,
+    },
+    /// Lists USER's FAST clients. The host must be stopped.
+    Clients {
+        /// The configuration file.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+        /// The account.
+        user: String,
+    },
 }
 
-fn parse_args(args: &[String]) -> Option<(Command, PathBuf)> {
-    let mut sub = None;
-    let mut config = None;
-    let mut positional = Vec::new();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--config" | "-c" => config = Some(PathBuf::from(it.next()?)),
-            s if s.starts_with("--config=") => config = Some(PathBuf::from(&s[9..])),
-            "passwd" | "clients" if sub.is_none() && positional.is_empty() && config.is_none() => {
-                sub = Some(a.clone())
-            }
-            s if s.starts_with('-') => return None,
-            _ => positional.push(a.clone()),
-        }
-    }
-    let config = config?;
-    let cmd = match (sub.as_deref(), positional.as_slice()) {
-        (None, []) => Command::Run,
-        (Some("passwd"), [user]) => Command::Passwd(user.clone()),
-        (Some("clients"), [user]) => Command::Clients(user.clone()),
-        _ => return None,
-    };
-    Some((cmd, config))
+fn load(path: &std::path::Path) -> Result<HostConfig, ExitCode> {
+    HostConfig::load(path).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    })
 }
 
-fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("{USAGE}");
-        return ExitCode::SUCCESS;
-    }
-    let Some((cmd, config_path)) = parse_args(&args) else {
-        eprintln!("{USAGE}");
-        return ExitCode::from(2);
+/// Runs the command line (what `main` of the `host` binary and example calls).
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config_path = match &cli.command {
+        None => cli.config.as_ref().expect("clap requires --config without a subcommand"),
+        Some(Command::Passwd { config, .. } | Command::Clients { config, .. }) => config,
     };
-    let config = match HostConfig::load(&config_path) {
+    let config = match load(config_path) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -85,16 +89,23 @@ fn main() -> ExitCode {
         }
     };
     rt.block_on(async move {
-        match cmd {
-            Command::Run => run(config).await,
-            Command::Passwd(user) => passwd(config, &user).await,
-            Command::Clients(user) => clients(config, &user).await,
+        match cli.command {
+            None => run(config).await,
+            Some(Command::Passwd { user, .. }) => passwd(config, &user).await,
+            Some(Command::Clients { user, .. }) => clients(config, &user).await,
         }
     })
 }
 
 async fn run(config: HostConfig) -> ExitCode {
-    let host = match Host::start(config).await {
+    let listeners = match Listeners::bind(&config.server).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let host = match Host::start(listeners, config).await {
         Ok(h) => h,
         Err(e) => {
             eprintln!("error: {e}");
@@ -138,7 +149,7 @@ async fn wait_for_signal() {
 fn open_fast_offline(
     config: &HostConfig,
 ) -> Result<Option<sasl2_fast::fast::FastPlugin>, ExitCode> {
-    app::server::open_fast(config, Vec::new()).map_err(|e| {
+    server::open_fast(config, Vec::new()).map_err(|e| {
         eprintln!("error: {e}");
         eprintln!("error: cannot open the token store; is the host still running? Stop it first.");
         ExitCode::from(1)
@@ -146,7 +157,7 @@ fn open_fast_offline(
 }
 
 async fn passwd(config: HostConfig, user: &str) -> ExitCode {
-    if let Err(e) = app::server::ensure_data_dir(&config.data_dir) {
+    if let Err(e) = server::ensure_data_dir(&config.server.data_dir) {
         eprintln!("error: {e}");
         return ExitCode::from(1);
     }
@@ -154,7 +165,7 @@ async fn passwd(config: HostConfig, user: &str) -> ExitCode {
         Ok(f) => f,
         Err(c) => return c,
     };
-    let accounts = match app::HostAccounts::load(&config.accounts, &config.data_dir) {
+    let accounts = match HostAccounts::load(&config.accounts, &config.server.data_dir) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("error: {e}");
@@ -171,7 +182,7 @@ async fn passwd(config: HostConfig, user: &str) -> ExitCode {
         eprintln!("error: empty password");
         return ExitCode::from(1);
     }
-    match app::server::change_password(&accounts, fast.as_ref(), user, password).await {
+    match server::change_password(&accounts, fast.as_ref(), user, password).await {
         Ok(()) => {
             println!(
                 "password of {user} changed (stored in {}); FAST tokens revoked",

@@ -1,0 +1,514 @@
+//! One client connection: TLS / STARTTLS, stream headers, SASL (SASL2 and RFC 6120), binding,
+//! stanzas.
+//!
+//! Everything the peer sends goes through the bounded [`StreamReader`]; everything we send is
+//! collected in `out` and written once per batch of events. Before authentication nothing
+//! the client sent is logged beyond element names and conditions.
+
+mod stanza;
+mod transport;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jid::{BareJid, FullJid, Jid};
+use minidom::Element;
+use sasl2_fast::sasl2::bind2::BoundResource;
+use sasl2_fast::sasl2::{
+    AuthenticatedSession, Negotiator, NegotiatorEvent, SaslProfile, StreamInfo, TlsInfo,
+};
+use sasl2_fast::stream::{
+    FEED_SLACK, Limits, STREAM_FOOTER, StreamEvent, StreamHeader, StreamReader, stream_header_xml,
+    write_element,
+};
+use sasl2_fast::xmpp::ns;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{debug, info};
+use xmpp_parsers::stream_error::{DefinedCondition, StreamError};
+
+use crate::router::{QUEUE, Routed};
+use crate::server::Shared;
+use transport::Transport;
+
+/// How long one write may take before the peer is considered gone.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What to do after an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    /// Flush and close.
+    Close,
+    /// Flush `<proceed/>`, then run the TLS handshake and expect a new stream.
+    StartTls,
+}
+
+struct Authed {
+    account: String,
+    bare: BareJid,
+    user_agent_id: Option<String>,
+    /// RFC 6120 SASL succeeded: the client restarts the stream before anything else (§6.4.6).
+    restart_pending: bool,
+}
+
+struct Bound {
+    full_jid: FullJid,
+    id: u64,
+}
+
+struct Conn {
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    io: Transport,
+    reader: StreamReader,
+    out: String,
+    tls: Option<TlsInfo>,
+    header_sent: bool,
+    stream_open: bool,
+    negotiator: Option<Negotiator>,
+    authed: Option<Authed>,
+    bound: Option<Bound>,
+    tx: mpsc::Sender<Routed>,
+    rx: mpsc::Receiver<Routed>,
+}
+
+/// Serves one accepted socket until it closes. `direct_tls` is the XEP-0368 listener.
+pub async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, direct_tls: bool) {
+    let _ = tcp.set_nodelay(true);
+    let auth_deadline = Instant::now() + shared.config.server.auth_timeout;
+    let (io, tls) = if direct_tls {
+        match tokio::time::timeout_at(auth_deadline, shared.acceptor.accept(tcp)).await {
+            Ok(Ok(s)) => {
+                let info =
+                    crate::tls::tls_info(s.get_ref().1, shared.tls.server_end_point.as_deref());
+                (Transport::Tls(Box::new(s)), Some(info))
+            }
+            Ok(Err(e)) => {
+                debug!(error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                debug!("TLS handshake timed out");
+                return;
+            }
+        }
+    } else {
+        (Transport::Plain(tcp), None)
+    };
+    let limits = Limits {
+        max_element_bytes: shared.config.server.max_stanza_bytes,
+        max_depth: 16,
+        ..Limits::default()
+    };
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let mut conn = Conn {
+        shared,
+        peer,
+        io,
+        reader: StreamReader::new(limits),
+        out: String::new(),
+        tls,
+        header_sent: false,
+        stream_open: true,
+        negotiator: None,
+        authed: None,
+        bound: None,
+        tx,
+        rx,
+    };
+    conn.run(auth_deadline).await;
+    conn.cleanup().await;
+}
+
+/// Appends `<stream:error>` with an RFC 6120 §4.9.3 condition and an optional text, built
+/// from xmpp-parsers' `StreamError`.
+pub fn write_stream_error(out: &mut String, condition: DefinedCondition, text: Option<&str>) {
+    let error = match text {
+        Some(t) => StreamError::new(condition, "en", t),
+        None => StreamError {
+            condition,
+            texts: Default::default(),
+            application_specific: Vec::new(),
+        },
+    };
+    write_element(out, &Element::from(error), ns::JABBER_CLIENT);
+}
+
+impl Conn {
+    async fn run(&mut self, auth_deadline: Instant) {
+        let mut shutdown = self.shared.shutdown.clone();
+        let idle = self.shared.config.server.idle_timeout;
+        let mut buf = vec![0u8; FEED_SLACK];
+        let mut last_read = Instant::now();
+        if *shutdown.borrow() {
+            return;
+        }
+        loop {
+            let deadline = if self.authed.is_none() {
+                auth_deadline.min(last_read + idle)
+            } else {
+                last_read + idle
+            };
+            let flow = tokio::select! {
+                r = self.io.read(&mut buf) => match r {
+                    Ok(0) | Err(_) => {
+                        debug!("connection closed by peer");
+                        return;
+                    }
+                    Ok(n) => {
+                        last_read = Instant::now();
+                        self.on_bytes(&buf[..n]).await
+                    }
+                },
+                Some(msg) = self.rx.recv() => self.on_routed(msg),
+                _ = tokio::time::sleep_until(deadline) => {
+                    let text = if self.authed.is_none() && deadline == auth_deadline {
+                        "authentication took too long"
+                    } else {
+                        "idle for too long"
+                    };
+                    self.stream_error(DefinedCondition::ConnectionTimeout, Some(text))
+                }
+                _ = shutdown.changed() => {
+                    info!("closing stream for shutdown");
+                    self.close_stream();
+                    Flow::Close
+                }
+            };
+            if self.flush().await.is_err() {
+                return;
+            }
+            match flow {
+                Flow::Continue => {}
+                Flow::Close => return,
+                Flow::StartTls => {
+                    if !self.upgrade(auth_deadline).await {
+                        return;
+                    }
+                    last_read = Instant::now();
+                }
+            }
+        }
+    }
+
+    async fn cleanup(&mut self) {
+        if let (Some(a), Some(b)) = (&self.authed, &self.bound) {
+            self.shared.router.unregister(&a.account, b.id);
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.io.shutdown()).await;
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let data = std::mem::take(&mut self.out);
+        let res = tokio::time::timeout(WRITE_TIMEOUT, async {
+            self.io.write_all(data.as_bytes()).await?;
+            self.io.flush().await
+        })
+        .await;
+        match res {
+            Ok(r) => r,
+            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),
+        }
+    }
+
+    /// TLS handshake after `<proceed/>`. Bytes the client pipelined after `<starttls/>` are
+    /// dropped with the reader state (no plaintext injection into the TLS stream).
+    async fn upgrade(&mut self, deadline: Instant) -> bool {
+        let Transport::Plain(tcp) = std::mem::replace(&mut self.io, Transport::Upgrading) else {
+            return false;
+        };
+        match tokio::time::timeout_at(deadline, self.shared.acceptor.accept(tcp)).await {
+            Ok(Ok(s)) => {
+                let info = crate::tls::tls_info(
+                    s.get_ref().1,
+                    self.shared.tls.server_end_point.as_deref(),
+                );
+                debug!(version = ?info.version, cb = ?info.channel_bindings, "STARTTLS done");
+                self.tls = Some(info);
+                self.io = Transport::Tls(Box::new(s));
+                self.reader.reset();
+                self.header_sent = false;
+                self.negotiator = None;
+                true
+            }
+            Ok(Err(e)) => {
+                debug!(error = %e, "STARTTLS handshake failed");
+                false
+            }
+            Err(_) => {
+                debug!("STARTTLS handshake timed out");
+                false
+            }
+        }
+    }
+
+    async fn on_bytes(&mut self, data: &[u8]) -> Flow {
+        if let Err(e) = self.reader.feed(data) {
+            return self.stream_error(e.condition(), None);
+        }
+        loop {
+            let ev = match self.reader.next_event() {
+                Ok(Some(ev)) => ev,
+                Ok(None) => return Flow::Continue,
+                Err(e) => return self.stream_error(e.condition(), None),
+            };
+            let flow = match ev {
+                StreamEvent::Header(h) => self.on_header(&h),
+                StreamEvent::Element(el) => self.on_element(el).await,
+                StreamEvent::End => {
+                    debug!("stream closed by peer");
+                    self.close_stream();
+                    Flow::Close
+                }
+            };
+            if flow != Flow::Continue {
+                return flow;
+            }
+        }
+    }
+
+    fn open_stream(&mut self, to: Option<&str>) {
+        let id = sasl2_fast::sasl2::bind2::random_hex(16);
+        self.out.push_str(&stream_header_xml(
+            ns::JABBER_CLIENT,
+            Some(&self.shared.config.server.domain),
+            to,
+            Some(&id),
+            Some("1.0"),
+            Some("en"),
+        ));
+        self.header_sent = true;
+    }
+
+    /// Sends `</stream:stream>` once.
+    fn close_stream(&mut self) {
+        if self.stream_open {
+            if !self.header_sent {
+                self.open_stream(None);
+            }
+            self.out.push_str(STREAM_FOOTER);
+            self.stream_open = false;
+        }
+    }
+
+    /// Writes a stream error and the footer; the caller closes.
+    fn stream_error(&mut self, condition: DefinedCondition, text: Option<&str>) -> Flow {
+        info!(%condition, "stream error");
+        if !self.stream_open {
+            return Flow::Close;
+        }
+        if !self.header_sent {
+            self.open_stream(None);
+        }
+        write_stream_error(&mut self.out, condition, text);
+        self.close_stream();
+        Flow::Close
+    }
+
+    fn send(&mut self, el: &Element) {
+        write_element(&mut self.out, el, ns::JABBER_CLIENT);
+    }
+
+    fn on_header(&mut self, h: &StreamHeader) -> Flow {
+        if self.header_sent {
+            return self.stream_error(
+                DefinedCondition::PolicyViolation,
+                Some("unexpected stream header"),
+            );
+        }
+        let domain = self.shared.config.server.domain.clone();
+        let from = h.from().map(|f| Jid::new(f).map(|j| j.to_bare()));
+        // Echo the client's `from` as our `to` only when it is a JID of this domain (RFC 6120
+        // §4.7.2); never reflect a foreign or malformed one.
+        let from_ok = match &from {
+            Some(Ok(j)) => j.domain().as_str() == domain,
+            _ => false,
+        };
+        let echo = if from_ok { h.from() } else { None };
+        self.open_stream(echo);
+        if h.default_ns() != ns::JABBER_CLIENT {
+            return self.stream_error(
+                DefinedCondition::InvalidNamespace,
+                Some("only jabber:client is served"),
+            );
+        }
+        if h.version().is_some_and(|v| !v.starts_with("1.")) {
+            return self.stream_error(DefinedCondition::UnsupportedVersion, None);
+        }
+        let to_ok = h
+            .to()
+            .is_some_and(|t| t.trim_end_matches('.').eq_ignore_ascii_case(&domain));
+        if !to_ok {
+            return self.stream_error(
+                DefinedCondition::HostUnknown,
+                Some("this server does not serve that domain"),
+            );
+        }
+        if from.is_some() && !from_ok {
+            return self.stream_error(
+                DefinedCondition::InvalidFrom,
+                Some("'from' does not match this domain"),
+            );
+        }
+
+        if let Some(a) = &mut self.authed {
+            if !std::mem::take(&mut a.restart_pending) {
+                // SASL2 never restarts the stream (S-20).
+                return self.stream_error(DefinedCondition::PolicyViolation, None);
+            }
+            // RFC 6120 §6.4.6: after SASL, a fresh stream with the post-authentication
+            // features.
+            self.post_auth_features();
+            return Flow::Continue;
+        }
+        let info = StreamInfo::new(domain)
+            .with_from(from.and_then(Result::ok))
+            .with_plaintext_allowed(!self.shared.config.server.require_tls)
+            .with_peer(self.peer);
+        let info = match &self.tls {
+            Some(t) => info.with_tls(t.clone()),
+            None => info,
+        };
+        let negotiator = Negotiator::new(self.shared.sasl2.clone(), info);
+        let mut f = Element::builder("features", ns::STREAM);
+        if self.tls.is_none() {
+            let mut starttls = Element::builder("starttls", ns::TLS);
+            if self.shared.config.server.require_tls {
+                starttls = starttls.append(Element::bare("required", ns::TLS));
+            }
+            f = f.append(starttls.build());
+        }
+        let features = f.append_all(negotiator.features()).build();
+        self.send(&features);
+        self.negotiator = Some(negotiator);
+        Flow::Continue
+    }
+
+    /// `<stream:features>` after authentication: resource binding unless Bind 2 bound one.
+    fn post_auth_features(&mut self) {
+        let mut f = Element::builder("features", ns::STREAM);
+        if self.bound.is_none() {
+            f = f.append(Element::bare("bind", ns::BIND));
+        }
+        let features = f.build();
+        self.send(&features);
+    }
+
+    async fn on_element(&mut self, el: Element) -> Flow {
+        if self.authed.as_ref().is_some_and(|a| a.restart_pending) {
+            // RFC 6120 §6.4.6: nothing but the new stream header after SASL success.
+            return self.stream_error(
+                DefinedCondition::PolicyViolation,
+                Some("restart the stream after SASL success"),
+            );
+        }
+        if let Some(neg) = &self.negotiator
+            && neg.handles(&el)
+        {
+            return self.on_sasl(el).await;
+        }
+        if self.authed.is_none() {
+            if el.is("starttls", ns::TLS) && self.tls.is_none() {
+                self.send(&Element::bare("proceed", ns::TLS));
+                return Flow::StartTls;
+            }
+            debug!(element = el.name(), "element before authentication");
+            return self.stream_error(DefinedCondition::NotAuthorized, None);
+        }
+        if el.ns() != ns::JABBER_CLIENT || !matches!(el.name(), "iq" | "message" | "presence") {
+            return self.stream_error(DefinedCondition::UnsupportedStanzaType, None);
+        }
+        self.on_stanza(el)
+    }
+
+    async fn on_sasl(&mut self, el: Element) -> Flow {
+        let Some(neg) = self.negotiator.as_mut() else {
+            return self.stream_error(DefinedCondition::NotAuthorized, None);
+        };
+        match neg.handle(el).await {
+            NegotiatorEvent::Challenge(e)
+            | NegotiatorEvent::Continue(e)
+            | NegotiatorEvent::TaskData(e) => {
+                self.send(&e);
+                Flow::Continue
+            }
+            NegotiatorEvent::Failure { element, failure } => {
+                info!(condition = %failure.condition, "authentication failed");
+                self.send(&element);
+                Flow::Continue
+            }
+            NegotiatorEvent::StreamError { send, error, .. } => {
+                if let Some(s) = send {
+                    self.send(&s);
+                }
+                let text = error.get_best_text(vec!["en"]).map(|(_, t)| t.clone());
+                self.stream_error(error.condition, text.as_deref())
+            }
+            NegotiatorEvent::Success { element, session } => {
+                // The element may carry a FAST token: written, never logged.
+                self.send(&element);
+                self.on_authenticated(session);
+                Flow::Continue
+            }
+            _ => self.stream_error(DefinedCondition::InternalServerError, None),
+        }
+    }
+
+    fn on_authenticated(&mut self, session: AuthenticatedSession) {
+        info!(account = %session.username, mechanism = %session.mechanism, "authenticated");
+        let ua = session
+            .user_agent
+            .as_ref()
+            .and_then(|u| u.id.clone())
+            .filter(|s| !s.is_empty());
+        let restart = session.profile == SaslProfile::Rfc6120;
+        self.authed = Some(Authed {
+            account: session.username.clone(),
+            bare: session.authorization_identifier.to_bare(),
+            user_agent_id: ua,
+            restart_pending: restart,
+        });
+        if let Some(b) = session.extensions.get::<BoundResource>() {
+            self.bind_resource(b.jid.clone());
+        }
+        if restart {
+            // RFC 6120 §6.4.6: the client sends a new stream header over the same transport.
+            self.reader.reset();
+            self.header_sent = false;
+            self.negotiator = None;
+        } else {
+            // S-20: no stream restart; post-authentication features right away.
+            self.post_auth_features();
+        }
+    }
+
+    fn bind_resource(&mut self, full_jid: FullJid) {
+        let Some(a) = &self.authed else { return };
+        let id = self.shared.router.register(
+            &a.account,
+            full_jid.resource().as_str(),
+            a.user_agent_id.as_deref(),
+            self.tx.clone(),
+        );
+        info!(jid = %full_jid, "resource bound");
+        self.bound = Some(Bound { full_jid, id });
+    }
+
+    fn on_routed(&mut self, msg: Routed) -> Flow {
+        match msg {
+            Routed::Stanza(el) => {
+                self.send(&el);
+                Flow::Continue
+            }
+            Routed::Close { condition, text } => self.stream_error(condition, Some(text)),
+        }
+    }
+}

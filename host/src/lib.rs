@@ -1,0 +1,28 @@
+//! # sasl2-fast-host
+//!
+//! The example XMPP server of `sasl2-fast`, as a library that tests and the `host` binary
+//! share, and the SASL2/FAST test client that drives it.
+//!
+//! - [`run`] / [`Host::start`]: serve [`Listeners`] with a typed [`HostConfig`] until
+//!   shutdown (mini-redis style). TLS (STARTTLS and direct TLS, rustls), SASL2 with FAST and
+//!   Bind 2, RFC 6120 SASL and resource binding, iq ping, routing between local sessions.
+//! - [`config`]: the TOML configuration (serde, every key checked).
+//! - [`cli`]: the `host` command line (clap).
+//! - [`client`]: a small SASL2/FAST client over TCP/TLS with real channel binding, which
+//!   parses what it receives with minidom and xmpp-parsers (not with the server's reader), for
+//!   the integration tests and the load generator.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod accounts;
+pub mod cli;
+pub mod client;
+pub mod config;
+mod connection;
+pub mod router;
+pub mod server;
+pub mod tls;
+
+pub use accounts::HostAccounts;
+pub use config::{ConfigError, HostConfig, ServerConfig};
+pub use server::{Host, HostError, Listeners, run};

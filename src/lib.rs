@@ -22,6 +22,7 @@
 pub mod fast;
 pub mod sasl2;
 pub mod store;
+pub mod stream;
 pub mod xml;
 pub mod xmpp;
 

@@ -66,7 +66,10 @@ fn load(path: &std::path::Path) -> Result<HostConfig, ExitCode> {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let config_path = match &cli.command {
-        None => cli.config.as_ref().expect("clap requires --config without a subcommand"),
+        None => cli
+            .config
+            .as_ref()
+            .expect("clap requires --config without a subcommand"),
         Some(Command::Passwd { config, .. } | Command::Clients { config, .. }) => config,
     };
     let config = match load(config_path) {

@@ -83,7 +83,10 @@ pub struct ServerConfig {
     #[serde(default = "yes")]
     pub require_tls: bool,
     /// Concurrent connections accepted (1..=1 000 000).
-    #[serde(default = "default_max_connections", deserialize_with = "max_connections")]
+    #[serde(
+        default = "default_max_connections",
+        deserialize_with = "max_connections"
+    )]
     pub max_connections: usize,
     /// A connection with no incoming bytes for this long is closed.
     #[serde(default = "default_idle_timeout", deserialize_with = "idle_timeout")]
@@ -92,7 +95,10 @@ pub struct ServerConfig {
     #[serde(default = "default_auth_timeout", deserialize_with = "auth_timeout")]
     pub auth_timeout: Duration,
     /// Largest top-level element accepted (1 KiB..=16 MiB).
-    #[serde(default = "default_max_stanza_bytes", deserialize_with = "max_stanza_bytes")]
+    #[serde(
+        default = "default_max_stanza_bytes",
+        deserialize_with = "max_stanza_bytes"
+    )]
     pub max_stanza_bytes: usize,
     /// Offer SASL PLAIN (XEP-0388 S-28 says SHOULD NOT; on by default for older clients and
     /// the xmpp.js PLAIN scenario).
@@ -124,10 +130,7 @@ fn ranged<'de, D: Deserializer<'de>>(d: D, min: u64, max: u64) -> Result<u64, D:
         .ok_or_else(|| de::Error::custom(format!("must be between {min} and {max}")))
 }
 
-fn ranged_duration<'de, D: Deserializer<'de>>(
-    d: D,
-    max: Duration,
-) -> Result<Duration, D::Error> {
+fn ranged_duration<'de, D: Deserializer<'de>>(d: D, max: Duration) -> Result<Duration, D::Error> {
     let v = duration(d)?;
     if v.is_zero() || v > max {
         return Err(de::Error::custom(format!(
@@ -321,7 +324,8 @@ impl HostConfig {
 mod tests {
     use super::*;
 
-    const BASE: &str = "[server]\ndomain = \"localhost\"\nlisten = \"127.0.0.1:5222\"\ndata_dir = \"data\"\n";
+    const BASE: &str =
+        "[server]\ndomain = \"localhost\"\nlisten = \"127.0.0.1:5222\"\ndata_dir = \"data\"\n";
 
     #[test]
     fn the_demo_config_parses() {
@@ -343,7 +347,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.server.data_dir, Path::new("/etc/x/data"));
-        assert_eq!(c.server.tls_cert.as_deref(), Some(Path::new("/etc/x/c.pem")));
+        assert_eq!(
+            c.server.tls_cert.as_deref(),
+            Some(Path::new("/etc/x/c.pem"))
+        );
         assert_eq!(c.server.tls_key.as_deref(), Some(Path::new("/k.pem")));
         assert!(c.server.require_tls);
         assert_eq!(c.server.max_connections, 10_000);
@@ -352,7 +359,11 @@ mod tests {
             c.fast().unwrap().pepper_file.as_deref(),
             Some(Path::new("/etc/x/p"))
         );
-        let off = HostConfig::from_toml_str(&format!("{BASE}[plugins.fast]\nenabled = false\n"), Path::new(".")).unwrap();
+        let off = HostConfig::from_toml_str(
+            &format!("{BASE}[plugins.fast]\nenabled = false\n"),
+            Path::new("."),
+        )
+        .unwrap();
         assert!(off.fast().is_none());
         let none = HostConfig::from_toml_str(BASE, Path::new(".")).unwrap();
         assert!(none.fast().is_none());
@@ -368,20 +379,41 @@ mod tests {
             ("listen_tls = \"nope\"\n", "server.listen_tls", "address"),
             ("tls_cert = \"c\"\n", "server.tls_key", "together"),
             ("require_tls = \"yes\"\n", "server.require_tls", "bool"),
-            ("[accounts]\nAlice = \"pw\"\n", "accounts.Alice", "normalized"),
+            (
+                "[accounts]\nAlice = \"pw\"\n",
+                "accounts.Alice",
+                "normalized",
+            ),
             ("[accounts]\nbob = \"\"\n", "accounts.bob", "empty"),
-            ("[plugins.fast]\ntoken_ttl = -5\n", "plugins.fast.token_ttl", "negative"),
-            ("[plugins.fast]\ntoken_min_ttl = \"30d\"\n", "plugins.fast.token_min_ttl", "less than"),
-            ("[plugins.fast]\ntoken_tll = 5\n", "plugins.fast.token_tll", "unknown field"),
+            (
+                "[plugins.fast]\ntoken_ttl = -5\n",
+                "plugins.fast.token_ttl",
+                "negative",
+            ),
+            (
+                "[plugins.fast]\ntoken_min_ttl = \"30d\"\n",
+                "plugins.fast.token_min_ttl",
+                "less than",
+            ),
+            (
+                "[plugins.fast]\ntoken_tll = 5\n",
+                "plugins.fast.token_tll",
+                "unknown field",
+            ),
             ("[plugins.other]\n", "plugins.other", "unknown field"),
             ("[extra]\n", "extra", "unknown field"),
         ] {
-            let e = HostConfig::from_toml_str(&format!("{BASE}{extra}"), Path::new(".")).unwrap_err();
+            let e =
+                HostConfig::from_toml_str(&format!("{BASE}{extra}"), Path::new(".")).unwrap_err();
             assert_eq!(e.key, key, "{extra}: {e}");
             assert!(e.message.contains(fragment), "{extra}: {}", e.message);
             assert!(e.to_string().starts_with(&format!("{key}: ")), "{e}");
         }
-        let e = HostConfig::from_toml_str("[server]\nlisten = \"127.0.0.1:1\"\ndata_dir = \"d\"\n", Path::new(".")).unwrap_err();
+        let e = HostConfig::from_toml_str(
+            "[server]\nlisten = \"127.0.0.1:1\"\ndata_dir = \"d\"\n",
+            Path::new("."),
+        )
+        .unwrap_err();
         assert_eq!(e.key, "server.domain", "{e}");
         let e = HostConfig::from_toml_str("[server\n", Path::new(".")).unwrap_err();
         assert!(e.message.contains("invalid TOML"), "{e}");

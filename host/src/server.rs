@@ -396,7 +396,14 @@ pub async fn change_password(
 
 /// A complete stream (header, `policy-violation` error, footer) for connections over the limit.
 fn over_limit_error(domain: &str) -> String {
-    let mut s = stream_header_xml(ns::JABBER_CLIENT, Some(domain), None, None, Some("1.0"), None);
+    let mut s = stream_header_xml(
+        ns::JABBER_CLIENT,
+        Some(domain),
+        None,
+        None,
+        Some("1.0"),
+        None,
+    );
     crate::connection::write_stream_error(
         &mut s,
         DefinedCondition::PolicyViolation,

@@ -248,6 +248,15 @@ enum State {
     Done,
 }
 
+/// The shape of [`State`], copied out before awaiting.
+#[derive(Clone, Copy)]
+enum Phase {
+    Ready,
+    InProgress,
+    Tasks { running: bool },
+    Done,
+}
+
 struct Attempt {
     request: AuthenticateRequest,
     mechanism: Box<dyn Mechanism>,
@@ -432,33 +441,41 @@ impl Negotiator {
                 "SASL profiles mixed in one exchange",
             );
         }
+        // A plain copy of the state's shape: no borrow of the state may live across the awaits
+        // below (mechanisms and tasks are `Send`, not `Sync`).
+        let phase = match &self.state {
+            State::Ready => Phase::Ready,
+            State::InProgress(_) => Phase::InProgress,
+            State::Tasks(t) => Phase::Tasks {
+                running: t.running.is_some(),
+            },
+            State::Done => Phase::Done,
+        };
         match (profile, el.name()) {
-            (SaslProfile::Sasl2, "authenticate") | (SaslProfile::Rfc6120, "auth") => {
-                match self.state {
-                    State::Ready => self.authenticate(&el, profile).await,
-                    // S-13: during an exchange only <response> and <abort> are allowed; S-25:
-                    // after <continue> no new authentication.
-                    _ => stream_error(
-                        StreamCondition::PolicyViolation,
-                        "new authentication during an authentication exchange",
-                    ),
-                }
-            }
-            (_, "response") => match &self.state {
-                State::InProgress(_) => match decode_payload(&el) {
+            (SaslProfile::Sasl2, "authenticate") | (SaslProfile::Rfc6120, "auth") => match phase {
+                Phase::Ready => self.authenticate(&el, profile).await,
+                // S-13: during an exchange only <response> and <abort> are allowed; S-25:
+                // after <continue> no new authentication.
+                _ => stream_error(
+                    StreamCondition::PolicyViolation,
+                    "new authentication during an authentication exchange",
+                ),
+            },
+            (_, "response") => match phase {
+                Phase::InProgress => match decode_payload(&el) {
                     Ok(d) => self.step(Some(d)).await,
                     Err(f) => {
                         self.state = State::Ready;
                         self.fail(f, profile)
                     }
                 },
-                State::Tasks(t) if t.running.is_some() && profile == SaslProfile::Sasl2 => {
+                Phase::Tasks { running: true } if profile == SaslProfile::Sasl2 => {
                     match decode_payload(&el) {
                         Ok(d) => self.task_step(Some(d), &[]).await,
                         Err(f) => self.fail_tasks(f),
                     }
                 }
-                State::Tasks(_) => stream_error(
+                Phase::Tasks { .. } => stream_error(
                     StreamCondition::PolicyViolation,
                     "<response> without a running task",
                 ),
@@ -471,8 +488,8 @@ impl Negotiator {
                 ),
             },
             (SaslProfile::Sasl2, "next") => self.next_task(&el).await,
-            (SaslProfile::Sasl2, "task-data") => match &self.state {
-                State::Tasks(t) if t.running.is_some() => {
+            (SaslProfile::Sasl2, "task-data") => match phase {
+                Phase::Tasks { running: true } => {
                     let payloads: Vec<Element> = el.children().cloned().collect();
                     self.task_step(None, &payloads).await
                 }
@@ -484,7 +501,7 @@ impl Negotiator {
             (_, "abort") => {
                 // S-30. An abort counts as a failed attempt: it costs the server a response
                 // and a log line, and an attacker must not get unlimited ones per stream.
-                let after_continue = matches!(self.state, State::Tasks(_));
+                let after_continue = matches!(phase, Phase::Tasks { .. });
                 self.state = State::Ready;
                 let f = Failure::new(SaslCondition::Aborted);
                 if after_continue {

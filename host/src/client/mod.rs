@@ -683,7 +683,9 @@ impl Client {
             .await?;
         match r.attr("type") {
             Some("result") => Ok(()),
-            t => Err(ClientError::Protocol(format!("ping answered with type {t:?}"))),
+            t => Err(ClientError::Protocol(format!(
+                "ping answered with type {t:?}"
+            ))),
         }
     }
 
@@ -707,7 +709,11 @@ impl Client {
     pub async fn send_message(&mut self, to: &str, body: &str) -> Result<()> {
         let id = self.fresh_id("msg");
         let m = Element::builder("message", ns::JABBER_CLIENT)
-            .append(sasl2_fast::minidom::Element::builder("body", ns::JABBER_CLIENT).append(body).build())
+            .append(
+                sasl2_fast::minidom::Element::builder("body", ns::JABBER_CLIENT)
+                    .append(body)
+                    .build(),
+            )
             .build();
         let m = with_attr(with_attr(with_attr(m, "type", "chat"), "to", to), "id", &id);
         self.send(&m).await

@@ -131,9 +131,8 @@ impl Client {
             return Ok(Ok(Outcome::Failure(Self::failure_of(&e)?)));
         }
         if e.is("success", ns::SASL2) {
-            let s = xmpp_parsers::sasl2::Success::try_from(e.clone()).map_err(|err| {
-                ClientError::Protocol(format!("unreadable <success>: {err}"))
-            })?;
+            let s = xmpp_parsers::sasl2::Success::try_from(e.clone())
+                .map_err(|err| ClientError::Protocol(format!("unreadable <success>: {err}")))?;
             let mut token = None;
             let mut bound = None;
             for p in s.payloads {
@@ -151,7 +150,10 @@ impl Client {
             }
             let features = self.recv().await?;
             if !features.is("features", ns::STREAM) {
-                return Err(Self::unexpected(features, "<stream:features> after success"));
+                return Err(Self::unexpected(
+                    features,
+                    "<stream:features> after success",
+                ));
             }
             self.features = Some(features.clone());
             return Ok(Ok(Outcome::Success(Success {

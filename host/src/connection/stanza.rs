@@ -155,13 +155,15 @@ impl Conn {
                 let node = j.node().map(|n| n.as_str().to_owned()).unwrap_or_default();
                 match j.resource() {
                     Some(res) => {
-                        if self.shared.router.send_full(&node, res.as_str(), el.clone()) {
+                        if self
+                            .shared
+                            .router
+                            .send_full(&node, res.as_str(), el.clone())
+                        {
                             return Flow::Continue;
                         }
                         match kind.as_str() {
-                            "iq" => {
-                                reply_to_error(self, &el, DefinedCondition::ServiceUnavailable)
-                            }
+                            "iq" => reply_to_error(self, &el, DefinedCondition::ServiceUnavailable),
                             // RFC 6121 §8.5.3.2.1: treat as addressed to the bare JID.
                             "message" if self.shared.router.send_bare(&node, &el, None) == 0 => {
                                 reply_to_error(self, &el, DefinedCondition::ServiceUnavailable)
@@ -175,16 +177,10 @@ impl Conn {
                             "iq" if node == account && is_ping(&el) => {
                                 self.send(&result_reply(&el, &full_jid))
                             }
-                            "iq" => {
-                                reply_to_error(self, &el, DefinedCondition::ServiceUnavailable)
-                            }
+                            "iq" => reply_to_error(self, &el, DefinedCondition::ServiceUnavailable),
                             "message" => {
                                 if self.shared.router.send_bare(&node, &el, None) == 0 {
-                                    reply_to_error(
-                                        self,
-                                        &el,
-                                        DefinedCondition::ServiceUnavailable,
-                                    );
+                                    reply_to_error(self, &el, DefinedCondition::ServiceUnavailable);
                                 }
                             }
                             _ => {
@@ -217,8 +213,8 @@ impl Conn {
         };
         match kind {
             "iq" if is_request => {
-                let session = el.attr("type") == Some("set")
-                    && el.get_child("session", NS_SESSION).is_some();
+                let session =
+                    el.attr("type") == Some("set") && el.get_child("session", NS_SESSION).is_some();
                 if is_ping(&el) || session {
                     self.send(&result_reply(&el, &full_jid));
                 } else {

@@ -246,6 +246,8 @@ enum State {
     Tasks(Box<TaskPhase>),
     /// `<success>` was sent (S-25).
     Done,
+    /// The attempt failed after `<continue>`: the stream is being closed (S-25).
+    Closed,
 }
 
 /// The shape of [`State`], copied out before awaiting.
@@ -289,6 +291,7 @@ impl fmt::Debug for Negotiator {
             State::InProgress(_) => "in-progress",
             State::Tasks(_) => "tasks",
             State::Done => "done",
+            State::Closed => "closed",
         };
         f.debug_struct("Negotiator")
             .field("state", &state)
@@ -422,7 +425,7 @@ impl Negotiator {
         if !self.handles(&el) {
             return stream_error(StreamCondition::UnsupportedStanzaType, "not a SASL element");
         }
-        if matches!(self.state, State::Done) {
+        if matches!(self.state, State::Done | State::Closed) {
             return stream_error(
                 StreamCondition::PolicyViolation,
                 "authentication already completed on this stream",
@@ -449,7 +452,7 @@ impl Negotiator {
             State::Tasks(t) => Phase::Tasks {
                 running: t.running.is_some(),
             },
-            State::Done => Phase::Done,
+            State::Done | State::Closed => Phase::Done,
         };
         match (profile, el.name()) {
             (SaslProfile::Sasl2, "authenticate") | (SaslProfile::Rfc6120, "auth") => match phase {
@@ -859,7 +862,7 @@ impl Negotiator {
     /// ends after the `<failure>`.
     fn fail_tasks(&mut self, f: Failure) -> NegotiatorEvent {
         self.failures += 1;
-        self.state = State::Done;
+        self.state = State::Closed;
         NegotiatorEvent::StreamError {
             send: Some(Self::failure_element(&f, SaslProfile::Sasl2)),
             failure: Some(f),

@@ -21,6 +21,7 @@
 
 pub mod fast;
 pub mod sasl2;
+pub mod secret_file;
 pub mod store;
 pub mod stream;
 pub mod xml;

@@ -356,3 +356,88 @@ fn revocation_cutoff_survives_kill_9() {
         });
     }
 }
+
+/// Child of [`accepted_count_survives_kill_9`]: issues a token, then FAST-verifies and commits
+/// with `count` 1, 2, 3, ... and acknowledges each count right after the commit returns (where
+/// the plugin would write `<success>`). It then waits to be killed inside sled's 500 ms
+/// background flush interval, so only a flush made by the commit itself saves the count.
+fn child_fast_counts(dir: &str) {
+    use sasl2_fast::fast::login::VerifyRequest;
+    use sasl2_fast::fast::tokens::{IssueKind, TokenRequest};
+    use sasl2_fast::fast::{FastConfig, FastTokens, HtMechanism, Pepper};
+    runtime().block_on(async {
+        let store = Arc::new(SledStore::open(dir).unwrap());
+        let tokens = FastTokens::new(store, Pepper::from_bytes([8; 32]), FastConfig::default());
+        let m = HtMechanism::from_name("HT-SHA-256-NONE").unwrap();
+        let key = ClientKey::new("alice", "ua-count").unwrap();
+        let t = tokens
+            .issue(&key, &TokenRequest::new(m, IssueKind::Requested))
+            .await
+            .unwrap()
+            .unwrap();
+        println!("@token {}@", t.token.expose());
+        let mac = m.initiator_mac(t.token.expose().as_bytes(), &[]);
+        for count in 1..=5u64 {
+            let req = VerifyRequest::new("alice", "ua-count", m, &mac, &[])
+                .with_count(Some(count as u32));
+            let v = tokens.verify(&req).await.unwrap();
+            tokens.commit(v, None).await.unwrap();
+            println!("@count {count} 0@");
+        }
+        tokio::time::sleep(CHILD_DEADLINE).await;
+    });
+}
+
+/// Issue 11 item 6: a `count` accepted before `<success>` is on disk before `<success>`: after
+/// a kill -9 right after the login, the same count is a replay (F-14).
+#[test]
+fn accepted_count_survives_kill_9() {
+    use sasl2_fast::fast::hooks::RejectReason;
+    use sasl2_fast::fast::login::VerifyRequest;
+    use sasl2_fast::fast::{FastConfig, FastTokens, HtMechanism, Pepper};
+    const NAME: &str = "accepted_count_survives_kill_9";
+    if let Ok(dir) = std::env::var(CHILD_ENV) {
+        child_fast_counts(&dir);
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    for round in 0..3u64 {
+        let dir = tmp.path().join(format!("db{round}"));
+        let mut token = None;
+        let mut acked = 0;
+        run_and_kill(spawn_child(NAME, &dir, round), |line| {
+            // libtest may print its own words before ours on the same line.
+            if let Some(t) = line
+                .split_once("@token ")
+                .and_then(|(_, l)| l.strip_suffix('@'))
+            {
+                token = Some(t.to_owned());
+            } else if let Some([c, _]) = parse_marker(line, "count") {
+                acked = c;
+            }
+            acked == 5
+        });
+        let token = token.expect("token printed");
+        runtime().block_on(async {
+            let store = Arc::new(SledStore::open(&dir).unwrap());
+            let tokens = FastTokens::new(store, Pepper::from_bytes([8; 32]), FastConfig::default());
+            let m = HtMechanism::from_name("HT-SHA-256-NONE").unwrap();
+            let mac = m.initiator_mac(token.as_bytes(), &[]);
+            for replay in 1..=acked {
+                let req = VerifyRequest::new("alice", "ua-count", m, &mac, &[])
+                    .with_count(Some(replay as u32));
+                match tokens.verify(&req).await {
+                    Err(RejectReason::Replay) => {}
+                    other => panic!("round {round}: count {replay} accepted again: {other:?}"),
+                }
+            }
+            // The token itself survived, and a higher count still works.
+            let req = VerifyRequest::new("alice", "ua-count", m, &mac, &[])
+                .with_count(Some(acked as u32 + 1));
+            tokens
+                .verify(&req)
+                .await
+                .expect("the next count is accepted");
+        });
+    }
+}

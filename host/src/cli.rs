@@ -149,10 +149,10 @@ async fn wait_for_signal() {
 }
 
 /// Opens what `passwd` / `clients` need; the host must be stopped (sled holds a lock).
-fn open_fast_offline(
+async fn open_fast_offline(
     config: &HostConfig,
 ) -> Result<Option<sasl2_fast::fast::FastPlugin>, ExitCode> {
-    server::open_fast(config, Vec::new()).map_err(|e| {
+    server::open_fast(config, Vec::new()).await.map_err(|e| {
         eprintln!("error: {e}");
         eprintln!("error: cannot open the token store; is the host still running? Stop it first.");
         ExitCode::from(1)
@@ -164,7 +164,7 @@ async fn passwd(config: HostConfig, user: &str) -> ExitCode {
         eprintln!("error: {e}");
         return ExitCode::from(1);
     }
-    let fast = match open_fast_offline(&config) {
+    let fast = match open_fast_offline(&config).await {
         Ok(f) => f,
         Err(c) => return c,
     };
@@ -209,7 +209,7 @@ async fn clients(config: HostConfig, user: &str) -> ExitCode {
         eprintln!("error: invalid username");
         return ExitCode::from(2);
     };
-    let fast = match open_fast_offline(&config) {
+    let fast = match open_fast_offline(&config).await {
         Ok(Some(f)) => f,
         Ok(None) => {
             eprintln!("FAST is not enabled in this config");

@@ -16,6 +16,7 @@ use sasl2_fast::fast::hooks::{FastMetrics, FastObserver, TracingObserver};
 use sasl2_fast::fast::plugin::OpenError;
 use sasl2_fast::fast::tokens::SweeperHandle;
 use sasl2_fast::sasl2::bind2::Bind2;
+use sasl2_fast::sasl2::credentials::FakeKey;
 use sasl2_fast::sasl2::plain::PlainProvider;
 use sasl2_fast::sasl2::scram::ScramProvider;
 use sasl2_fast::sasl2::{Sasl2Server, ScramHash};
@@ -167,16 +168,14 @@ pub fn ensure_data_dir(dir: &Path) -> Result<(), HostError> {
 }
 
 /// Opens the FAST plugin of a config, if enabled, with `observers` registered.
-pub fn open_fast(
+pub async fn open_fast(
     config: &HostConfig,
     observers: Vec<Arc<dyn FastObserver>>,
 ) -> Result<Option<FastPlugin>, HostError> {
     match config.fast() {
-        Some(c) => Ok(Some(FastPlugin::open_with_observers(
-            c.clone(),
-            &config.server.data_dir,
-            observers,
-        )?)),
+        Some(c) => Ok(Some(
+            FastPlugin::open_with_observers(c.clone(), &config.server.data_dir, observers).await?,
+        )),
         None => Ok(None),
     }
 }
@@ -196,11 +195,19 @@ impl Host {
         )?;
         // Lifecycle events are counted (summarized at shutdown) and logged at debug level.
         let metrics = Arc::new(FastMetrics::default());
-        let fast = open_fast(&config, vec![metrics.clone(), Arc::new(TracingObserver)])?;
+        let fast = open_fast(&config, vec![metrics.clone(), Arc::new(TracingObserver)]).await?;
+        // Unknown accounts get fake SCRAM salts from a key that survives restarts, so they
+        // cannot be told from real ones by probing across a restart (S-29).
+        let fake_key = FakeKey::load_or_create(&server.data_dir.join("scram-fake-key"))
+            .map_err(|e| HostError::Io(e.to_string()))?;
 
         let store = accounts.store();
         let scram = |hash, plus| {
-            Arc::new(ScramProvider::new(hash, plus, store.clone()).with_fake_iterations(ITERATIONS))
+            Arc::new(
+                ScramProvider::new(hash, plus, store.clone())
+                    .with_fake_iterations(ITERATIONS)
+                    .with_fake_key(fake_key.clone()),
+            )
         };
         // RFC 6120 SASL beside SASL2: clients without SASL2 log in with the same mechanisms
         // (FAST stays SASL2-only: it is an inline feature).
@@ -213,7 +220,9 @@ impl Host {
             .inline_feature(Arc::new(Bind2::new()));
         if server.allow_plain {
             builder = builder.mechanism(Arc::new(
-                PlainProvider::new(store.clone()).with_fake_iterations(ITERATIONS),
+                PlainProvider::new(store.clone())
+                    .with_fake_iterations(ITERATIONS)
+                    .with_fake_key(fake_key.clone()),
             ));
         }
         if let Some(f) = &fast {

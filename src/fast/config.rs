@@ -28,6 +28,28 @@ pub enum StoreKind {
     Memory,
 }
 
+/// What to do when the embedded store lost committed writes (`store_recovery`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum StoreRecovery {
+    /// Refuse to start, naming the recovery (the default).
+    Refuse,
+    /// Start with every FAST token revoked (clients log in with their passwords again).
+    Distrust,
+}
+
+/// What to do when the pepper file is missing but the store holds tokens (`pepper_recovery`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum PepperRecovery {
+    /// Refuse to start (the default).
+    Refuse,
+    /// Create a new pepper and revoke every token (every FAST client is logged out).
+    New,
+}
+
 /// Validated FAST settings. Build one with [`FastConfig::default`] and change fields, or
 /// deserialize it from a host's `[plugins.fast]` table and call [`FastConfig::validate`].
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -53,9 +75,16 @@ pub struct FastConfig {
     /// sled directory; `None` (empty in the file) = `<data_dir>/fast-tokens`.
     #[serde(deserialize_with = "optional_path")]
     pub store_path: Option<PathBuf>,
+    /// sled's page cache in bytes (sled's own default is 1 GiB).
+    #[serde(deserialize_with = "cache_bytes")]
+    pub store_cache_bytes: u64,
+    /// What to do when the store lost committed writes.
+    pub store_recovery: StoreRecovery,
     /// Pepper file; `None` (empty in the file) = `<data_dir>/fast-pepper`.
     #[serde(deserialize_with = "optional_path")]
     pub pepper_file: Option<PathBuf>,
+    /// What to do when the pepper is missing but the store holds tokens.
+    pub pepper_recovery: PepperRecovery,
     /// Most clients kept per account (1..=100 000).
     #[serde(deserialize_with = "clients_per_account")]
     pub max_clients_per_account: usize,
@@ -81,7 +110,10 @@ impl Default for FastConfig {
             mechanisms,
             store: StoreKind::Sled,
             store_path: None,
+            store_cache_bytes: crate::store::sled_store::DEFAULT_CACHE_BYTES,
+            store_recovery: StoreRecovery::Refuse,
             pepper_file: None,
+            pepper_recovery: PepperRecovery::Refuse,
             max_clients_per_account: 100,
             sweep_interval: Duration::from_secs(3600),
         }
@@ -169,6 +201,15 @@ fn optional_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>
 fn optional_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
     let s = String::deserialize(d)?;
     Ok((!s.is_empty()).then(|| PathBuf::from(s)))
+}
+
+fn cache_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let n = i64::deserialize(d)?;
+    // Below 1 MiB sled thrashes; above 64 GiB is a typo.
+    if !(1 << 20..=1 << 36).contains(&n) {
+        return Err(de::Error::custom("must be between 1048576 (1 MiB) and 68719476736"));
+    }
+    Ok(n as u64)
 }
 
 fn clients_per_account<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {

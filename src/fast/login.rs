@@ -228,6 +228,10 @@ impl FastTokens {
             // The used token is now in `current` (promoted if it was `new`); after an
             // invalidation both slots are empty and there is nothing left to protect.
             s.max_count = Some(c);
+            // F-14 across a crash: an accepted count is on disk before `<success>` goes out,
+            // or a kill -9 right after the login would let the same count in again. Durable
+            // writes share flushes, and clients that send `count` are few.
+            durability = Durability::Durable;
         }
         if now.saturating_sub(next.last_used_at) >= LAST_USED_RESOLUTION_MS || promoted {
             next.last_used_at = now;

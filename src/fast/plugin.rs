@@ -12,7 +12,8 @@ use xmpp_parsers::fast::{FastQuery, Mechanism as FastMechanism, RequestToken, To
 use zeroize::Zeroizing;
 
 use super::clock::xep0082;
-use super::config::{FastConfig, StoreKind};
+use super::clock::Clock as _;
+use super::config::{FastConfig, PepperRecovery, StoreKind, StoreRecovery};
 use super::hooks::{FastObserver, RejectReason};
 use super::ht::{HtMechanism, parse_initiator};
 use super::login::{Verified, VerifyRequest};
@@ -23,7 +24,7 @@ use crate::sasl2::{
     Authenticated, ChannelBindingType, ClaimContext, Failure, InlineError, InlineFeature,
     InlineOrder, Mechanism, Offer, SaslCondition, Step, StreamInfo, SuccessBuilder, SuccessContext,
 };
-use crate::store::{ClientKey, TokenStore};
+use crate::store::{ClientKey, RevocationScope, TokenStore};
 use crate::xmpp::ns;
 
 /// The FAST plugin: register it with [`crate::sasl2::Sasl2Server`] as an inline feature.
@@ -34,14 +35,23 @@ pub struct FastPlugin {
 
 /// The plugin could not start.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum OpenError {
-    /// The pepper file could not be read or created.
-    #[error("pepper file {path}: {source}")]
-    Pepper {
-        /// The path.
+    /// The pepper file could not be read or created (or is readable by others).
+    #[error("pepper: {0}")]
+    Pepper(#[from] crate::secret_file::SecretFileError),
+    /// The pepper file is missing although the store holds tokens derived from it.
+    #[error(
+        "pepper file {path} is missing but the token store holds {records} FAST clients: their \
+         tokens cannot be checked without it. Restore the file from a backup, or set \
+         pepper_recovery = \"new\" in [plugins.fast] to create a new pepper (every FAST \
+         client is then logged out and logs in with its password again)"
+    )]
+    PepperMissing {
+        /// Where the pepper should be.
         path: String,
-        /// The cause.
-        source: std::io::Error,
+        /// How many client records the store holds.
+        records: u64,
     },
     /// The store could not be opened.
     #[error("token store: {0}")]
@@ -56,33 +66,66 @@ impl FastPlugin {
 
     /// Opens the configured store and pepper under `data_dir` (defaults:
     /// `<data_dir>/fast-tokens`, `<data_dir>/fast-pepper`).
-    pub fn open(config: FastConfig, data_dir: &Path) -> Result<Self, OpenError> {
-        Self::open_with_observers(config, data_dir, Vec::new())
+    pub async fn open(config: FastConfig, data_dir: &Path) -> Result<Self, OpenError> {
+        Self::open_with_observers(config, data_dir, Vec::new()).await
     }
 
     /// Like [`FastPlugin::open`], with lifecycle observers (metrics, audit logs) registered.
-    pub fn open_with_observers(
+    ///
+    /// Fails closed: a store that lost committed writes is refused unless `store_recovery =
+    /// "distrust"`, and a missing pepper is only recreated for an empty store unless
+    /// `pepper_recovery = "new"` (then every existing token is revoked and it says so).
+    pub async fn open_with_observers(
         config: FastConfig,
         data_dir: &Path,
         observers: Vec<Arc<dyn FastObserver>>,
     ) -> Result<Self, OpenError> {
-        let pepper_path = config
-            .pepper_file
-            .clone()
-            .unwrap_or_else(|| data_dir.join("fast-pepper"));
-        let pepper = Pepper::load_or_create(&pepper_path).map_err(|source| OpenError::Pepper {
-            path: pepper_path.display().to_string(),
-            source,
-        })?;
         let store: Arc<dyn TokenStore> = match config.store {
             StoreKind::Memory => Arc::new(crate::store::memory::MemoryStore::new()),
             StoreKind::Sled => {
+                use crate::store::sled_store::{DamagePolicy, SledOptions, SledStore};
                 let path = config
                     .store_path
                     .clone()
                     .unwrap_or_else(|| data_dir.join("fast-tokens"));
-                Arc::new(crate::store::sled_store::SledStore::open(path)?)
+                let mut options = SledOptions::default();
+                options.cache_bytes = config.store_cache_bytes;
+                options.on_damage = match config.store_recovery {
+                    StoreRecovery::Refuse => DamagePolicy::Refuse,
+                    StoreRecovery::Distrust => DamagePolicy::Distrust,
+                };
+                Arc::new(SledStore::open_with(path, options)?)
             }
+        };
+        let pepper_path = config
+            .pepper_file
+            .clone()
+            .unwrap_or_else(|| data_dir.join("fast-pepper"));
+        let pepper = if pepper_path.exists() {
+            Pepper::load(&pepper_path)?
+        } else {
+            let records = store.len().await?;
+            if records > 0 && config.pepper_recovery != PepperRecovery::New {
+                return Err(OpenError::PepperMissing {
+                    path: pepper_path.display().to_string(),
+                    records,
+                });
+            }
+            let pepper = Pepper::create(&pepper_path)?;
+            if records > 0 {
+                // Tokens derived from the lost pepper can never verify again; revoking them
+                // makes that explicit (and their slots expire away with the sweep).
+                let now = super::clock::SystemClock.now_ms();
+                store
+                    .raise_revocation_cutoff(RevocationScope::All, now.saturating_add(1))
+                    .await?;
+                tracing::warn!(
+                    path = %pepper_path.display(),
+                    records,
+                    "created a new FAST pepper (pepper_recovery = \"new\"): every FAST client is logged out"
+                );
+            }
+            pepper
         };
         let tokens = observers.into_iter().fold(
             FastTokens::new(store, pepper, config),

@@ -8,7 +8,6 @@
 //! The `secret-token:` prefix (RFC 8959) lets secret scanners find leaked tokens.
 
 use std::fmt;
-use std::io::{self, Read, Write};
 use std::path::Path;
 
 use base64::Engine as _;
@@ -16,6 +15,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use zeroize::{Zeroize, Zeroizing};
 
+use crate::secret_file::SecretFileError;
 use crate::store::ClientKey;
 
 /// Prefix of every token (RFC 8959 + a FAST marker, as Prosody uses).
@@ -82,66 +82,20 @@ impl Pepper {
     /// Loads the pepper from `path`, creating it with mode 0600 if it does not exist.
     ///
     /// Creation uses `create_new`, so two processes racing on first start cannot end up with
-    /// different peppers: the loser reads the winner's file. A file of the wrong size is an
-    /// error, never silently replaced (that would log every client out).
-    pub fn load_or_create(path: &Path) -> io::Result<Self> {
-        match Self::load(path) {
-            Ok(p) => return Ok(p),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-        if let Some(dir) = path.parent()
-            && !dir.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(dir)?;
-        }
-        let pepper = Self::generate();
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        match opts.open(path) {
-            Ok(mut f) => {
-                f.write_all(&pepper.0[..])?;
-                f.sync_all()?;
-                if let Some(dir) = path.parent() {
-                    // Make the new directory entry durable too: a token derived from a pepper
-                    // that vanished in a crash would be lost.
-                    if let Ok(d) = std::fs::File::open(if dir.as_os_str().is_empty() {
-                        Path::new(".")
-                    } else {
-                        dir
-                    }) {
-                        let _ = d.sync_all();
-                    }
-                }
-                Ok(pepper)
-            }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Self::load(path),
-            Err(e) => Err(e),
-        }
+    /// different peppers: the loser reads the winner's file. A file of the wrong size, or one
+    /// that group or others can read, is an error, never silently replaced or accepted.
+    pub fn load_or_create(path: &Path) -> Result<Self, SecretFileError> {
+        crate::secret_file::load_or_create(path, || Self::generate().0).map(Pepper)
     }
 
-    /// Loads an existing pepper file.
-    pub fn load(path: &Path) -> io::Result<Self> {
-        let mut f = std::fs::File::open(path)?;
-        let mut buf = Zeroizing::new(Vec::with_capacity(PEPPER_LEN + 1));
-        Read::take(&mut f, PEPPER_LEN as u64 + 1).read_to_end(&mut buf)?;
-        if buf.len() != PEPPER_LEN {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "pepper file {} must hold exactly {PEPPER_LEN} bytes",
-                    path.display()
-                ),
-            ));
-        }
-        let mut p = Zeroizing::new([0u8; PEPPER_LEN]);
-        p.copy_from_slice(&buf);
-        Ok(Pepper(p))
+    /// Loads an existing pepper file (its permissions checked).
+    pub fn load(path: &Path) -> Result<Self, SecretFileError> {
+        crate::secret_file::load(path).map(Pepper)
+    }
+
+    /// Creates a new pepper file (mode 0600); fails if one exists.
+    pub fn create(path: &Path) -> Result<Self, SecretFileError> {
+        crate::secret_file::create(path, &Self::generate().0).map(Pepper)
     }
 
     /// Derives the token for one slot nonce of one client.

@@ -3,6 +3,7 @@
 //! mechanisms (SCRAM, PLAIN) share.
 
 use std::fmt;
+use std::path::Path;
 use std::sync::OnceLock;
 
 use hmac::{Hmac, KeyInit, Mac};
@@ -169,40 +170,72 @@ pub(crate) fn credentials_usable(hash: ScramHash, creds: &ScramCredentials) -> b
         && creds.server_key.len() == hash_len(hash)
 }
 
-/// A per-process random key for the fake credentials of unknown accounts. `None` if the OS
-/// random generator failed (then every attempt fails with `temporary-auth-failure`).
-pub(crate) fn process_key() -> Option<&'static [u8; 32]> {
-    static KEY: OnceLock<Option<[u8; 32]>> = OnceLock::new();
-    KEY.get_or_init(|| {
-        let mut k = [0u8; 32];
-        getrandom::fill(&mut k).ok().map(|()| k)
-    })
-    .as_ref()
+/// The key the fake credentials of unknown accounts are derived from (S-29).
+///
+/// Keep it stable across restarts ([`FakeKey::load_or_create`]): with a key that changes on
+/// every start, an unknown account's salt changes with it while a real account's stays, so
+/// two probes across a restart tell them apart.
+#[derive(Clone)]
+pub struct FakeKey(Zeroizing<[u8; 32]>);
+
+impl fmt::Debug for FakeKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("FakeKey([redacted])")
+    }
 }
 
-/// Deterministic, unguessable credentials for an account that does not exist (S-29): the same
-/// username always gets the same salt, so repeated probes look like a real account.
-pub(crate) fn fake_credentials(
-    hash: ScramHash,
-    username: &str,
-    iterations: u32,
-) -> Option<ScramCredentials> {
-    let key = process_key()?;
-    let derive = |label: &[u8], len: usize| {
-        let mut data = Vec::with_capacity(label.len() + username.len() + 16);
-        data.extend_from_slice(label);
-        data.push(0);
-        data.extend_from_slice(hash_name(hash).as_bytes());
-        data.push(0);
-        data.extend_from_slice(username.as_bytes());
-        let mut out = hmac(ScramHash::Sha256, key, &data);
-        out.truncate(len);
-        out
-    };
-    Some(ScramCredentials {
-        salt: derive(b"salt", SALT_LEN).to_vec(),
-        iterations: iterations.max(1),
-        stored_key: derive(b"stored-key", hash_len(hash)),
-        server_key: derive(b"server-key", hash_len(hash)),
-    })
+impl FakeKey {
+    /// A key from bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        FakeKey(Zeroizing::new(bytes))
+    }
+
+    /// Loads the key from `path`, creating it (mode 0600) on first use.
+    pub fn load_or_create(path: &Path) -> Result<Self, crate::secret_file::SecretFileError> {
+        crate::secret_file::load_or_create(path, || {
+            let mut k = Zeroizing::new([0u8; 32]);
+            getrandom::fill(&mut k[..]).expect("OS random number generator failed");
+            k
+        })
+        .map(FakeKey)
+    }
+
+    /// A random key for this process only: what providers use unless given one. Stable while
+    /// the process runs, not across restarts. `None` if the OS random generator failed (then
+    /// every attempt fails with `temporary-auth-failure`).
+    pub fn per_process() -> Option<FakeKey> {
+        static KEY: OnceLock<Option<[u8; 32]>> = OnceLock::new();
+        KEY.get_or_init(|| {
+            let mut k = [0u8; 32];
+            getrandom::fill(&mut k).ok().map(|()| k)
+        })
+        .map(FakeKey::from_bytes)
+    }
+
+    /// Deterministic, unguessable credentials for an account that does not exist: the same
+    /// username always gets the same salt, so repeated probes look like a real account.
+    pub(crate) fn credentials(
+        &self,
+        hash: ScramHash,
+        username: &str,
+        iterations: u32,
+    ) -> ScramCredentials {
+        let derive = |label: &[u8], len: usize| {
+            let mut data = Vec::with_capacity(label.len() + username.len() + 16);
+            data.extend_from_slice(label);
+            data.push(0);
+            data.extend_from_slice(hash_name(hash).as_bytes());
+            data.push(0);
+            data.extend_from_slice(username.as_bytes());
+            let mut out = hmac(ScramHash::Sha256, &self.0[..], &data);
+            out.truncate(len);
+            out
+        };
+        ScramCredentials {
+            salt: derive(b"salt", SALT_LEN).to_vec(),
+            iterations: iterations.max(1),
+            stored_key: derive(b"stored-key", hash_len(hash)),
+            server_key: derive(b"server-key", hash_len(hash)),
+        }
+    }
 }

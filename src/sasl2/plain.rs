@@ -24,7 +24,7 @@ use zeroize::Zeroizing;
 use super::accounts::{AccountStore, MAX_USERNAME_BYTES, normalize_username};
 use super::authzid::{MAX_AUTHZID_BYTES, check_authzid};
 use super::credentials::{
-    ScramCredentials, ScramHash, credentials_usable, fake_credentials, keys_from_salted,
+    FakeKey, ScramCredentials, ScramHash, credentials_usable, keys_from_salted,
     prepare_password, salted_password,
 };
 use super::scram::DEFAULT_FAKE_ITERATIONS;
@@ -40,6 +40,7 @@ pub const MAX_PLAIN_PASSWORD_BYTES: usize = 1024;
 pub struct PlainProvider {
     accounts: Arc<dyn AccountStore>,
     fake_iterations: u32,
+    fake_key: Option<FakeKey>,
 }
 
 impl fmt::Debug for PlainProvider {
@@ -57,6 +58,7 @@ impl PlainProvider {
         PlainProvider {
             accounts,
             fake_iterations: DEFAULT_FAKE_ITERATIONS,
+            fake_key: FakeKey::per_process(),
         }
     }
 
@@ -65,6 +67,13 @@ impl PlainProvider {
     /// real accounts.
     pub fn with_fake_iterations(mut self, iterations: u32) -> Self {
         self.fake_iterations = iterations.max(1);
+        self
+    }
+
+    /// The key unknown accounts' fake credentials come from (see
+    /// [`crate::sasl2::scram::ScramProvider::with_fake_key`]).
+    pub fn with_fake_key(mut self, key: FakeKey) -> Self {
+        self.fake_key = Some(key);
         self
     }
 }
@@ -82,6 +91,7 @@ impl MechanismProvider for PlainProvider {
         Box::new(PlainMechanism {
             accounts: self.accounts.clone(),
             fake_iterations: self.fake_iterations,
+            fake_key: self.fake_key.clone(),
             stream: stream.clone(),
             state: State::Start,
         })
@@ -98,6 +108,7 @@ enum State {
 struct PlainMechanism {
     accounts: Arc<dyn AccountStore>,
     fake_iterations: u32,
+    fake_key: Option<FakeKey>,
     stream: StreamInfo,
     state: State,
 }
@@ -184,8 +195,11 @@ impl PlainMechanism {
                 Err(fail(SaslCondition::TemporaryAuthFailure))
             }
             None => {
-                let c = fake_credentials(ScramHash::Sha256, username, self.fake_iterations)
-                    .ok_or_else(|| fail(SaslCondition::TemporaryAuthFailure))?;
+                let c = self
+                    .fake_key
+                    .as_ref()
+                    .ok_or_else(|| fail(SaslCondition::TemporaryAuthFailure))?
+                    .credentials(ScramHash::Sha256, username, self.fake_iterations);
                 Ok((ScramHash::Sha256, c, false))
             }
         }

@@ -12,6 +12,7 @@
 
 mod codec;
 pub mod memory;
+mod seal;
 pub mod sled_store;
 #[cfg(any(test, feature = "test-kit"))]
 pub mod test_kit;
@@ -287,6 +288,9 @@ pub enum StoreError {
     /// The backend failed (I/O, connection, ...); the backend's own error is the source.
     #[error("store backend: {0}")]
     Backend(#[source] BoxError),
+    /// The store lost or damaged committed writes; the text names the recovery.
+    #[error("token store damaged: {0}")]
+    Damaged(String),
     /// One record kept changing under concurrent updates; the operation gave up.
     #[error("too many concurrent updates of one client")]
     Contended,

@@ -20,6 +20,17 @@
 //! durable writes in flight cost a few flushes, not N; the reasoning is on the private
 //! `GroupCommit` type). `remove_account` and `raise_revocation_cutoff` are always durable.
 //!
+//! # Damage detection
+//! Before every durable flush the store bumps a generation counter in its `meta` tree, and
+//! after the flush it records that generation in a seal file beside the database
+//! (`<path>.seal`, see the private `seal` module). sled silently drops what follows a damaged
+//! log entry; a store that opens with a generation below its seal has lost committed writes
+//! (a revocation, a token a client holds) and, by default, refuses to open
+//! ([`StoreError::Damaged`], with the recovery in the message). [`DamagePolicy::Distrust`]
+//! opens it anyway with every token revoked instead (clients fall back to their passwords,
+//! `credentials-expired`), so a damaged store never lets a revoked token in nor logs half the
+//! clients out silently.
+//!
 //! sled calls other than flushing are short in-memory operations and run directly on the
 //! calling task (a `spawn_blocking` per read would cost more than the read); flushing, the one
 //! call that waits for the disk, goes through `flush_async`. Note that sled 0.34 runs every
@@ -28,14 +39,16 @@
 
 use std::convert::Infallible;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use zeroize::Zeroizing;
 
+use super::seal::{Seal, SealState};
 use super::{
     CasOutcome, ClientKey, ClientRecord, Durability, LoginView, RevocationScope, StoreError,
     TokenStore, Versioned, check_account, codec, fresh_version,
@@ -49,6 +62,53 @@ const EXPIRY_TREE: &str = "expiry";
 const CUTOFFS_TREE: &str = "cutoffs";
 /// Key of the global cutoff in the `cutoffs` tree. Account keys are at least 3 bytes long.
 const GLOBAL_CUTOFF_KEY: &[u8] = b"*";
+/// Name of the tree holding the store's own bookkeeping.
+const META_TREE: &str = "meta";
+/// Key of the generation counter in `meta` (u64 BE), bumped before every durable flush.
+const GENERATION_KEY: &[u8] = b"generation";
+
+/// sled's page cache if not configured: sled's own default is 1 GiB, which a token store of a
+/// million records fills (1.5 GB RSS measured); 64 MiB keeps the hot records cached.
+pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// What to do when the store opens with fewer committed writes than its seal recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum DamagePolicy {
+    /// Refuse to open, with an error that names the recovery (the default).
+    #[default]
+    Refuse,
+    /// Open, revoke every token issued so far (they answer `credentials-expired` and clients
+    /// log in with their passwords again), and seal the store anew.
+    Distrust,
+}
+
+/// How to open a [`SledStore`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SledOptions {
+    /// sled's page cache in bytes.
+    pub cache_bytes: u64,
+    /// What to do when lost writes are detected.
+    pub on_damage: DamagePolicy,
+}
+
+impl Default for SledOptions {
+    fn default() -> Self {
+        SledOptions {
+            cache_bytes: DEFAULT_CACHE_BYTES,
+            on_damage: DamagePolicy::Refuse,
+        }
+    }
+}
+
+/// The seal file of the store at `path`: beside it, not inside, so deleting the database
+/// directory leaves the seal to tell.
+pub fn seal_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".seal");
+    path.with_file_name(name)
+}
 
 /// A [`TokenStore`] in a sled database.
 pub struct SledStore {
@@ -56,7 +116,9 @@ pub struct SledStore {
     clients: sled::Tree,
     expiry: sled::Tree,
     cutoffs: sled::Tree,
+    meta: sled::Tree,
     commit: GroupCommit,
+    seal: Option<Arc<Mutex<Seal>>>,
 }
 
 /// Lets concurrent durable writes share one flush.
@@ -97,19 +159,64 @@ impl GroupCommit {
         }
     }
 
-    /// Returns once every write completed before this call is on disk.
-    async fn make_durable(&self, db: &sled::Db) -> Result<(), StoreError> {
+    /// Returns once every write completed before this call is on disk. Each flush carries a
+    /// new generation in `meta` and is recorded in the seal afterwards.
+    async fn make_durable(
+        &self,
+        db: &sled::Db,
+        meta: &sled::Tree,
+        seal: Option<&Arc<Mutex<Seal>>>,
+    ) -> Result<(), StoreError> {
         let ticket = self.written.fetch_add(1, Ordering::SeqCst) + 1;
         let mut flushed = self.flushed.lock().await;
         if *flushed >= ticket {
             return Ok(());
         }
         let upto = self.written.load(Ordering::SeqCst);
+        // The bump comes after every write it covers in sled's log, so a recovered log that
+        // still has this generation has those writes too.
+        let generation = bump_generation(meta)?;
         db.flush_async().await.map_err(backend)?;
+        if let Some(seal) = seal {
+            let seal = Arc::clone(seal);
+            tokio::task::spawn_blocking(move || {
+                seal.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .write(generation)
+            })
+            .await
+            .map_err(StoreError::backend)?
+            .map_err(StoreError::backend)?;
+        }
         self.flushes.fetch_add(1, Ordering::Relaxed);
         *flushed = upto;
         Ok(())
     }
+}
+
+fn generation(meta: &sled::Tree) -> Result<u64, StoreError> {
+    match meta.get(GENERATION_KEY).map_err(backend)? {
+        None => Ok(0),
+        Some(v) => read_u64(&v, "generation"),
+    }
+}
+
+fn bump_generation(meta: &sled::Tree) -> Result<u64, StoreError> {
+    let next = meta
+        .update_and_fetch(GENERATION_KEY, |old| {
+            let n = old
+                .and_then(|o| <[u8; 8]>::try_from(o).ok())
+                .map_or(0, u64::from_be_bytes);
+            Some(n.saturating_add(1).to_be_bytes().to_vec())
+        })
+        .map_err(backend)?;
+    next.map_or(Ok(0), |v| read_u64(&v, "generation"))
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis().min(u64::MAX as u128) as u64)
 }
 
 /// Why a CAS transaction stopped without writing.
@@ -154,21 +261,100 @@ fn index_key(at: u64, encoded_key: &[u8]) -> Vec<u8> {
 }
 
 impl SledStore {
-    /// Opens (or creates) the database at `path`.
+    /// Opens (or creates) the database at `path` with [`SledOptions::default`]: a 64 MiB
+    /// cache, and refusal to open a damaged store.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
-        let db = sled::open(path).map_err(backend)?;
-        Self::from_db(db)
+        Self::open_with(path, SledOptions::default())
+    }
+
+    /// Opens (or creates) the database at `path`, checking it against its seal.
+    pub fn open_with(path: impl AsRef<Path>, options: SledOptions) -> Result<Self, StoreError> {
+        let path = path.as_ref();
+        let seal_file = seal_path(path);
+        let sealed = Seal::read(&seal_file).map_err(StoreError::backend)?;
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(options.cache_bytes)
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Corruption { .. } => StoreError::Damaged(format!(
+                    "sled reports corruption in {} ({e}); restore the token store from a \
+                     backup, or move it away to start with an empty one (every FAST client \
+                     then logs in with its password again)",
+                    path.display()
+                )),
+                other => backend(other),
+            })?;
+        let mut store = Self::from_db(db)?;
+        let generation = generation(&store.meta)?;
+        let lost = match sealed {
+            SealState::Missing => {
+                if generation > 0 {
+                    tracing::warn!(seal = %seal_file.display(), "token store seal missing; writing a new one");
+                }
+                None
+            }
+            SealState::At(sealed) if sealed > generation => Some(format!(
+                "token store {} has lost committed writes (at generation {generation}, its seal \
+                 {} says {sealed}{})",
+                path.display(),
+                seal_file.display(),
+                if generation == 0 { ": was it deleted?" } else { "" }
+            )),
+            SealState::At(_) => None,
+            SealState::Garbled => Some(format!(
+                "the seal {} of token store {} is damaged",
+                seal_file.display(),
+                path.display()
+            )),
+        };
+        store.seal = Some(Arc::new(Mutex::new(
+            Seal::open(&seal_file).map_err(StoreError::backend)?,
+        )));
+        if let Some(problem) = lost {
+            match options.on_damage {
+                DamagePolicy::Refuse => {
+                    return Err(StoreError::Damaged(format!(
+                        "{problem}. Revoked tokens could be accepted again and issued ones are \
+                         missing. Recovery: restore the store and its seal from a backup, or set \
+                         store_recovery = \"distrust\" in [plugins.fast] to start with every \
+                         FAST token revoked (clients log in with their passwords again)"
+                    )));
+                }
+                DamagePolicy::Distrust => {
+                    tracing::warn!(
+                        "{problem}; every FAST token issued so far is now revoked \
+                         (store_recovery = \"distrust\"): clients log in with their passwords"
+                    );
+                    store.raise_cutoff_at(GLOBAL_CUTOFF_KEY, now_ms().saturating_add(1))?;
+                }
+            }
+        }
+        // Seal the state found (or just repaired) now, so later damage is measured from here.
+        let seal = store.seal.clone();
+        let g = bump_generation(&store.meta)?;
+        store.db.flush().map_err(backend)?;
+        if let Some(seal) = seal {
+            seal.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .write(g)
+                .map_err(StoreError::backend)?;
+        }
+        Ok(store)
     }
 
     /// Uses an already opened database (e.g. one configured with `sled::Config`, or shared with
-    /// other data of the host: only the `clients`, `expiry` and `cutoffs` trees are touched).
+    /// other data of the host: only the `clients`, `expiry`, `cutoffs` and `meta` trees are
+    /// touched). Such a store has no seal: lost writes are not detected.
     pub fn from_db(db: sled::Db) -> Result<Self, StoreError> {
         Ok(SledStore {
             clients: db.open_tree(CLIENTS_TREE).map_err(backend)?,
             expiry: db.open_tree(EXPIRY_TREE).map_err(backend)?,
             cutoffs: db.open_tree(CUTOFFS_TREE).map_err(backend)?,
+            meta: db.open_tree(META_TREE).map_err(backend)?,
             db,
             commit: GroupCommit::new(),
+            seal: None,
         })
     }
 
@@ -181,9 +367,15 @@ impl SledStore {
 
     async fn settle(&self, durability: Durability) -> Result<(), StoreError> {
         match durability {
-            Durability::Durable => self.commit.make_durable(&self.db).await,
+            Durability::Durable => self.make_durable().await,
             Durability::Lazy => Ok(()),
         }
+    }
+
+    async fn make_durable(&self) -> Result<(), StoreError> {
+        self.commit
+            .make_durable(&self.db, &self.meta, self.seal.as_ref())
+            .await
     }
 
     fn cutoff_at(&self, key: &[u8]) -> Result<u64, StoreError> {
@@ -421,7 +613,7 @@ impl TokenStore for SledStore {
                 Err(TransactionError::Storage(e)) => return Err(backend(e)),
             };
         }
-        self.commit.make_durable(&self.db).await?;
+        self.make_durable().await?;
         Ok(removed)
     }
 
@@ -438,7 +630,7 @@ impl TokenStore for SledStore {
             }
         }
         // Also when the cutoff was already this high: a concurrent raise may not be flushed yet.
-        self.commit.make_durable(&self.db).await
+        self.make_durable().await
     }
 
     async fn revocation_cutoff(&self, account: &str) -> Result<u64, StoreError> {
@@ -452,7 +644,7 @@ impl TokenStore for SledStore {
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
-        self.commit.make_durable(&self.db).await
+        self.make_durable().await
     }
 }
 

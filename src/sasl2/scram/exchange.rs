@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 use super::super::accounts::{AccountStore, normalize_username};
 use super::super::authzid::check_authzid;
 use super::super::credentials::{
-    ScramCredentials, ScramHash, credentials_usable, digest, fake_credentials, hash_len, hmac,
+    FakeKey, ScramCredentials, ScramHash, credentials_usable, digest, hash_len, hmac,
 };
 use super::super::{
     Authenticated, ChannelBindingType, Failure, Mechanism, SaslCondition, Step, StreamInfo,
@@ -60,6 +60,7 @@ pub(super) struct ScramMechanism {
     /// Non-PLUS attempt on a stream where the server offers `-PLUS` (downgrade check).
     pub(super) plus_offered_here: bool,
     pub(super) fake_iterations: u32,
+    pub(super) fake_key: Option<FakeKey>,
     pub(super) fixed_nonce_suffix: Option<String>,
     pub(super) accounts: Arc<dyn AccountStore>,
     pub(super) stream: StreamInfo,
@@ -140,8 +141,10 @@ impl ScramMechanism {
                 return Err(fail(TemporaryAuthFailure));
             }
             Ok(None) => (
-                fake_credentials(self.hash, &username, self.fake_iterations)
-                    .ok_or_else(|| fail(TemporaryAuthFailure))?,
+                self.fake_key
+                    .as_ref()
+                    .ok_or_else(|| fail(TemporaryAuthFailure))?
+                    .credentials(self.hash, &username, self.fake_iterations),
                 false,
             ),
             Err(e) => {

@@ -26,7 +26,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::accounts::AccountStore;
-use super::credentials::{ScramHash, process_key};
+use super::credentials::{FakeKey, ScramHash};
 use super::{AuthenticateRequest, Mechanism, MechanismProvider, StreamInfo};
 use exchange::{ScramMechanism, State};
 
@@ -65,6 +65,7 @@ pub struct ScramProvider {
     plus: bool,
     plus_offered: bool,
     fake_iterations: u32,
+    fake_key: Option<FakeKey>,
     fixed_nonce_suffix: Option<String>,
     accounts: Arc<dyn AccountStore>,
 }
@@ -85,13 +86,13 @@ impl ScramProvider {
     /// A provider for `SCRAM-<hash>` (or `SCRAM-<hash>-PLUS` when `plus`), verifying against
     /// `accounts`.
     pub fn new(hash: ScramHash, plus: bool, accounts: Arc<dyn AccountStore>) -> Self {
-        // Create the fake-credential key now so its first use costs nothing measurable.
-        let _ = process_key();
         ScramProvider {
             hash,
             plus,
             plus_offered: true,
             fake_iterations: DEFAULT_FAKE_ITERATIONS,
+            // Created now so its first use costs nothing measurable.
+            fake_key: FakeKey::per_process(),
             fixed_nonce_suffix: None,
             accounts,
         }
@@ -111,6 +112,14 @@ impl ScramProvider {
     /// not tell unknown accounts apart.
     pub fn with_fake_iterations(mut self, iterations: u32) -> Self {
         self.fake_iterations = iterations.max(1);
+        self
+    }
+
+    /// The key unknown accounts' salts are derived from. Give a stable one
+    /// ([`FakeKey::load_or_create`]): the default is per process, so across a restart an
+    /// unknown account's salt changes while a real one's does not (S-29).
+    pub fn with_fake_key(mut self, key: FakeKey) -> Self {
+        self.fake_key = Some(key);
         self
     }
 
@@ -149,6 +158,7 @@ impl MechanismProvider for ScramProvider {
             plus: self.plus,
             plus_offered_here: !self.plus && self.plus_offered && stream.has_channel_binding(),
             fake_iterations: self.fake_iterations,
+            fake_key: self.fake_key.clone(),
             fixed_nonce_suffix: self.fixed_nonce_suffix.clone(),
             accounts: self.accounts.clone(),
             stream: stream.clone(),

@@ -433,6 +433,28 @@ async fn unknown_user_gets_normal_challenge_then_not_authorized() {
     );
 }
 
+/// Issue 11 item 7: fake salts come from a key kept in a file, so an unknown account's salt is
+/// the same after a restart (as a real account's is); with a fresh key it would change.
+#[tokio::test]
+async fn fake_salts_survive_a_restart_with_a_key_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("scram-fake-key");
+    let salt = async |key: crate::sasl2::credentials::FakeKey| {
+        let p = provider(ScramHash::Sha256, false, accounts()).with_fake_key(key);
+        let mut m = start(&p, &plain_stream());
+        let c = challenge(m.step(Some(b"n,,n=nobody,r=abc")).await);
+        c.split(',').nth(1).unwrap().to_owned()
+    };
+    use crate::sasl2::credentials::FakeKey;
+    let first = salt(FakeKey::load_or_create(&path).unwrap()).await;
+    // "Restart": the key is read back from the file.
+    let again = salt(FakeKey::load_or_create(&path).unwrap()).await;
+    assert_eq!(first, again);
+    // A different key (what a restart without the file would give) changes the salt.
+    let other = salt(FakeKey::from_bytes([0x42; 32])).await;
+    assert_ne!(first, other);
+}
+
 fn failure_text(step: Step) -> (SaslCondition, Option<String>) {
     match step {
         Step::Failure(f) => (f.condition, f.text),

@@ -20,11 +20,12 @@
 #![warn(missing_docs)]
 
 pub mod fast;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod sasl2;
 pub mod secret_file;
 pub mod store;
 pub mod stream;
-pub mod xml;
 pub mod xmpp;
 
 // The xmpp-rs crates every public signature speaks, re-exported so a host uses the very same

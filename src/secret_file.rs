@@ -53,7 +53,12 @@ pub(crate) fn load<const N: usize>(path: &Path) -> Result<Zeroizing<[u8; N]>, Se
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
-        let mode = f.metadata().map_err(|e| io_err(path, e))?.permissions().mode() & 0o777;
+        let mode = f
+            .metadata()
+            .map_err(|e| io_err(path, e))?
+            .permissions()
+            .mode()
+            & 0o777;
         if mode & 0o077 != 0 {
             return Err(SecretFileError::TooOpen {
                 path: path.display().to_string(),
@@ -134,7 +139,10 @@ mod tests {
         let a = load_or_create::<4>(&p, || Zeroizing::new([1, 2, 3, 4])).unwrap();
         let b = load_or_create::<4>(&p, || Zeroizing::new([9; 4])).unwrap();
         assert_eq!(*a, *b, "the existing file wins");
-        assert!(matches!(load::<5>(&p), Err(SecretFileError::WrongSize { .. })));
+        assert!(matches!(
+            load::<5>(&p),
+            Err(SecretFileError::WrongSize { .. })
+        ));
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt as _;
@@ -142,7 +150,10 @@ mod tests {
             assert_eq!(mode, 0o600);
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
             let e = load::<4>(&p).unwrap_err();
-            assert!(matches!(e, SecretFileError::TooOpen { mode: 0o644, .. }), "{e}");
+            assert!(
+                matches!(e, SecretFileError::TooOpen { mode: 0o644, .. }),
+                "{e}"
+            );
             assert!(e.to_string().contains("chmod 600"));
         }
     }

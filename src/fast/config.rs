@@ -207,7 +207,9 @@ fn cache_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     let n = i64::deserialize(d)?;
     // Below 1 MiB sled thrashes; above 64 GiB is a typo.
     if !(1 << 20..=1 << 36).contains(&n) {
-        return Err(de::Error::custom("must be between 1048576 (1 MiB) and 68719476736"));
+        return Err(de::Error::custom(
+            "must be between 1048576 (1 MiB) and 68719476736",
+        ));
     }
     Ok(n as u64)
 }

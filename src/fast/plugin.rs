@@ -11,8 +11,8 @@ use tracing::debug;
 use xmpp_parsers::fast::{FastQuery, Mechanism as FastMechanism, RequestToken, Token};
 use zeroize::Zeroizing;
 
-use super::clock::xep0082;
 use super::clock::Clock as _;
+use super::clock::xep0082;
 use super::config::{FastConfig, PepperRecovery, StoreKind, StoreRecovery};
 use super::hooks::{FastObserver, RejectReason};
 use super::ht::{HtMechanism, parse_initiator};

@@ -24,8 +24,8 @@ use zeroize::Zeroizing;
 use super::accounts::{AccountStore, MAX_USERNAME_BYTES, normalize_username};
 use super::authzid::{MAX_AUTHZID_BYTES, check_authzid};
 use super::credentials::{
-    FakeKey, ScramCredentials, ScramHash, credentials_usable, keys_from_salted,
-    prepare_password, salted_password,
+    FakeKey, ScramCredentials, ScramHash, credentials_usable, keys_from_salted, prepare_password,
+    salted_password,
 };
 use super::scram::DEFAULT_FAKE_ITERATIONS;
 use super::{

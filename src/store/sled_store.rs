@@ -105,7 +105,10 @@ impl Default for SledOptions {
 /// The seal file of the store at `path`: beside it, not inside, so deleting the database
 /// directory leaves the seal to tell.
 pub fn seal_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(".seal");
     path.with_file_name(name)
 }
@@ -299,7 +302,11 @@ impl SledStore {
                  {} says {sealed}{})",
                 path.display(),
                 seal_file.display(),
-                if generation == 0 { ": was it deleted?" } else { "" }
+                if generation == 0 {
+                    ": was it deleted?"
+                } else {
+                    ""
+                }
             )),
             SealState::At(_) => None,
             SealState::Garbled => Some(format!(

@@ -100,11 +100,7 @@ pub async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, direct
     } else {
         (Transport::Plain(tcp), None)
     };
-    let limits = Limits {
-        max_element_bytes: shared.config.server.max_stanza_bytes,
-        max_depth: 16,
-        ..Limits::default()
-    };
+    let limits = Limits::default().with_max_element_bytes(shared.config.server.max_stanza_bytes);
     let (tx, rx) = mpsc::channel(QUEUE);
     let mut conn = Conn {
         shared,
@@ -268,6 +264,7 @@ impl Conn {
                     self.close_stream();
                     Flow::Close
                 }
+                _ => self.stream_error(DefinedCondition::InternalServerError, None),
             };
             if flow != Flow::Continue {
                 return flow;

@@ -1,0 +1,86 @@
+//! The bounded stream reader on arbitrary bytes, fed in arbitrary chunks.
+
+use minidom::Element;
+
+use crate::stream::{Limits, StreamEvent, StreamReader, XmlError, write_element};
+use crate::xmpp::ns;
+
+const HEADER: &str = "<stream:stream xmlns='jabber:client' \
+                      xmlns:stream='http://etherx.jabber.org/streams'>";
+
+/// Events until the first error, and that error's condition.
+fn run(data: &[u8], mut chunk: impl FnMut() -> usize) -> (Vec<StreamEvent>, Option<String>) {
+    let mut reader = StreamReader::new(Limits::default());
+    let mut events = Vec::new();
+    let mut rest = data;
+    let condition = |e: XmlError| Some(e.condition().to_string());
+    while !rest.is_empty() {
+        let n = chunk().clamp(1, rest.len());
+        let (now, later) = rest.split_at(n);
+        rest = later;
+        if let Err(e) = reader.feed(now) {
+            return (events, condition(e));
+        }
+        loop {
+            match reader.next_event() {
+                Ok(Some(ev)) => events.push(ev),
+                Ok(None) => break,
+                Err(e) => return (events, condition(e)),
+            }
+        }
+    }
+    (events, None)
+}
+
+fn reparse(el: &Element) {
+    let mut xml = String::new();
+    write_element(&mut xml, el, ns::JABBER_CLIENT);
+    // Escaping may make the text longer than the original, and declarations may be added
+    // (the default namespace, and a prefix per prefixed attribute): relax the size limits.
+    let mut limits = Limits::default();
+    limits.max_element_bytes = usize::MAX / 4;
+    limits.max_attributes = 2 * Limits::default().max_attributes + 1;
+    let mut r = StreamReader::new(limits);
+    r.feed(HEADER.as_bytes()).expect("header");
+    r.feed(xml.as_bytes()).expect("element");
+    match r.next_event() {
+        Ok(Some(StreamEvent::Header(_))) => {}
+        other => panic!("header: {other:?}"),
+    }
+    match r.next_event() {
+        Ok(Some(StreamEvent::Element(back))) => {
+            assert!(&back == el, "round trip changed the element; xml: {xml}")
+        }
+        other => panic!("re-parse of {xml:?} failed: {other:?}"),
+    }
+}
+
+/// Input: byte 0 picks the chunking (0 = all at once, otherwise chunk sizes drawn from
+/// `1..=byte0` by a generator seeded with it), the rest is the stream. Checks, besides "no
+/// panic, no hang, no unbounded memory": the events and the error condition do not depend on
+/// the chunking, and every element written with [`write_element`] parses back equal.
+pub fn stream_reader(data: &[u8]) {
+    let Some((&sel, stream)) = data.split_first() else {
+        return;
+    };
+    let whole = run(stream, || usize::MAX);
+    if sel != 0 {
+        let mut state = u32::from(sel).wrapping_mul(0x9E37_79B9) | 1;
+        let chunked = run(stream, || {
+            // xorshift32
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            1 + (state % u32::from(sel)) as usize
+        });
+        assert!(
+            whole == chunked,
+            "outcome depends on chunking (max chunk {sel}): {whole:?} vs {chunked:?}"
+        );
+    }
+    for ev in &whole.0 {
+        if let StreamEvent::Element(el) = ev {
+            reparse(el);
+        }
+    }
+}

@@ -21,3 +21,19 @@ async fn sled_store_conforms() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_store_conforms() {
+    use sasl2_fast::store::postgres::{PostgresOptions, PostgresStore};
+    use sasl2_fast::store::test_kit::TestPostgres;
+    let pg = TestPostgres::start().unwrap_or_else(|e| panic!("{e}"));
+    // A fresh database per check: each starts from an empty store, as the kit requires.
+    test_kit::run_all(|| async {
+        let url = pg.fresh_database().unwrap();
+        let store = PostgresStore::open(PostgresOptions::new(url))
+            .await
+            .unwrap();
+        (Arc::new(store) as Arc<dyn TokenStore>, ())
+    })
+    .await;
+}

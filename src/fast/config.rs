@@ -26,6 +26,38 @@ pub enum StoreKind {
     Sled,
     /// In memory; tokens are lost on restart.
     Memory,
+    /// PostgreSQL at `postgres_url` (feature `postgres`), shared by a cluster of hosts.
+    Postgres,
+}
+
+/// A PostgreSQL connection string (URL or `key=value`). Its `Debug` hides the password.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct PostgresUrl(pub String);
+
+impl fmt::Debug for PostgresUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A password may sit anywhere in a libpq string: show only the parts that name the
+        // server (and never the raw text).
+        let mut shown = Vec::new();
+        for part in self
+            .0
+            .split(|c: char| c.is_whitespace() || c == '&' || c == '?')
+        {
+            let lower = part.to_ascii_lowercase();
+            if lower.starts_with("host=")
+                || lower.starts_with("port=")
+                || lower.starts_with("dbname=")
+            {
+                shown.push(part.to_owned());
+            }
+        }
+        if let Some(rest) = self.0.split_once("://").map(|(_, r)| r) {
+            let at_host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+            shown.push(at_host.split('?').next().unwrap_or("").to_owned());
+        }
+        write!(f, "PostgresUrl({} [password redacted])", shown.join(" "))
+    }
 }
 
 /// What to do when the embedded store lost committed writes (`store_recovery`).
@@ -85,6 +117,17 @@ pub struct FastConfig {
     pub pepper_file: Option<PathBuf>,
     /// What to do when the pepper is missing but the store holds tokens.
     pub pepper_recovery: PepperRecovery,
+    /// The PostgreSQL database (`store = "postgres"`): a libpq URL or `key=value` string; a
+    /// password may also come from `PGPASSWORD` or a password file.
+    #[serde(deserialize_with = "optional_url")]
+    pub postgres_url: Option<PostgresUrl>,
+    /// Connections to PostgreSQL per host (1..=1000).
+    #[serde(deserialize_with = "pool_size")]
+    pub postgres_pool_size: usize,
+    /// PEM file of the CA of the PostgreSQL server's certificate (for `sslmode=require`);
+    /// `None` (empty in the file) = the web PKI roots.
+    #[serde(deserialize_with = "optional_path")]
+    pub postgres_ca_file: Option<PathBuf>,
     /// Most clients kept per account (1..=100 000).
     #[serde(deserialize_with = "clients_per_account")]
     pub max_clients_per_account: usize,
@@ -114,6 +157,9 @@ impl Default for FastConfig {
             store_recovery: StoreRecovery::Refuse,
             pepper_file: None,
             pepper_recovery: PepperRecovery::Refuse,
+            postgres_url: None,
+            postgres_pool_size: 16,
+            postgres_ca_file: None,
             max_clients_per_account: 100,
             sweep_interval: Duration::from_secs(3600),
         }
@@ -214,6 +260,19 @@ fn cache_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     Ok(n as u64)
 }
 
+fn optional_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PostgresUrl>, D::Error> {
+    let s = String::deserialize(d)?;
+    Ok((!s.is_empty()).then_some(PostgresUrl(s)))
+}
+
+fn pool_size<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let n = i64::deserialize(d)?;
+    if !(1..=1000).contains(&n) {
+        return Err(de::Error::custom("must be between 1 and 1000"));
+    }
+    Ok(n as usize)
+}
+
 fn clients_per_account<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
     let n = i64::deserialize(d)?;
     if !(1..=100_000).contains(&n) {
@@ -255,6 +314,9 @@ impl FastConfig {
         }
         if self.enabled && self.mechanisms.is_empty() {
             return Err(err("mechanisms", "at least one mechanism is needed"));
+        }
+        if self.store == StoreKind::Postgres && self.postgres_url.is_none() {
+            return Err(err("postgres_url", "required with store = \"postgres\""));
         }
         if self.sweep_interval.is_zero() {
             return Err(err("sweep_interval", "must be greater than 0"));
@@ -319,6 +381,19 @@ mod tests {
     }
 
     #[test]
+    fn postgres_url_debug_hides_the_password() {
+        for url in [
+            "postgresql://fast:hunter2@db.example:5432/xmpp?sslmode=require",
+            "host=db.example user=fast password=hunter2 dbname=xmpp",
+        ] {
+            let c = parse(&format!("store = \"postgres\"\npostgres_url = \"{url}\"")).unwrap();
+            let d = format!("{c:?}");
+            assert!(!d.contains("hunter2"), "{d}");
+            assert!(d.contains("db.example"), "{d}");
+        }
+    }
+
+    #[test]
     fn prosody_defaults() {
         let c = FastConfig::default();
         assert_eq!(c.token_ttl.as_secs(), 1_814_400);
@@ -360,6 +435,8 @@ mod tests {
             ),
             ("mechanisms = []", "mechanisms", "at least one"),
             ("store = \"redis\"", "store", "sled"),
+            ("store = \"postgres\"", "postgres_url", "required"),
+            ("postgres_pool_size = 0", "postgres_pool_size", "between"),
             (
                 "max_clients_per_account = 0",
                 "max_clients_per_account",

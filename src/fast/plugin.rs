@@ -96,6 +96,7 @@ impl FastPlugin {
                 };
                 Arc::new(SledStore::open_with(path, options)?)
             }
+            StoreKind::Postgres => open_postgres(&config).await?,
         };
         let pepper_path = config
             .pepper_file
@@ -154,6 +155,26 @@ impl FastPlugin {
             .filter(|m| m.usable_on(stream))
             .collect()
     }
+}
+
+/// The PostgreSQL store of a config (feature `postgres`).
+#[cfg(feature = "postgres")]
+async fn open_postgres(config: &FastConfig) -> Result<Arc<dyn TokenStore>, OpenError> {
+    use crate::store::postgres::{PostgresOptions, PostgresStore};
+    let url = config.postgres_url.as_ref().ok_or_else(|| {
+        crate::store::StoreError::backend("store = \"postgres\" needs postgres_url")
+    })?;
+    let mut options = PostgresOptions::new(url.0.clone());
+    options.pool_size = config.postgres_pool_size;
+    options.ca_file = config.postgres_ca_file.clone();
+    Ok(Arc::new(PostgresStore::open(options).await?))
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn open_postgres(_config: &FastConfig) -> Result<Arc<dyn TokenStore>, OpenError> {
+    Err(OpenError::Store(crate::store::StoreError::backend(
+        "store = \"postgres\" needs sasl2-fast built with the `postgres` feature",
+    )))
 }
 
 /// The HT mechanisms one stream offers: the state of the FAST offer.

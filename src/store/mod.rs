@@ -12,6 +12,8 @@
 
 mod codec;
 pub mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 mod seal;
 pub mod sled_store;
 #[cfg(any(test, feature = "test-kit"))]

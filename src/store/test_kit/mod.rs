@@ -19,6 +19,10 @@
 //! Each check gets its own fresh store; a failing check panics with its name. The checks are
 //! also public one by one, for a store that wants to run them as separate tests.
 
+mod postgres_server;
+
+pub use postgres_server::{TestPostgres, TestPostgresError};
+
 use std::future::Future;
 use std::sync::Arc;
 

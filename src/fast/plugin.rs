@@ -369,13 +369,18 @@ impl InlineFeature for FastPlugin {
             }
         }
         // F-1, F-2. Never `tls-0rtt` (F-6): this server does not accept TLS early data.
-        let element = FastQuery {
+        let mut element = Element::from(FastQuery {
             tls_0rtt: false,
             mechanisms: offered
                 .iter()
                 .map(|m| FastMechanism(m.name().to_owned()))
                 .collect(),
-        };
+        });
+        // xmpp-parsers writes tls-0rtt='false'; the attribute is optional (F-6) and an
+        // absent one is what every peer sends.
+        element
+            .attrs_mut()
+            .remove(&rxml::Namespace::NONE, "tls-0rtt");
         Some(
             Offer::new(element)
                 .with_channel_bindings(cb)
@@ -489,13 +494,19 @@ impl InlineFeature for FastPlugin {
         };
         if let Some(t) = issued {
             // F-11. The token is durable (issue/commit flushed) before this element exists.
-            let expiry = xep0082(t.expires_at)
-                .parse()
-                .map_err(|e| InlineError::internal("fast", e))?;
-            success.push(Token {
+            let expiry = xep0082(t.expires_at);
+            let mut token = Element::from(Token {
                 token: t.token.expose().to_owned(),
-                expiry,
+                expiry: expiry.parse().map_err(|e| InlineError::internal("fast", e))?,
             });
+            // XEP-0082 UTC form (`...Z`, protocol.md §8), whatever offset form xmpp-parsers
+            // chooses for the parsed value.
+            token.set_attr(
+                rxml::Namespace::NONE,
+                rxml::NcName::try_from("expiry").expect("valid name"),
+                expiry,
+            );
+            success.push(token);
         }
         Ok(())
     }

@@ -65,18 +65,36 @@ pub fn stream_reader(data: &[u8]) {
     };
     let whole = run(stream, || usize::MAX);
     if sel != 0 {
-        let mut state = u32::from(sel).wrapping_mul(0x9E37_79B9) | 1;
-        let chunked = run(stream, || {
-            // xorshift32
-            state ^= state << 13;
-            state ^= state >> 17;
-            state ^= state << 5;
-            1 + (state % u32::from(sel)) as usize
-        });
-        assert!(
-            whole == chunked,
-            "outcome depends on chunking (max chunk {sel}): {whole:?} vs {chunked:?}"
-        );
+        let chunking = |sel: u8| {
+            let mut state = u32::from(sel).wrapping_mul(0x9E37_79B9) | 1;
+            move || {
+                // xorshift32
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                1 + (state % u32::from(sel)) as usize
+            }
+        };
+        let chunked = run(stream, chunking(sel));
+        if whole != chunked {
+            // rxml may hold a token at the end of the input until it sees the next byte (a
+            // trailing CR could start a CRLF), so one run can detect an error that the other
+            // reports only once more input arrives. The events must agree, and with one more
+            // byte both must reach the same answer.
+            assert!(
+                whole.0 == chunked.0 && (whole.1.is_none() || chunked.1.is_none()),
+                "outcome depends on chunking (max chunk {sel}): {whole:?} vs {chunked:?}"
+            );
+            let mut longer = stream.to_vec();
+            longer.push(b'<');
+            let a = run(&longer, || usize::MAX);
+            let b = run(&longer, chunking(sel));
+            assert!(
+                a.1.is_some() && a.1 == b.1,
+                "outcome depends on chunking (max chunk {sel}), also with one more byte: \
+                 {a:?} vs {b:?}"
+            );
+        }
     }
     for ev in &whole.0 {
         if let StreamEvent::Element(el) = ev {

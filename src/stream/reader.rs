@@ -503,11 +503,12 @@ fn ends_in_markup_declaration(recent: &[u8]) -> bool {
         .any(|w| w[0] == b'<' && w[1] == b'!' && w[2].is_ascii_uppercase())
 }
 
-/// True if `recent` holds `<?xml` continued by a name character: a processing instruction
+/// True if `recent` ends in `<?xml` continued by a name character: a processing instruction
 /// whose target merely starts with `xml` (`<?xml-stylesheet`), which rxml reads as a broken
-/// XML declaration.
+/// XML declaration. Anchored at the end: rxml stops at the byte it rejects, so an earlier
+/// match would be about some other part of the input.
 fn ends_in_xml_named_pi(recent: &[u8]) -> bool {
-    recent.windows(6).any(|w| {
+    recent.windows(6).rev().take(2).any(|w| {
         &w[..5] == b"<?xml"
             && (w[5].is_ascii_alphanumeric() || matches!(w[5], b'-' | b'_' | b'.' | b':'))
     })

@@ -261,6 +261,18 @@ fn normalizes_line_ends_and_attribute_whitespace() {
     assert_eq!(b.text(), "1\n2");
 }
 
+/// Fuzzer finding (xml_reader): `F#\r` at the start of a stream is rejected at once when it
+/// arrives in pieces, but only on the next byte when it arrives whole (rxml waits to see
+/// whether the CR starts a CRLF). Both answers are not-well-formed once more input comes.
+#[test]
+fn text_before_the_header_is_rejected_whatever_the_chunking() {
+    for sizes in [&[1][..], &[2][..], &[4][..]] {
+        let (events, err) = run_chunks(b"F#\r<", sizes, Limits::default());
+        assert!(events.is_empty());
+        assert!(matches!(err, Some(XmlError::NotWellFormed(_))), "{sizes:?}: {err:?}");
+    }
+}
+
 #[test]
 fn whitespace_keepalives_are_ignored() {
     let (events, err) = parse_all(&in_stream(" \n\t\r\n<a/>\n\n<b/> "));
@@ -858,7 +870,19 @@ proptest! {
         for limits in [Limits::default(), tiny_limits()] {
             let whole = shape(run_chunks(&data, &[data.len()], limits));
             let chunked = shape(run_chunks(&data, &sizes, limits));
-            prop_assert_eq!(chunked, whole);
+            if whole != chunked {
+                // rxml may hold a token at the very end (a trailing CR could start a CRLF)
+                // until the next byte: then only one run has found the error yet. The events
+                // agree, and one byte more brings both to the same answer.
+                prop_assert_eq!(&whole.0, &chunked.0);
+                prop_assert!(whole.1.is_none() || chunked.1.is_none());
+                let mut longer = data.clone();
+                longer.push(b'<');
+                let a = shape(run_chunks(&longer, &[longer.len()], limits));
+                let b = shape(run_chunks(&longer, &sizes, limits));
+                prop_assert!(a.1.is_some());
+                prop_assert_eq!(a.1, b.1);
+            }
         }
     }
 

@@ -1,25 +1,25 @@
-//! The example host over real TCP + TLS, driven by `examples/common/client.rs`.
+//! The example host over real TCP + TLS, driven by the host crate's test client.
 //!
-//! Each test starts its own host in-process (tempdir `data_dir`, port 0) and is bounded by a
-//! timeout. Channel-binding bytes always come from the client's own TLS session; the sans-IO
-//! flows are in `tests/fast_flows.rs` and are not repeated here.
-
-#[path = "../examples/host/app/mod.rs"]
-mod app;
-#[path = "../examples/common/client.rs"]
-mod client;
+//! Each test starts its own host in-process (tempdir `data_dir`, loopback ports the OS picks)
+//! and is bounded by a timeout. Channel-binding bytes always come from the client's own TLS
+//! session; the sans-IO flows are in `tests/fast_flows/` and are not repeated here.
 
 use std::future::Future;
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use client::{Client, ClientError, ConnectOptions, LoginOptions, Outcome, Tls};
 use sasl2_fast::fast::HtMechanism;
-use sasl2_fast::xml::{Element, NS_CLIENT, NS_SASL_CB, NS_SASL2, NS_STREAM, NS_TLS};
+use sasl2_fast::minidom::Element;
+use sasl2_fast::stream::write_element;
+use sasl2_fast::xmpp::{Redacted, ns};
+use sasl2_fast_host::HostConfig;
+use sasl2_fast_host::client::{self, Client, ClientError, LoginOptions, Outcome, Tls};
+use sasl2_fast_host::harness::TestHost as Harness;
 use tokio_rustls::rustls::ProtocolVersion;
 
 type TResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 const UA: &str = "d4565fa7-4d72-4749-b3d3-740edbf87770";
 const EXPR: &str = "HT-SHA-256-EXPR";
@@ -30,72 +30,52 @@ async fn bounded(secs: u64, f: impl Future<Output = TResult>) -> TResult {
         .map_err(|_| format!("test did not finish within {secs} s"))?
 }
 
-fn config_toml(dir: &std::path::Path, require_tls: bool, fast: &str) -> String {
-    format!(
-        r#"
-[server]
-domain = "localhost"
-listen = "127.0.0.1:0"
-listen_tls = "127.0.0.1:0"
-data_dir = "{}"
-require_tls = {require_tls}
-
-[accounts]
-alice = "alicepass"
-bob = "bobpass"
-
-[plugins.fast]
-{fast}
-"#,
-        dir.display()
-    )
+/// `el` serialized as a top-level element of a `jabber:client` stream.
+fn on_stream(el: &Element) -> String {
+    let mut s = String::new();
+    write_element(&mut s, el, ns::JABBER_CLIENT);
+    s
 }
 
-struct TestHost {
-    host: app::Host,
-    dir: tempfile::TempDir,
-    toml: String,
+/// The demo host (alice, bob; FAST defaults) with logins as alice.
+struct TestHost(Harness);
+
+impl std::ops::Deref for TestHost {
+    type Target = Harness;
+    fn deref(&self) -> &Harness {
+        &self.0
+    }
 }
 
 impl TestHost {
-    async fn start_with(
-        require_tls: bool,
-        fast: &str,
-    ) -> Result<TestHost, Box<dyn std::error::Error + Send + Sync>> {
-        let dir = tempfile::tempdir()?;
-        let data = dir.path().join("data");
-        let toml = config_toml(&data, require_tls, fast);
-        let cfg = app::HostConfig::from_toml_str(&toml, dir.path())?;
-        let host = app::Host::start(cfg).await?;
-        Ok(TestHost { host, dir, toml })
+    async fn start() -> Result<TestHost, BoxError> {
+        Self::start_with(|_| {}).await
     }
 
-    async fn start() -> Result<TestHost, Box<dyn std::error::Error + Send + Sync>> {
-        Self::start_with(true, "").await
+    /// The demo config, changed by `edit` before the host starts.
+    async fn start_with(edit: impl FnOnce(&mut HostConfig)) -> Result<TestHost, BoxError> {
+        let mut config = Harness::config();
+        edit(&mut config);
+        Ok(TestHost(Harness::start(config).await?))
+    }
+
+    /// With `[plugins.fast] token_ttl` and `token_min_ttl` in seconds.
+    async fn start_with_ttls(ttl: u64, min_ttl: u64) -> Result<TestHost, BoxError> {
+        Self::start_with(|c| {
+            let fast = c.plugins.fast.as_mut().expect("FAST on in the demo config");
+            fast.token_ttl = Duration::from_secs(ttl);
+            fast.token_min_ttl = Duration::from_secs(min_ttl);
+        })
+        .await
     }
 
     /// Shuts the host down and starts it again on the same data_dir (new ports).
-    async fn restart(self) -> Result<TestHost, Box<dyn std::error::Error + Send + Sync>> {
-        let TestHost { host, dir, toml } = self;
-        host.shutdown().await;
-        let cfg = app::HostConfig::from_toml_str(&toml, dir.path())?;
-        let host = app::Host::start(cfg).await?;
-        Ok(TestHost { host, dir, toml })
-    }
-
-    fn opts(&self, tls: Tls, from: Option<&str>) -> Result<ConnectOptions, ClientError> {
-        let addr = match tls {
-            Tls::Direct => self
-                .host
-                .tls_local_addr()
-                .ok_or_else(|| ClientError::Protocol("no direct TLS listener".into()))?,
-            _ => self.host.local_addr(),
-        };
-        ConnectOptions::localhost(addr, tls, self.host.cert_pem_path(), from)
+    async fn restart(self) -> Result<TestHost, BoxError> {
+        Ok(TestHost(self.0.restart().await?))
     }
 
     async fn connect(&self, tls: Tls) -> Result<Client, ClientError> {
-        Client::connect(self.opts(tls, Some("alice@localhost"))?).await
+        self.0.connect(tls, Some("alice@localhost")).await
     }
 
     /// A STARTTLS connection, TLS up and the post-TLS stream open.
@@ -104,10 +84,7 @@ impl TestHost {
     }
 
     /// Password login (PLAIN, cheapest) that requests a token for `mech`.
-    async fn token_for(
-        &self,
-        mech: &str,
-    ) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+    async fn token_for(&self, mech: &str) -> Result<String, BoxError> {
         let mut c = self.alice().await?;
         let s = c
             .login_plain(
@@ -144,10 +121,15 @@ async fn features_over_starttls_tls13() -> TResult {
         assert_eq!(c.tls_version, Some(ProtocolVersion::TLSv1_3));
         // Before TLS: STARTTLS (required), no SASL2.
         let pre = c.pre_tls_features.as_ref().ok_or("no pre-TLS features")?;
-        assert!(pre.get_child("starttls", NS_TLS).is_some(), "{pre:?}");
         assert!(
-            pre.get_child("authentication", NS_SASL2).is_none(),
-            "{pre:?}"
+            pre.get_child("starttls", ns::TLS).is_some(),
+            "{:?}",
+            Redacted(pre)
+        );
+        assert!(
+            pre.get_child("authentication", ns::SASL2).is_none(),
+            "{:?}",
+            Redacted(pre)
         );
         // After TLS.
         let mechs = c.mechanisms();
@@ -176,7 +158,7 @@ async fn features_over_starttls_tls13() -> TResult {
         );
         let features = c.features.as_ref().ok_or("no features")?;
         let cb = features
-            .get_child("sasl-channel-binding", NS_SASL_CB)
+            .get_child("sasl-channel-binding", ns::SASL_CB)
             .ok_or("no sasl-channel-binding")?;
         let types: Vec<&str> = cb.children().filter_map(|e| e.attr("type")).collect();
         assert!(types.contains(&"tls-exporter"), "{types:?}");
@@ -285,7 +267,7 @@ async fn fast_replay_on_another_connection_fails() -> TResult {
 #[tokio::test]
 async fn rotation_keeps_old_token_until_new_one_is_used() -> TResult {
     bounded(30, async {
-        let t = TestHost::start_with(true, "token_ttl = 60\ntoken_min_ttl = 2").await?;
+        let t = TestHost::start_with_ttls(60, 2).await?;
         let ua = LoginOptions::agent(UA);
         let t1 = t.token_for(EXPR).await?;
         // Fresh token: no rotation (min_ttl 2 s leaves room for a slow debug build).
@@ -331,7 +313,7 @@ async fn invalidate_logs_out() -> TResult {
 #[tokio::test]
 async fn expired_token_is_credentials_expired() -> TResult {
     bounded(30, async {
-        let t = TestHost::start_with(true, "token_ttl = 2\ntoken_min_ttl = 1").await?;
+        let t = TestHost::start_with_ttls(2, 1).await?;
         let token = t.token_for(EXPR).await?;
         tokio::time::sleep(Duration::from_millis(2200)).await;
         let o = t.fast(&token, EXPR, &LoginOptions::agent(UA)).await?;
@@ -426,8 +408,16 @@ async fn plaintext_refuses_sasl2_when_tls_required() -> TResult {
         let t = TestHost::start().await?;
         let mut c = t.connect(Tls::None).await?;
         let f = c.features.clone().ok_or("no features")?;
-        assert!(f.get_child("starttls", NS_TLS).is_some(), "{f:?}");
-        assert!(f.get_child("authentication", NS_SASL2).is_none(), "{f:?}");
+        assert!(
+            f.get_child("starttls", ns::TLS).is_some(),
+            "{:?}",
+            Redacted(&f)
+        );
+        assert!(
+            f.get_child("authentication", ns::SASL2).is_none(),
+            "{:?}",
+            Redacted(&f)
+        );
         let auth = Client::authenticate_element(
             "PLAIN",
             Some(b"\0alice\0alicepass"),
@@ -436,13 +426,23 @@ async fn plaintext_refuses_sasl2_when_tls_required() -> TResult {
         );
         c.send(&auth).await?;
         match c.recv_any().await {
-            Ok(e) if e.is("failure", NS_SASL2) => {
-                eprintln!("plaintext authenticate answered with SASL failure: {e:?}");
+            Ok(e) if e.is("failure", ns::SASL2) => {
+                eprintln!(
+                    "plaintext authenticate answered with SASL failure: {:?}",
+                    Redacted(&e)
+                );
             }
-            Ok(e) if e.is("error", NS_STREAM) => {
-                eprintln!("plaintext authenticate answered with stream error: {e:?}");
+            Ok(e) if e.is("error", ns::STREAM) => {
+                eprintln!(
+                    "plaintext authenticate answered with stream error: {:?}",
+                    Redacted(&e)
+                );
             }
-            Ok(e) => return Err(format!("plaintext authenticate answered with {e:?}").into()),
+            Ok(e) => {
+                return Err(
+                    format!("plaintext authenticate answered with {:?}", Redacted(&e)).into(),
+                );
+            }
             Err(ClientError::Closed) => {
                 return Err("closed without a failure or stream error".into());
             }
@@ -502,7 +502,7 @@ async fn pipelined_fast_authenticate_before_features() -> TResult {
                 true,
             );
             let mut bytes = c.header_xml();
-            bytes.push_str(&auth.to_xml_in(NS_CLIENT));
+            bytes.push_str(&on_stream(&auth));
             c.send_raw(bytes.as_bytes()).await?;
             c.read_stream_start().await?;
             let s = c.read_fast_outcome(&token, EXPR).await?.into_success()?;
@@ -560,13 +560,15 @@ async fn ping_and_message_between_two_sessions() -> TResult {
         a.send_message(&sb.jid, "hello b").await?;
         let m = b.recv_message().await?;
         assert_eq!(
-            m.get_child("body", NS_CLIENT).map(Element::text).as_deref(),
+            m.get_child("body", ns::JABBER_CLIENT)
+                .map(Element::text)
+                .as_deref(),
             Some("hello b")
         );
-        assert_eq!(m.attr("from"), Some(sa.jid.as_str()), "{m:?}");
+        assert_eq!(m.attr("from"), Some(sa.jid.as_str()), "{:?}", Redacted(&m));
         b.send_message(&sa.jid, "hello a").await?;
         let m = a.recv_message().await?;
-        assert_eq!(m.attr("from"), Some(sb.jid.as_str()), "{m:?}");
+        assert_eq!(m.attr("from"), Some(sb.jid.as_str()), "{:?}", Redacted(&m));
         Ok(())
     })
     .await
@@ -622,9 +624,13 @@ async fn hostile_inputs() -> TResult {
         let ua = LoginOptions::agent(UA);
         type Build = Box<dyn Fn(&Client) -> Result<Vec<u8>, ClientError>>;
         let auth_with = |mech: &str, ir: &[u8], fast: bool| {
-            Client::authenticate_element(mech, Some(ir), &LoginOptions::agent(UA), fast)
-                .to_xml_in(NS_CLIENT)
-                .into_bytes()
+            on_stream(&Client::authenticate_element(
+                mech,
+                Some(ir),
+                &LoginOptions::agent(UA),
+                fast,
+            ))
+            .into_bytes()
         };
         let cases: Vec<(&str, Build, Expect)> = vec![
             (
@@ -665,12 +671,13 @@ async fn hostile_inputs() -> TResult {
                     move |c| {
                         let msg = c.fast_initial_response("alice", &token, EXPR)?;
                         let mut a = Client::authenticate_element(EXPR, Some(&msg), &LoginOptions::agent(UA), true);
-                        a.push_child(
-                            Element::new("surprise", "urn:example:unknown")
-                                .with_attr("x", "1")
-                                .with_child(Element::new("inner", "urn:example:unknown").with_text("?")),
+                        a.append_child(
+                            Element::builder("surprise", "urn:example:unknown")
+                                .attr(rxml::NcName::try_from("x").expect("valid name"), "1")
+                                .append(Element::builder("inner", "urn:example:unknown").append("?"))
+                                .build(),
                         );
-                        Ok(a.to_xml_in(NS_CLIENT).into_bytes())
+                        Ok(on_stream(&a).into_bytes())
                     }
                 }),
                 Expect::FastSuccess,
@@ -700,21 +707,22 @@ async fn hostile_inputs() -> TResult {
             let got = send_and_answer(&mut c, &data, Duration::from_secs(5)).await;
             let ok = match (expect, &got) {
                 (Expect::SaslFailure(cond), Ok(e)) => {
-                    e.is("failure", NS_SASL2) && e.children().any(|x| x.name() == *cond)
+                    e.is("failure", ns::SASL2) && e.children().any(|x| x.name() == *cond)
                 }
                 (Expect::StreamError(cond), Ok(e)) => client::is_stream_error(e, cond),
                 (Expect::FastSuccess, Ok(e)) => {
                     // Also check the server proof, as login_fast would.
                     let m = HtMechanism::from_name(EXPR).ok_or("EXPR")?;
                     let proof = B64.encode(m.responder_mac(token.as_bytes(), &c.cb_for(m)?));
-                    e.is("success", NS_SASL2)
-                        && e.get_child("additional-data", NS_SASL2).map(Element::text)
+                    e.is("success", ns::SASL2)
+                        && e.get_child("additional-data", ns::SASL2).map(Element::text)
                             == Some(proof)
                 }
                 _ => false,
             };
             report.push(format!(
-                "{name}: expected {expect:?}, got {got:?} after {:?}{}",
+                "{name}: expected {expect:?}, got {:?} after {:?}{}",
+                got.as_ref().map(Redacted),
                 started.elapsed(),
                 if ok { "" } else { "  <-- MISMATCH" }
             ));
@@ -758,19 +766,8 @@ async fn fast_needs_user_agent_and_known_mechanism() -> TResult {
 async fn plain_can_be_switched_off() -> TResult {
     // XEP-0388 S-28: servers SHOULD NOT offer PLAIN; `allow_plain = false` follows that.
     bounded(30, async {
-        let dir = tempfile::tempdir()?;
-        let toml = config_toml(&dir.path().join("data"), true, "").replace(
-            "require_tls = true",
-            "require_tls = true\nallow_plain = false",
-        );
-        let host = app::Host::start(app::HostConfig::from_toml_str(&toml, dir.path())?).await?;
-        let opts = ConnectOptions::localhost(
-            host.local_addr(),
-            Tls::StartTls,
-            host.cert_pem_path(),
-            None,
-        )?;
-        let mut c = Client::connect(opts).await?;
+        let t = TestHost::start_with(|c| c.server.allow_plain = false).await?;
+        let mut c = t.0.connect(Tls::StartTls, None).await?;
         let mechs = c.mechanisms();
         assert!(!mechs.iter().any(|m| m == "PLAIN"), "{mechs:?}");
         assert!(mechs.iter().any(|m| m == "SCRAM-SHA-256-PLUS"), "{mechs:?}");
@@ -778,7 +775,7 @@ async fn plain_can_be_switched_off() -> TResult {
             .login_plain("alice", "alicepass", &LoginOptions::agent(UA))
             .await?;
         assert_eq!(condition(o)?, "invalid-mechanism");
-        host.shutdown().await;
+        t.0.shutdown().await;
         Ok(())
     })
     .await
@@ -788,26 +785,15 @@ async fn plain_can_be_switched_off() -> TResult {
 async fn over_the_connection_limit_a_stream_error_says_why() -> TResult {
     bounded(30, async {
         use tokio::io::AsyncReadExt as _;
-        let dir = tempfile::tempdir()?;
-        let toml = config_toml(&dir.path().join("data"), true, "").replace(
-            "require_tls = true",
-            "require_tls = true\nmax_connections = 1",
-        );
-        let host = app::Host::start(app::HostConfig::from_toml_str(&toml, dir.path())?).await?;
-        let _first = Client::connect(ConnectOptions::localhost(
-            host.local_addr(),
-            Tls::StartTls,
-            host.cert_pem_path(),
-            None,
-        )?)
-        .await?;
-        let mut second = tokio::net::TcpStream::connect(host.local_addr()).await?;
+        let t = TestHost::start_with(|c| c.server.max_connections = 1).await?;
+        let _first = t.0.connect(Tls::StartTls, None).await?;
+        let mut second = tokio::net::TcpStream::connect(t.host.local_addr()).await?;
         let mut got = Vec::new();
         second.read_to_end(&mut got).await?;
         let text = String::from_utf8(got)?;
         assert!(text.contains("<policy-violation"), "{text}");
         assert!(text.ends_with("</stream:stream>"), "{text}");
-        host.shutdown().await;
+        t.0.shutdown().await;
         Ok(())
     })
     .await

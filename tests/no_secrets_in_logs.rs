@@ -3,16 +3,13 @@
 //! with a password, receives a token, logs in with it, gets a rotated one and invalidates it,
 //! then searches the captured output for every secret involved.
 
-#[path = "../examples/host/app/mod.rs"]
-mod app;
-#[path = "../examples/common/client.rs"]
-mod client;
-
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use client::{Client, ConnectOptions, LoginOptions, Tls};
+use sasl2_fast_host::HostConfig;
+use sasl2_fast_host::client::{Client, LoginOptions, Tls};
+use sasl2_fast_host::harness::TestHost;
 
 #[derive(Clone, Default)]
 struct Capture(Arc<Mutex<Vec<u8>>>);
@@ -40,23 +37,12 @@ async fn no_token_or_password_is_logged_even_at_trace() {
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
 
-    let dir = tempfile::tempdir().unwrap();
-    let toml = format!(
-        "[server]\ndomain = \"localhost\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n\
-         [accounts]\nalice = \"alicepass-SECRET\"\n[plugins.fast]\ntoken_ttl = 60\ntoken_min_ttl = 1\n",
-        dir.path().join("data").display()
-    );
-    let cfg = app::HostConfig::from_toml_str(&toml, dir.path()).unwrap();
-    let host = app::Host::start(cfg).await.unwrap();
-    let opts = || {
-        ConnectOptions::localhost(
-            host.local_addr(),
-            Tls::StartTls,
-            host.cert_pem_path(),
-            Some("alice@localhost"),
-        )
-        .unwrap()
-    };
+    let mut config = HostConfig::new("localhost", "data").with_account("alice", "alicepass-SECRET");
+    let fast = config.plugins.fast.as_mut().unwrap();
+    fast.token_ttl = Duration::from_secs(60);
+    fast.token_min_ttl = Duration::from_secs(1);
+    let t = TestHost::start(config).await.unwrap();
+    let opts = || t.opts(Tls::StartTls, Some("alice@localhost")).unwrap();
     let mech = "HT-SHA-256-EXPR";
     let mut secrets = vec!["alicepass-SECRET".to_owned()];
 
@@ -93,13 +79,13 @@ async fn no_token_or_password_is_logged_even_at_trace() {
         .into_success()
         .unwrap();
     // The host counts lifecycle events for operators (FastMetrics observer).
-    let m = host.fast_metrics();
+    let m = t.host.fast_metrics();
     let n = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(
         (n(&m.issued), n(&m.rotated), n(&m.used), n(&m.invalidated)),
         (1, 1, 2, 1)
     );
-    host.shutdown().await;
+    t.shutdown().await;
 
     let logs = String::from_utf8_lossy(&capture.0.lock().unwrap()).into_owned();
     assert!(logs.contains("authenticated"), "the capture works: {logs}");

@@ -9,14 +9,13 @@
 //! Node.js is required: without `node` the tests fail (they never skip). If
 //! `tests/interop/node_modules` is missing, `npm ci` is run there first.
 
-#[path = "../examples/host/app/mod.rs"]
-mod app;
-
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use sasl2_fast::fast::config::parse_duration;
+use sasl2_fast_host::harness::TestHost;
 use tokio::process::Command;
 
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -70,43 +69,29 @@ fn ensure_node() {
 }
 
 struct Env {
-    host: app::Host,
-    dir: tempfile::TempDir,
+    t: TestHost,
 }
 
 impl Env {
+    /// The demo host (STARTTLS required, alice/alicepass) with these FAST lifetimes.
     async fn start(token_ttl: &str, token_min_ttl: &str) -> Env {
         ensure_node();
-        let dir = tempfile::tempdir().unwrap();
-        let toml = format!(
-            r#"
-[server]
-domain = "localhost"
-listen = "127.0.0.1:0"
-data_dir = "data"
-require_tls = true
-
-[accounts]
-alice = "alicepass"
-
-[plugins.fast]
-enabled = true
-token_ttl = "{token_ttl}"
-token_min_ttl = "{token_min_ttl}"
-"#
-        );
-        let config = app::HostConfig::from_toml_str(&toml, dir.path()).expect("host config");
-        let host = app::Host::start(config).await.expect("host start");
-        Env { host, dir }
+        let mut config = TestHost::config();
+        let fast = config.plugins.fast.as_mut().expect("FAST on");
+        fast.token_ttl = parse_duration(token_ttl).expect("token_ttl");
+        fast.token_min_ttl = parse_duration(token_min_ttl).expect("token_min_ttl");
+        Env {
+            t: TestHost::start(config).await.expect("host start"),
+        }
     }
 
     fn store(&self) -> PathBuf {
-        self.dir.path().join("token.json")
+        self.t.dir().join("token.json")
     }
 
     /// Runs one scenario process; panics with its output unless it exits 0.
     async fn run(&self, scenario: &str, extra: &[&str]) -> String {
-        let port = self.host.local_addr().port().to_string();
+        let port = self.t.host.local_addr().port().to_string();
         let store = self.store();
         let mut cmd = Command::new("node");
         cmd.arg(interop_dir().join("xmppjs.mjs"))
@@ -114,7 +99,7 @@ token_min_ttl = "{token_min_ttl}"
             .arg(&store)
             .args(extra)
             // Read at process start by Node: trust the host's generated certificate.
-            .env("NODE_EXTRA_CA_CERTS", self.host.cert_pem_path())
+            .env("NODE_EXTRA_CA_CERTS", self.t.host.cert_pem_path())
             .current_dir(interop_dir())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -140,7 +125,7 @@ token_min_ttl = "{token_min_ttl}"
     }
 
     async fn shutdown(self) {
-        self.host.shutdown().await;
+        self.t.shutdown().await;
     }
 }
 

@@ -204,6 +204,33 @@ fn rfc6120_mechanisms_keep_their_order() {
     assert_eq!(sorted, ["PLAIN", "SCRAM-SHA-256"], "xmpp-parsers sorts");
 }
 
+/// S-21: a SASL2 `<failure>` holds the RFC 6120 condition, then `<text>` (XEP-0388's
+/// examples). xmpp-parsers' `sasl2::Failure` has no condition field and writes `<text>` before
+/// its payloads; xmpp.js (`XMPPError.fromElement`) reads the first child as the condition, so
+/// it reported a failure as "text". The crate builds the element itself.
+#[test]
+fn sasl2_failure_writes_the_condition_first() {
+    use sasl2_fast::sasl2::Failure;
+    use xmpp_parsers::sasl::DefinedCondition;
+    let upstream = Element::from(xmpp_parsers::sasl2::Failure {
+        text: Some("token expired".into()),
+        payloads: vec![Element::from(DefinedCondition::CredentialsExpired)],
+    });
+    let first = upstream.children().next().map(|c| c.name().to_owned());
+    assert_eq!(
+        first.as_deref(),
+        Some("text"),
+        "xmpp-parsers writes <text> first"
+    );
+
+    let ours = Failure::with_text(SaslCondition::CredentialsExpired, "token expired").to_sasl2();
+    let names: Vec<&str> = ours.children().map(Element::name).collect();
+    assert_eq!(names, ["credentials-expired", "text"]);
+    // xmpp-parsers still reads ours.
+    let parsed = xmpp_parsers::sasl2::Failure::try_from(ours).unwrap();
+    assert_eq!(parsed.text.as_deref(), Some("token expired"));
+}
+
 /// S-8: clients should not, but may, line-wrap base64; the negotiator strips whitespace. This
 /// pins whether xmpp-parsers' `sasl2::Response` accepts it.
 #[tokio::test]

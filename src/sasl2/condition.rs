@@ -3,6 +3,7 @@
 use std::fmt;
 
 use minidom::Element;
+use xmpp_parsers::ns;
 use xmpp_parsers::sasl::DefinedCondition;
 
 /// The RFC 6120 §6.5 SASL failure conditions, carried inside a SASL2 `<failure>` or an
@@ -150,11 +151,17 @@ impl Failure {
 
     /// The SASL2 `<failure xmlns='urn:xmpp:sasl:2'>` (S-21): the condition in the RFC 6120
     /// namespace, then the text.
-    pub fn to_sasl2(&self) -> xmpp_parsers::sasl2::Failure {
-        xmpp_parsers::sasl2::Failure {
-            text: self.text.clone(),
-            payloads: vec![Element::from(DefinedCondition::from(self.condition))],
+    pub fn to_sasl2(&self) -> Element {
+        // Built by hand, not from `xmpp_parsers::sasl2::Failure`: that type writes `<text>`
+        // before the condition, and xmpp.js (`XMPPError.fromElement`) takes the first child
+        // as the condition, so it reported "text". XEP-0388's examples put the condition
+        // first (S-21); `tests/xmpp_parsers_gaps.rs` pins the upstream order.
+        let mut failure = Element::builder("failure", ns::SASL2)
+            .append(Element::from(DefinedCondition::from(self.condition)));
+        if let Some(text) = &self.text {
+            failure = failure.append(Element::builder("text", ns::SASL2).append(text.as_str()));
         }
+        failure.build()
     }
 
     /// The RFC 6120 `<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>`.
@@ -188,7 +195,6 @@ impl fmt::Display for Failure {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use xmpp_parsers::ns;
 
     #[test]
     fn names_round_trip_and_match_xmpp_parsers() {
@@ -206,14 +212,17 @@ mod tests {
 
     #[test]
     fn sasl2_failure_carries_one_condition_and_the_text() {
-        let el = Element::from(
-            Failure::with_text(SaslCondition::CredentialsExpired, "token expired").to_sasl2(),
-        );
+        let el = Failure::with_text(SaslCondition::CredentialsExpired, "token expired").to_sasl2();
         assert!(el.is("failure", ns::SASL2));
         // S-21: exactly one RFC 6120 condition.
         let conditions: Vec<_> = el.children().filter(|c| c.ns() == ns::SASL).collect();
         assert_eq!(conditions.len(), 1);
         assert_eq!(conditions[0].name(), "credentials-expired");
+        // The condition comes first: clients (xmpp.js) read the first child as the condition.
+        assert_eq!(
+            el.children().next().map(Element::name),
+            Some("credentials-expired")
+        );
         assert_eq!(
             el.get_child("text", ns::SASL2).unwrap().text(),
             "token expired"

@@ -842,7 +842,7 @@ impl Negotiator {
 
     fn failure_element(f: &Failure, profile: SaslProfile) -> Element {
         match profile {
-            SaslProfile::Sasl2 => Element::from(f.to_sasl2()),
+            SaslProfile::Sasl2 => f.to_sasl2(),
             SaslProfile::Rfc6120 => Element::from(f.to_rfc6120()),
         }
     }

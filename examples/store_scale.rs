@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use sasl2_fast::fast::clock::ManualClock;
 use sasl2_fast::fast::config::FastConfig;
-use sasl2_fast::fast::tokens::VerifyRequest;
+use sasl2_fast::fast::login::VerifyRequest;
 use sasl2_fast::fast::{FastTokens, HtMechanism, Pepper};
 use sasl2_fast::store::sled_store::SledStore;
 use sasl2_fast::store::{CasOutcome, ClientKey, ClientRecord, Durability, TokenSlot, TokenStore};
@@ -268,15 +268,7 @@ async fn run(a: Args, dir: &Path) -> Result<(), String> {
             let mut ns = Vec::with_capacity(to - from);
             let t = Instant::now();
             for (account, ua, mac) in &sample[from..to] {
-                let req = VerifyRequest {
-                    account,
-                    user_agent_id: ua,
-                    mechanism: m,
-                    mac,
-                    cb_data: &[],
-                    count: None,
-                    invalidate: false,
-                };
+                let req = VerifyRequest::new(account, ua, m, mac, &[]);
                 let t1 = Instant::now();
                 let r = tokens.verify(&req).await;
                 ns.push(t1.elapsed().as_nanos() as u64);

@@ -47,7 +47,10 @@ impl TestHost {
         Self::start_in(config, dir).await
     }
 
-    async fn start_in(mut config: HostConfig, dir: tempfile::TempDir) -> Result<TestHost, BoxError> {
+    async fn start_in(
+        mut config: HostConfig,
+        dir: tempfile::TempDir,
+    ) -> Result<TestHost, BoxError> {
         config.server.data_dir = dir.path().join("data");
         let host = Self::launch(config.clone()).await?;
         Ok(TestHost { host, config, dir })

@@ -497,7 +497,9 @@ impl InlineFeature for FastPlugin {
             let expiry = xep0082(t.expires_at);
             let mut token = Element::from(Token {
                 token: t.token.expose().to_owned(),
-                expiry: expiry.parse().map_err(|e| InlineError::internal("fast", e))?,
+                expiry: expiry
+                    .parse()
+                    .map_err(|e| InlineError::internal("fast", e))?,
             });
             // XEP-0082 UTC form (`...Z`, protocol.md §8), whatever offset form xmpp-parsers
             // chooses for the parsed value.

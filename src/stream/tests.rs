@@ -269,7 +269,10 @@ fn text_before_the_header_is_rejected_whatever_the_chunking() {
     for sizes in [&[1][..], &[2][..], &[4][..]] {
         let (events, err) = run_chunks(b"F#\r<", sizes, Limits::default());
         assert!(events.is_empty());
-        assert!(matches!(err, Some(XmlError::NotWellFormed(_))), "{sizes:?}: {err:?}");
+        assert!(
+            matches!(err, Some(XmlError::NotWellFormed(_))),
+            "{sizes:?}: {err:?}"
+        );
     }
 }
 

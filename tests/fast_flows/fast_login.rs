@@ -200,10 +200,7 @@ async fn count_is_parsed_and_must_increase() {
     );
     success(login(with_count("6")).await);
     for bad in ["maybe", "yes"] {
-        let ev = login(vec![
-            el("fast", NS_FAST).with_attr("invalidate", bad),
-        ])
-        .await;
+        let ev = login(vec![el("fast", NS_FAST).with_attr("invalidate", bad)]).await;
         assert_eq!(failure(ev), SaslCondition::MalformedRequest);
     }
 }

@@ -66,5 +66,9 @@ fn sasl2_is_not_offered_without_a_usable_mechanism() {
     let server = Sasl2Server::builder()
         .inline_feature(Arc::new(f.plugin.clone()))
         .build();
-    assert!(Negotiator::new(Arc::new(server), tls13(1)).features().is_empty());
+    assert!(
+        Negotiator::new(Arc::new(server), tls13(1))
+            .features()
+            .is_empty()
+    );
 }

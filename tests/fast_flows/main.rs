@@ -46,7 +46,11 @@ trait Build {
 impl Build for Element {
     fn with_attr(mut self, name: &str, value: impl Into<String>) -> Self {
         let name = sasl2_fast::minidom::rxml::NcName::try_from(name).unwrap();
-        self.set_attr(sasl2_fast::minidom::rxml::Namespace::NONE, name, value.into());
+        self.set_attr(
+            sasl2_fast::minidom::rxml::Namespace::NONE,
+            name,
+            value.into(),
+        );
         self
     }
     fn with_child(mut self, child: Element) -> Self {
@@ -170,7 +174,9 @@ fn sled_fixture(config: FastConfig) -> Fixture {
 /// A TLS 1.3 stream with synthetic channel-binding bytes (real ones are used in the TCP tests).
 fn tls13(exporter_byte: u8) -> StreamInfo {
     StreamInfo::new("example.com")
-        .with_from(Some(sasl2_fast::jid::BareJid::new("alice@example.com").unwrap()))
+        .with_from(Some(
+            sasl2_fast::jid::BareJid::new("alice@example.com").unwrap(),
+        ))
         .with_tls(TlsInfo::new(
             TlsVersion::Tls13,
             ChannelBindings::none()
@@ -273,12 +279,11 @@ async fn fast_login(
     .await
 }
 
-
+mod fast_login;
 mod features;
 mod issuance;
-mod fast_login;
-mod rotation;
-mod revocation;
 mod negotiator_rules;
-mod store_and_concurrency;
 mod observers;
+mod revocation;
+mod rotation;
+mod store_and_concurrency;

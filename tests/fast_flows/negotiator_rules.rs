@@ -36,7 +36,9 @@ async fn request_rules_of_the_negotiator() {
         .await
     {
         NegotiatorEvent::StreamError {
-            send: Some(f), error, ..
+            send: Some(f),
+            error,
+            ..
         } => {
             assert!(f.get_child("invalid-mechanism", NS_SASL).is_some());
             assert_eq!(error.condition.to_string(), "policy-violation");

@@ -1,0 +1,376 @@
+//! The login loop: every simulated client obtains a FAST token once (password login with
+//! `<request-token>`), then logs in again and again on fresh connections until the deadline,
+//! following rotated tokens (F-16) and re-obtaining a token it lost.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use sasl2_fast_host::client::{Client, ClientError, ConnectOptions, LoginOptions, Outcome};
+use serde::Serialize;
+
+use crate::procfs::{CpuSnap, clk_tck, cpu_ms};
+use crate::stats::{WorkerStats, percentile, r3};
+use crate::{Args, Mode, Report};
+
+/// What every worker shares.
+pub struct Ctx {
+    pub args: Args,
+    opts: ConnectOptions,
+    /// The TLS version the first secured connection negotiated (for the report).
+    tls_version: OnceLock<String>,
+}
+
+impl Ctx {
+    pub fn new(args: Args, opts: ConnectOptions) -> Ctx {
+        Ctx {
+            args,
+            opts,
+            tls_version: OnceLock::new(),
+        }
+    }
+
+    fn agent(&self, i: usize) -> String {
+        format!("{}-{i}", self.args.agent_prefix)
+    }
+
+    /// Connects, secures, opens the stream (bounded by the per-wait timeout).
+    pub async fn connect(&self) -> Result<Client, ClientError> {
+        let c = Client::connect(self.opts.clone()).await?;
+        if self.tls_version.get().is_none()
+            && let Some(v) = c.tls_version
+        {
+            let _ = self.tls_version.set(format!("{v:?}"));
+        }
+        Ok(c)
+    }
+
+    pub fn tls_version(&self) -> String {
+        self.tls_version
+            .get()
+            .cloned()
+            .unwrap_or_else(|| "-".to_owned())
+    }
+
+    /// A password login on an open stream, optionally requesting a FAST token.
+    async fn password_login(
+        &self,
+        c: &mut Client,
+        mode: Mode,
+        lo: &LoginOptions,
+    ) -> Result<Outcome, ClientError> {
+        let a = &self.args;
+        match mode {
+            Mode::Scram1 => c.login_scram(&a.user, &a.password, "SCRAM-SHA-1", lo).await,
+            Mode::Scram256 => {
+                c.login_scram(&a.user, &a.password, "SCRAM-SHA-256", lo)
+                    .await
+            }
+            Mode::Plain => c.login_plain(&a.user, &a.password, lo).await,
+            Mode::Fast => Err(ClientError::Protocol("FAST is not a password login".into())),
+        }
+    }
+
+    /// A password login of client `i` with `<request-token>`: its FAST token.
+    async fn obtain_token(&self, i: usize) -> Result<String, ClientError> {
+        let mut c = self.connect().await?;
+        let lo = LoginOptions::agent(&self.agent(i)).request_token(&self.args.mech);
+        let s = self
+            .password_login(&mut c, self.args.setup_mode, &lo)
+            .await?
+            .into_success()?;
+        let _ = c.close().await;
+        s.token
+            .map(|t| t.token)
+            .ok_or_else(|| ClientError::Protocol("no <token> in the password login".into()))
+    }
+
+    /// Authenticates an open stream as client `i`. Returns a rotated token, if one came.
+    pub async fn authenticate(
+        &self,
+        c: &mut Client,
+        i: usize,
+        token: Option<&str>,
+    ) -> Result<Option<String>, ClientError> {
+        let a = &self.args;
+        match (a.mode, token) {
+            (Mode::Fast, Some(t)) => {
+                let lo = LoginOptions::agent(&self.agent(i));
+                // The client checks the server proof (ServerProofMismatch otherwise).
+                let s = c
+                    .login_fast(&a.user, t, &a.mech, &lo)
+                    .await?
+                    .into_success()?;
+                Ok(s.token.map(|t| t.token))
+            }
+            (Mode::Fast, None) => Err(ClientError::Protocol("no FAST token".into())),
+            (m, _) => {
+                self.password_login(c, m, &LoginOptions::default())
+                    .await?
+                    .into_success()?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// One full login: connect, TLS, stream, authenticate, success, close.
+    async fn full_login(
+        &self,
+        i: usize,
+        token: Option<&str>,
+    ) -> Result<Option<String>, ClientError> {
+        let mut c = self.connect().await?;
+        let rotated = self.authenticate(&mut c, i, token).await?;
+        c.close().await?;
+        Ok(rotated)
+    }
+}
+
+/// One FAST token per simulated client, or `None`s when the mode is a password mode.
+pub async fn tokens_for(
+    ctx: &Arc<Ctx>,
+    n: usize,
+    deadline: Instant,
+) -> Result<Vec<Option<String>>, String> {
+    if ctx.args.mode != Mode::Fast {
+        return Ok(vec![None; n]);
+    }
+    let mut set = tokio::task::JoinSet::new();
+    let next = Arc::new(AtomicU64::new(0));
+    let tokens = Arc::new(Mutex::new(vec![None::<String>; n]));
+    for _ in 0..ctx.args.concurrency().min(n).min(64) {
+        let (ctx, next, tokens) = (ctx.clone(), next.clone(), tokens.clone());
+        set.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::SeqCst) as usize;
+                if i >= n {
+                    return Ok(());
+                }
+                if Instant::now() >= deadline {
+                    return Err("deadline reached while obtaining tokens".to_owned());
+                }
+                let t = ctx
+                    .obtain_token(i)
+                    .await
+                    .map_err(|e| format!("obtaining the token of client {i}: {e}"))?;
+                if let Ok(mut v) = tokens.lock() {
+                    v[i] = Some(t);
+                }
+            }
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r.map_err(|e| e.to_string())??;
+    }
+    let v = tokens.lock().map_err(|e| e.to_string())?.clone();
+    v.into_iter()
+        .enumerate()
+        .map(|(i, t)| {
+            t.map(Some)
+                .ok_or_else(|| format!("client {i} got no token"))
+        })
+        .collect()
+}
+
+async fn login_worker(
+    ctx: Arc<Ctx>,
+    i: usize,
+    mut token: Option<String>,
+    deadline: Instant,
+    started: Arc<AtomicU64>,
+) -> WorkerStats {
+    let mut st = WorkerStats::default();
+    loop {
+        if Instant::now() >= deadline
+            || started.fetch_add(1, Ordering::SeqCst) >= ctx.args.max_logins
+        {
+            break;
+        }
+        let t0 = Instant::now();
+        match ctx.full_login(i, token.as_deref()).await {
+            Ok(rotated) => {
+                st.ok(t0);
+                if let Some(t) = rotated {
+                    // Rotation (F-16): the next login must use the new token.
+                    token = Some(t);
+                    st.rotations += 1;
+                }
+            }
+            Err(e) => {
+                st.fail(&e);
+                let lost_token = matches!(&e, ClientError::AuthFailed { condition, .. }
+                    if condition == "not-authorized" || condition == "credentials-expired");
+                if ctx.args.mode == Mode::Fast && lost_token && Instant::now() < deadline {
+                    if let Ok(t) = ctx.obtain_token(i).await {
+                        token = Some(t);
+                        st.refreshes += 1;
+                    }
+                } else {
+                    // Do not spin on a refused connection.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    }
+    st
+}
+
+#[derive(Debug, Serialize)]
+struct Latency {
+    p50: f64,
+    p90: f64,
+    p99: f64,
+    mean: f64,
+    max: f64,
+}
+
+/// The result of a login run; `--json` prints it as is (`scripts/perf-run.sh` reads it).
+#[derive(Debug, Serialize)]
+struct LoginReport {
+    mode: &'static str,
+    mechanism: String,
+    tls: &'static str,
+    tls_version: String,
+    concurrency: u32,
+    duration_s: f64,
+    setup_s: f64,
+    logins_ok: u64,
+    logins_failed: u64,
+    logins_per_s: f64,
+    latency_ms: Latency,
+    failures: BTreeMap<String, u64>,
+    rotations: u64,
+    token_refreshes: u64,
+    server_pid: Option<u32>,
+    server_cpu_ms: Option<f64>,
+    server_cpu_ms_per_login: Option<f64>,
+    loadgen_cpu_ms: Option<f64>,
+    loadgen_cpu_ms_per_login: Option<f64>,
+    clk_tck: u64,
+}
+
+impl LoginReport {
+    fn human(&self, st: &WorkerStats) -> String {
+        let num = |v: Option<f64>| v.map_or("-".to_owned(), |x| format!("{x:.3}"));
+        let l = &self.latency_ms;
+        let mut o = String::new();
+        let _ = writeln!(
+            o,
+            "mode {} ({}), tls {} ({}), concurrency {}, {:.2} s (setup {:.2} s)",
+            self.mode,
+            self.mechanism,
+            self.tls,
+            self.tls_version,
+            self.concurrency,
+            self.duration_s,
+            self.setup_s
+        );
+        let _ = writeln!(
+            o,
+            "logins: {} ok, {} failed, {:.1} logins/s",
+            self.logins_ok, self.logins_failed, self.logins_per_s
+        );
+        let _ = writeln!(
+            o,
+            "latency ms: p50 {:.3}  p90 {:.3}  p99 {:.3}  mean {:.3}  max {:.3}",
+            l.p50, l.p90, l.p99, l.mean, l.max
+        );
+        if self.mode == Mode::Fast.name() {
+            let _ = writeln!(
+                o,
+                "rotated tokens followed: {}, tokens re-obtained: {}",
+                self.rotations, self.token_refreshes
+            );
+        }
+        if let (Some(ms), Some(pid)) = (self.server_cpu_ms, self.server_pid) {
+            let per = num(self.server_cpu_ms_per_login);
+            let _ = writeln!(o, "server cpu (pid {pid}): {ms:.0} ms, {per} ms/login");
+        }
+        if let Some(ms) = self.loadgen_cpu_ms {
+            let per = num(self.loadgen_cpu_ms_per_login);
+            let _ = writeln!(o, "loadgen cpu: {ms:.0} ms, {per} ms/login");
+        }
+        o.push_str(&st.failure_lines());
+        o
+    }
+}
+
+pub async fn run_logins(ctx: Arc<Ctx>) -> Result<Report, String> {
+    let a = &ctx.args;
+    let hard_deadline = Instant::now() + a.duration + Duration::from_secs(120);
+    let t_setup = Instant::now();
+    let tokens = tokens_for(&ctx, a.concurrency(), hard_deadline).await?;
+    let setup_s = t_setup.elapsed().as_secs_f64();
+
+    let started = Arc::new(AtomicU64::new(0));
+    let before = CpuSnap::take(a.server_pid);
+    let deadline = before.at + a.duration;
+    let mut set = tokio::task::JoinSet::new();
+    for (i, token) in tokens.into_iter().enumerate() {
+        set.spawn(login_worker(
+            ctx.clone(),
+            i,
+            token,
+            deadline,
+            started.clone(),
+        ));
+    }
+    let mut st = WorkerStats::default();
+    while let Some(r) = set.join_next().await {
+        st.merge(r.map_err(|e| e.to_string())?);
+    }
+    let after = CpuSnap::take(a.server_pid);
+    let elapsed = after.at.duration_since(before.at).as_secs_f64();
+
+    st.lat_us.sort_unstable();
+    let ok = st.lat_us.len() as u64;
+    let tck = clk_tck();
+    let server_cpu_ms = cpu_ms(before.server, after.server, tck);
+    let own_cpu_ms = cpu_ms(before.own, after.own, tck);
+    let per_login = |v: Option<f64>| v.filter(|_| ok > 0).map(|ms| r3(ms / ok as f64));
+    let mean = if ok > 0 {
+        st.lat_us.iter().map(|&u| u as f64).sum::<f64>() / ok as f64 / 1000.0
+    } else {
+        0.0
+    };
+    let report = LoginReport {
+        mode: a.mode.name(),
+        mechanism: if a.mode == Mode::Fast {
+            a.mech.clone()
+        } else {
+            a.mode.name().to_ascii_uppercase()
+        },
+        tls: a.tls.name(),
+        tls_version: ctx.tls_version(),
+        concurrency: a.concurrency,
+        duration_s: r3(elapsed),
+        setup_s: r3(setup_s),
+        logins_ok: ok,
+        logins_failed: st.failed(),
+        logins_per_s: (ok as f64 / elapsed * 10.0).round() / 10.0,
+        latency_ms: Latency {
+            p50: percentile(&st.lat_us, 50.0),
+            p90: percentile(&st.lat_us, 90.0),
+            p99: percentile(&st.lat_us, 99.0),
+            mean: r3(mean),
+            max: st.lat_us.last().map_or(0.0, |&u| u as f64 / 1000.0),
+        },
+        failures: st.failures.clone(),
+        rotations: st.rotations,
+        token_refreshes: st.refreshes,
+        server_pid: a.server_pid,
+        server_cpu_ms: server_cpu_ms.map(r3),
+        server_cpu_ms_per_login: per_login(server_cpu_ms),
+        loadgen_cpu_ms: own_cpu_ms.map(r3),
+        loadgen_cpu_ms_per_login: per_login(own_cpu_ms),
+        clk_tck: tck,
+    };
+    let out = if a.json {
+        serde_json::to_string(&report).map_err(|e| e.to_string())?
+    } else {
+        report.human(&st)
+    };
+    Ok((out, ok == 0))
+}

@@ -40,15 +40,15 @@
 use std::convert::Infallible;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use zeroize::Zeroizing;
 
-use super::seal::{Seal, SealState};
+use super::seal::{Seal, SealState, SealWriter};
 use super::{
     CasOutcome, ClientKey, ClientRecord, Durability, LoginView, RevocationScope, StoreError,
     TokenStore, Versioned, check_account, codec, fresh_version,
@@ -121,7 +121,7 @@ pub struct SledStore {
     cutoffs: sled::Tree,
     meta: sled::Tree,
     commit: GroupCommit,
-    seal: Option<Arc<Mutex<Seal>>>,
+    seal: Option<Arc<SealWriter>>,
 }
 
 /// Lets concurrent durable writes share one flush.
@@ -168,7 +168,7 @@ impl GroupCommit {
         &self,
         db: &sled::Db,
         meta: &sled::Tree,
-        seal: Option<&Arc<Mutex<Seal>>>,
+        seal: Option<&Arc<SealWriter>>,
     ) -> Result<(), StoreError> {
         let ticket = self.written.fetch_add(1, Ordering::SeqCst) + 1;
         let mut flushed = self.flushed.lock().await;
@@ -181,15 +181,8 @@ impl GroupCommit {
         let generation = bump_generation(meta)?;
         db.flush_async().await.map_err(backend)?;
         if let Some(seal) = seal {
-            let seal = Arc::clone(seal);
-            tokio::task::spawn_blocking(move || {
-                seal.lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .write(generation)
-            })
-            .await
-            .map_err(StoreError::backend)?
-            .map_err(StoreError::backend)?;
+            // Off the caller's path: the data is durable now; the seal may lag (see `seal`).
+            seal.record(generation);
         }
         self.flushes.fetch_add(1, Ordering::Relaxed);
         *flushed = upto;
@@ -315,9 +308,9 @@ impl SledStore {
                 path.display()
             )),
         };
-        store.seal = Some(Arc::new(Mutex::new(
+        store.seal = Some(SealWriter::new(
             Seal::open(&seal_file).map_err(StoreError::backend)?,
-        )));
+        ));
         if let Some(problem) = lost {
             match options.on_damage {
                 DamagePolicy::Refuse => {
@@ -342,10 +335,7 @@ impl SledStore {
         let g = bump_generation(&store.meta)?;
         store.db.flush().map_err(backend)?;
         if let Some(seal) = seal {
-            seal.lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .write(g)
-                .map_err(StoreError::backend)?;
+            seal.write_now(g).map_err(StoreError::backend)?;
         }
         Ok(store)
     }
@@ -425,6 +415,18 @@ impl SledStore {
             }
         }
         Ok(out)
+    }
+}
+
+impl Drop for SledStore {
+    /// Writes the seal a background task may not have reached yet, so a store closed cleanly
+    /// is sealed at its last flush.
+    fn drop(&mut self) {
+        if let Some(seal) = &self.seal
+            && let Err(e) = seal.write_pending()
+        {
+            tracing::warn!(error = %e, "cannot write the token store seal");
+        }
     }
 }
 

@@ -178,7 +178,7 @@ fn issuance(c: &mut Criterion) {
                 m.initiator_mac(t.token.expose().as_bytes(), &[])
             },
             |mac| assert!(rt.block_on(login(&tokens, m, &mac, &[], Some(&requested(m))))),
-            criterion::BatchSize::SmallInput,
+            criterion::BatchSize::PerIteration,
         )
     });
     let mrt = tokio::runtime::Builder::new_multi_thread()
@@ -264,6 +264,15 @@ fn exchange(c: &mut Criterion) {
                     other => panic!("{}", describe(&other)),
                 };
             })
+        })
+    });
+
+    // The pre-authentication features alone (part of the login above): what a host pays
+    // per stream before any <authenticate>.
+    g.bench_function("stream_features", |b| {
+        b.iter(|| {
+            let n = Negotiator::new(server.clone(), s.clone());
+            black_box(n.features())
         })
     });
 

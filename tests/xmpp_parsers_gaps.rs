@@ -256,3 +256,64 @@ fn base64_encode(b: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(b)
 }
+
+/// Not a gap but a cost: the stream features (`<authentication>`, FAST's `<fast>` inside
+/// `<inline>`, XEP-0440 `<sasl-channel-binding>`) and `<success>` are built with minidom's
+/// builder, because converting the xmpp-parsers values runs through xso's event stream and
+/// cost several times as much per stream (see `benches/fast.rs`, `login_in_process`). This
+/// pins that xmpp-parsers reads what the crate writes as the values it would have written
+/// itself, so the shortcut never changes the wire.
+#[tokio::test]
+async fn features_parse_back_with_xmpp_parsers() {
+    use xmpp_parsers::fast::{FastQuery, Mechanism as FastMechanism};
+    use xmpp_parsers::sasl_cb::{SaslChannelBinding, Type};
+    let (server, _) = server(false);
+    let tls = StreamInfo::new("example.com").with_tls(TlsInfo::new(
+        TlsVersion::Tls13,
+        ChannelBindings::none().with_tls_exporter(vec![7; 32]),
+    ));
+    let n = Negotiator::new(server.clone(), tls);
+    let features = n.features();
+    let auth = xmpp_parsers::sasl2::Authentication::try_from(features[0].clone()).unwrap();
+    assert_eq!(auth.mechanisms, ["SCRAM-SHA-256", "PLAIN"]);
+    let inline = auth.inline.expect("<inline> with FAST");
+    assert_eq!(inline.payloads.len(), 1);
+    let fast = FastQuery::try_from(inline.payloads[0].clone()).unwrap();
+    let offered: Vec<&str> = fast.mechanisms.iter().map(|m| m.0.as_str()).collect();
+    assert!(offered.contains(&"HT-SHA-256-EXPR"), "{offered:?}");
+    assert!(!fast.tls_0rtt, "F-6: no early data offered");
+    // Element for element what xmpp-parsers writes, but for the optional tls-0rtt='false'.
+    let mut theirs = Element::from(FastQuery {
+        tls_0rtt: false,
+        mechanisms: offered
+            .iter()
+            .map(|m| FastMechanism((*m).to_owned()))
+            .collect(),
+    });
+    theirs
+        .attrs_mut()
+        .remove(&sasl2_fast::minidom::rxml::Namespace::NONE, "tls-0rtt");
+    assert_eq!(inline.payloads[0], theirs);
+    let cb = features
+        .iter()
+        .find(|f| f.is("sasl-channel-binding", ns::SASL_CB))
+        .expect("XEP-0440 list: an EXPR mechanism is offered");
+    let cb = SaslChannelBinding::try_from(cb.clone()).unwrap();
+    assert_eq!(cb.types, [Type::TlsExporter]);
+
+    // <success> with additional data (SCRAM's server signature) and the inline results.
+    let mut n = Negotiator::new(server, stream());
+    let xml = format!(
+        "<authenticate xmlns='urn:xmpp:sasl:2' mechanism='PLAIN'><initial-response>{PLAIN_IR}</initial-response>\
+         <user-agent id='d4565fa7-4d72-4749-b3d3-740edbf87770'/>\
+         <request-token xmlns='urn:xmpp:fast:0' mechanism='HT-SHA-256-NONE'/></authenticate>"
+    );
+    let s = success_of(n.handle(parse(&xml)).await);
+    let back = xmpp_parsers::sasl2::Success::try_from(s).unwrap();
+    assert_eq!(
+        back.authorization_identifier.to_string(),
+        "user@example.com"
+    );
+    let token = xmpp_parsers::fast::Token::try_from(back.payloads[0].clone()).unwrap();
+    assert!(!token.token.is_empty());
+}

@@ -332,5 +332,42 @@ fn describe(ev: &NegotiatorEvent) -> String {
     }
 }
 
-criterion_group!(benches, ht_mac, fast_verify, issuance, exchange);
+/// The server's stream reader over what a FAST client sends on one stream after TLS: the
+/// header, `<authenticate>` with user agent, `<fast>` and Bind 2, a ping, the footer.
+fn reader(c: &mut Criterion) {
+    use sasl2_fast::stream::{Limits, StreamReader};
+    let chunks = [
+        "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
+         xmlns:stream='http://etherx.jabber.org/streams' to='localhost' from='alice@localhost' \
+         version='1.0' xml:lang='en'>"
+            .to_owned(),
+        format!(
+            "<authenticate xmlns='urn:xmpp:sasl:2' mechanism='HT-SHA-256-NONE'>\
+             <initial-response>YWxpY2UAq83vEjRWeJq83vEjRWeJq83vEjRWeJq83vEjRWeJq83vEjRWeJA=\
+             </initial-response><user-agent id='{UA}'><software>loadgen</software>\
+             <device>bench</device></user-agent><fast xmlns='urn:xmpp:fast:0' count='7'/>\
+             <bind xmlns='urn:xmpp:bind:0'><tag>loadgen</tag></bind></authenticate>"
+        ),
+        "<iq type='get' id='p1'><ping xmlns='urn:xmpp:ping'/></iq>".to_owned(),
+        "</stream:stream>".to_owned(),
+    ];
+    let mut g = c.benchmark_group("stream_reader");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("fast_login_transcript", |b| {
+        b.iter(|| {
+            let mut r = StreamReader::new(Limits::default());
+            let mut events = 0;
+            for chunk in &chunks {
+                r.feed(chunk.as_bytes()).unwrap();
+                while let Some(ev) = r.next_event().unwrap() {
+                    black_box(&ev);
+                    events += 1;
+                }
+            }
+            assert_eq!(events, 4);
+        })
+    });
+}
+
+criterion_group!(benches, ht_mac, fast_verify, issuance, exchange, reader);
 criterion_main!(benches);

@@ -75,6 +75,9 @@ pub struct BoundResource {
 #[derive(Debug, Default, Clone)]
 pub struct Bind2 {
     inline_features: Vec<String>,
+    /// The `<bind>` advertisement, the same on every stream: converted from xmpp-parsers'
+    /// `BindFeature` once (xso's conversion costs about a microsecond), then cloned.
+    offer: std::sync::OnceLock<Element>,
 }
 
 impl Bind2 {
@@ -87,6 +90,7 @@ impl Bind2 {
     /// `<bind>` (B-2); the host must honour requests for it (B-11).
     pub fn with_inline_feature(mut self, var: impl Into<String>) -> Self {
         self.inline_features.push(var.into());
+        self.offer = std::sync::OnceLock::new();
         self
     }
 }
@@ -103,9 +107,12 @@ impl InlineFeature for Bind2 {
 
     fn offer(&self, _stream: &StreamInfo) -> Option<Offer> {
         // B-1, B-2.
-        Some(Offer::new(BindFeature {
-            inline_features: self.inline_features.clone(),
-        }))
+        let element = self.offer.get_or_init(|| {
+            Element::from(BindFeature {
+                inline_features: self.inline_features.clone(),
+            })
+        });
+        Some(Offer::new(element.clone()))
     }
 
     async fn on_success(

@@ -54,8 +54,12 @@ struct Scope {
 pub struct StreamReader {
     limits: Limits,
     raw: RawParser,
-    /// Bytes fed but not yet handed to rxml.
+    /// Bytes fed; those before `pos` are consumed. Consumed bytes are dropped when the buffer
+    /// is used up or on the next feed, not after every rxml event (which moved the rest of the
+    /// buffer once per attribute and text node).
     pending: Vec<u8>,
+    /// How much of `pending` rxml has consumed.
+    pos: usize,
     /// Bytes rxml has consumed since the stream began.
     consumed: u64,
     /// Where the current unit (prologue or top-level element) began.
@@ -119,6 +123,7 @@ impl StreamReader {
             raw: parser_for(&limits),
             limits,
             pending: Vec::new(),
+            pos: 0,
             consumed: 0,
             unit_start: 0,
             phase: Phase::Prolog,
@@ -149,9 +154,10 @@ impl StreamReader {
             .max_element_bytes
             .max(self.limits.max_header_bytes)
             .saturating_add(FEED_SLACK);
-        if self.pending.len().saturating_add(data.len()) > cap {
+        if self.buffered().saturating_add(data.len()) > cap {
             return Err(self.fail(policy(format!("more than {cap} bytes of unparsed input"))));
         }
+        self.compact();
         self.pending.extend_from_slice(data);
         Ok(())
     }
@@ -164,13 +170,52 @@ impl StreamReader {
 
     /// Bytes fed but not consumed yet (rxml holds at most one incomplete token more).
     pub fn buffered(&self) -> usize {
-        self.pending.len()
+        self.pending.len() - self.pos
+    }
+
+    /// The bytes not consumed yet.
+    fn unread(&self) -> &[u8] {
+        &self.pending[self.pos..]
+    }
+
+    /// Marks `n` unread bytes consumed.
+    fn advance(&mut self, n: usize) {
+        self.pos += n;
+        self.consumed += n as u64;
+    }
+
+    /// Drops the consumed bytes, keeping their tail in `recent` for [`map_error`]. A buffer
+    /// grown by a large element is released once it is used up, so an idle connection holds
+    /// little (the element itself is in `stack` until it completes).
+    fn compact(&mut self) {
+        if self.pos == 0 {
+            return;
+        }
+        let tail = &self.pending[self.pos.saturating_sub(RECENT_BYTES)..self.pos];
+        self.recent.extend_from_slice(tail);
+        let excess = self.recent.len().saturating_sub(RECENT_BYTES);
+        self.recent.drain(..excess);
+        self.pending.drain(..self.pos);
+        self.pos = 0;
+        if self.pending.is_empty() && self.pending.capacity() > RETAINED_BUFFER {
+            self.pending = Vec::new();
+        }
+    }
+
+    /// The last bytes consumed (at most [`RECENT_BYTES`]).
+    fn recent(&self) -> Vec<u8> {
+        let mut r = self.recent.clone();
+        r.extend_from_slice(&self.pending[self.pos.saturating_sub(RECENT_BYTES)..self.pos]);
+        let excess = r.len().saturating_sub(RECENT_BYTES);
+        r.drain(..excess);
+        r
     }
 
     fn fail(&mut self, e: XmlError) -> XmlError {
         self.failed = Some(e.clone());
         // Nothing will be parsed any more; release what the peer made us hold.
         self.pending = Vec::new();
+        self.pos = 0;
         self.stack = Vec::new();
         self.scopes = Vec::new();
         self.tag = None;
@@ -215,27 +260,23 @@ impl StreamReader {
             // rxml takes neither a byte order mark (XML 1.0 §4.3.3 allows one in UTF-8) nor
             // whitespace before the root (allowed without a declaration, XML 1.0 §2.8).
             if self.consumed == 0 {
-                match BOM.len().min(self.pending.len()) {
-                    n if self.pending[..n] != BOM[..n] => {}
+                match BOM.len().min(self.buffered()) {
+                    n if self.unread()[..n] != BOM[..n] => {}
                     n if n < BOM.len() => return Ok(None),
-                    _ => {
-                        self.pending.drain(..BOM.len());
-                        self.consumed += BOM.len() as u64;
-                    }
+                    _ => self.advance(BOM.len()),
                 }
             }
             let spaces = self
-                .pending
+                .unread()
                 .iter()
                 .take_while(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
                 .count()
                 .min(self.budget());
             if spaces > 0 {
-                self.pending.drain(..spaces);
-                self.consumed += spaces as u64;
+                self.advance(spaces);
                 self.leading_space = true;
             }
-            if self.pending.is_empty() {
+            if self.buffered() == 0 {
                 return Ok(None);
             }
             if self.budget() == 0 {
@@ -246,13 +287,11 @@ impl StreamReader {
             }
             self.started = true;
         }
-        let avail = self.pending.len().min(self.budget());
-        let mut input = &self.pending[..avail];
+        let avail = self.buffered().min(self.budget());
+        let mut input = &self.pending[self.pos..self.pos + avail];
         let result = self.raw.parse(&mut input, false);
         let used = avail - input.len();
-        self.recent.extend_from_slice(&self.pending[..used]);
-        self.pending.drain(..used);
-        self.consumed += used as u64;
+        self.advance(used);
         #[cfg(test)]
         {
             self.work += used as u64;
@@ -261,7 +300,7 @@ impl StreamReader {
             Ok(Some(ev)) => Ok(Some(ev)),
             Ok(None) => Err(self.fail(nwf("unexpected end of input"))),
             Err(EndOrError::NeedMoreData) => {
-                if self.pending.is_empty() {
+                if self.buffered() == 0 {
                     Ok(None)
                 } else {
                     // rxml took every byte the budget allows and wants more.
@@ -273,13 +312,13 @@ impl StreamReader {
                 }
             }
             Err(EndOrError::Error(e)) => {
-                let mapped = map_error(e, &self.recent);
+                let mapped = map_error(e, &self.recent());
                 Err(self.fail(mapped))
             }
         };
-        // Keep only a short tail: enough to see a declaration keyword's start.
-        let excess = self.recent.len().saturating_sub(RECENT_BYTES);
-        self.recent.drain(..excess);
+        if self.buffered() == 0 {
+            self.compact();
+        }
         outcome
     }
 
@@ -491,6 +530,9 @@ impl StreamReader {
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 /// Bytes of recent input kept for [`map_error`].
 const RECENT_BYTES: usize = 16;
+
+/// Capacity an empty input buffer may keep between elements (larger ones are freed).
+const RETAINED_BUFFER: usize = super::FEED_SLACK;
 
 /// True if `recent` ends in a markup declaration: `<!` and an upper-case keyword letter
 /// (`<!DOCTYPE`, `<!ENTITY`, `<!ELEMENT`, `<!ATTLIST`, `<!NOTATION`), which rxml rejects as

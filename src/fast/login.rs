@@ -1,7 +1,8 @@
 //! A FAST login against the store: one read, one decision, at most one write.
 //!
 //! [`FastTokens::verify`] runs when the HT mechanism steps: it reads the client's record and
-//! the account's revocation cutoff in one round trip ([`TokenStore::get_for_login`]), checks
+//! the account's revocation cutoff in one round trip
+//! ([`TokenStore::get_for_login`](crate::store::TokenStore::get_for_login)), checks
 //! the MAC and every trust rule, and plans the state change (promotion, invalidation, `count`)
 //! without writing. [`FastTokens::commit`] runs from the inline feature once the whole login
 //! succeeded, and writes the planned change together with a token to issue (requested or

@@ -320,7 +320,7 @@ pub struct LoginView {
 ///
 /// Any implementation, in this crate or outside it, can check itself against the contract
 /// below with the public conformance suite: enable the `test-kit` feature and call
-/// [`test_kit::run_all`] with a function that makes fresh, empty stores (see its docs).
+/// `test_kit::run_all` with a function that makes fresh, empty stores (see its docs).
 ///
 /// # Contract
 /// - **Atomic per record.** Every state change of one (account, client) record happens in one

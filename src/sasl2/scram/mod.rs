@@ -1,7 +1,9 @@
 //! SCRAM-SHA-1 and SCRAM-SHA-256, with and without `-PLUS` (RFC 5802, RFC 7677), server side.
 //!
-//! The server keeps only [`ScramCredentials`] (salt, iteration count, StoredKey, ServerKey); it
-//! never sees or stores the password. One [`ScramProvider`] is registered per mechanism name.
+//! The server keeps only
+//! [`ScramCredentials`](crate::sasl2::credentials::ScramCredentials) (salt, iteration count,
+//! StoredKey, ServerKey); it never sees or stores the password. One [`ScramProvider`] is
+//! registered per mechanism name.
 //!
 //! # Failure conditions
 //! | Situation | Condition |

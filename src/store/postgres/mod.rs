@@ -7,7 +7,7 @@
 //! same binary encoding sled stores (the private `codec` module: one format for every store,
 //! checked on decode), and `expires_at` ([`ClientRecord::expires_at`]) has a partial index, so
 //! a sweep costs what expired. `fast_cutoffs (account, before)`: revocation cutoffs, the global
-//! one under the empty account. The store owns the schema ([`schema`] migrations at open).
+//! one under the empty account. The store owns the schema (the private `schema` module's migrations, applied at open).
 //!
 //! # One statement per operation
 //! Every [`TokenStore`] operation is one statement, so it is atomic in the database and two

@@ -88,11 +88,12 @@ impl FastPlugin {
                     .store_path
                     .clone()
                     .unwrap_or_else(|| data_dir.join("fast-tokens"));
-                let mut options = SledOptions::default();
-                options.cache_bytes = config.store_cache_bytes;
-                options.on_damage = match config.store_recovery {
-                    StoreRecovery::Refuse => DamagePolicy::Refuse,
-                    StoreRecovery::Distrust => DamagePolicy::Distrust,
+                let options = SledOptions {
+                    cache_bytes: config.store_cache_bytes,
+                    on_damage: match config.store_recovery {
+                        StoreRecovery::Refuse => DamagePolicy::Refuse,
+                        StoreRecovery::Distrust => DamagePolicy::Distrust,
+                    },
                 };
                 Arc::new(SledStore::open_with(path, options)?)
             }

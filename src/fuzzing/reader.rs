@@ -37,9 +37,11 @@ fn reparse(el: &Element) {
     write_element(&mut xml, el, ns::JABBER_CLIENT);
     // Escaping may make the text longer than the original, and declarations may be added
     // (the default namespace, and a prefix per prefixed attribute): relax the size limits.
-    let mut limits = Limits::default();
-    limits.max_element_bytes = usize::MAX / 4;
-    limits.max_attributes = 2 * Limits::default().max_attributes + 1;
+    let limits = Limits {
+        max_element_bytes: usize::MAX / 4,
+        max_attributes: 2 * Limits::default().max_attributes + 1,
+        ..Limits::default()
+    };
     let mut r = StreamReader::new(limits);
     r.feed(HEADER.as_bytes()).expect("header");
     r.feed(xml.as_bytes()).expect("element");

@@ -101,9 +101,11 @@ impl fmt::Debug for StreamReader {
 }
 
 fn parser_for(limits: &Limits) -> RawParser {
-    let mut options = Options::default();
     // Every token lies inside a budget already; rxml's own bound must not cut one earlier.
-    options.max_token_length = limits.max_element_bytes.max(limits.max_header_bytes).max(1);
+    let options = Options {
+        max_token_length: limits.max_element_bytes.max(limits.max_header_bytes).max(1),
+        ..Options::default()
+    };
     let mut raw = RawParser::with_options(options);
     // Text as soon as it arrives: whitespace keepalives between stanzas are consumed (and not
     // charged to the next element) without waiting for its `<`.
@@ -462,7 +464,7 @@ impl StreamReader {
                 .iter()
                 .rev()
                 .find_map(|s| s.default.clone())
-                .unwrap_or_else(|| Namespace::NONE),
+                .unwrap_or(Namespace::NONE),
             Some(p) => match self.lookup(p) {
                 Some(n) => n,
                 // The stream namespace itself is not declared (RFC 6120 §4.9.3.10).

@@ -4,6 +4,8 @@
 //! host --config FILE                 run the server
 //! host passwd --config FILE USER     set USER's password (read from stdin); revokes FAST tokens
 //! host clients --config FILE USER    list USER's FAST clients
+//! host migrate-store --config FILE --to URL
+//!                                    copy the sled token store into PostgreSQL at URL
 //! ```
 //!
 //! A config error exits with status 2 and a message naming the key; so does a usage error.
@@ -45,13 +47,28 @@ enum Command {
         /// The account.
         user: String,
     },
-    /// Lists USER's FAST clients. The host must be stopped.
+    /// Lists USER's FAST clients. The host must be stopped (with sled; PostgreSQL allows it
+    /// while hosts run).
     Clients {
         /// The configuration file.
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
         /// The account.
         user: String,
+    },
+    /// Copies every FAST client and revocation of the config's sled store into the PostgreSQL
+    /// database at URL, so tokens issued before the move log in after it. Records the
+    /// database already has are left alone; running it twice is harmless. The host must be
+    /// stopped. Afterwards set `store = "postgres"` and `postgres_url` in `[plugins.fast]`
+    /// and give every host of the cluster the same `pepper_file`.
+    MigrateStore {
+        /// The configuration file (its `[plugins.fast]` names the sled store).
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+        /// The target database: a libpq URL or `key=value` string (a password may also come
+        /// from PGPASSWORD or a password file).
+        #[arg(long, value_name = "URL")]
+        to: String,
     },
 }
 
@@ -70,7 +87,11 @@ pub fn main() -> ExitCode {
             .config
             .as_ref()
             .expect("clap requires --config without a subcommand"),
-        Some(Command::Passwd { config, .. } | Command::Clients { config, .. }) => config,
+        Some(
+            Command::Passwd { config, .. }
+            | Command::Clients { config, .. }
+            | Command::MigrateStore { config, .. },
+        ) => config,
     };
     let config = match load(config_path) {
         Ok(c) => c,
@@ -96,6 +117,7 @@ pub fn main() -> ExitCode {
             None => run(config).await,
             Some(Command::Passwd { user, .. }) => passwd(config, &user).await,
             Some(Command::Clients { user, .. }) => clients(config, &user).await,
+            Some(Command::MigrateStore { to, .. }) => migrate_store(config, to).await,
         }
     })
 }
@@ -244,4 +266,53 @@ async fn clients(config: HostConfig, user: &str) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+async fn migrate_store(config: HostConfig, to: String) -> ExitCode {
+    use sasl2_fast::fast::config::StoreKind;
+    use sasl2_fast::store::postgres::{PostgresOptions, PostgresStore};
+    let Some(fast) = config.plugins.fast.as_ref() else {
+        eprintln!("error: [plugins.fast] is missing from this config");
+        return ExitCode::from(2);
+    };
+    if fast.store != StoreKind::Sled {
+        eprintln!("error: migrate-store copies from a sled store; this config has another store");
+        return ExitCode::from(2);
+    }
+    let from = match sasl2_fast::fast::plugin::open_sled(fast, &config.server.data_dir) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: cannot open the sled token store: {e}");
+            eprintln!("error: is the host still running? Stop it first.");
+            return ExitCode::from(1);
+        }
+    };
+    let mut options = PostgresOptions::new(to);
+    options.ca_file = fast.postgres_ca_file.clone();
+    let target = match PostgresStore::open(options).await {
+        Ok(s) => s,
+        // The error never carries the URL's password.
+        Err(e) => {
+            eprintln!("error: cannot open the PostgreSQL token store: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match sasl2_fast::store::migrate::copy_sled(&from, &target).await {
+        Ok(r) => {
+            println!(
+                "copied {} FAST clients and {} revocation cutoffs; {} were already there, {} \
+                 differed and were left as the database has them",
+                r.copied, r.cutoffs, r.already_present, r.differing
+            );
+            println!(
+                "next: store = \"postgres\" and postgres_url in [plugins.fast]; keep the same \
+                 pepper file on every host"
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: copy failed (run it again to finish; nothing is overwritten): {e}");
+            ExitCode::from(1)
+        }
+    }
 }

@@ -432,3 +432,90 @@ async fn both_sweepers_remove_each_expired_record_once() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// `host migrate-store --config FILE --to URL` (issue 10 item 7): a single host on sled moves
+/// to PostgreSQL; tokens issued before the move log in after it, a revoked one stays revoked,
+/// and a second run changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_store_moves_a_sled_host_to_postgres() {
+    let cluster = Cluster::new();
+    let dir = cluster.dir.path();
+    let data = dir.join("data-single");
+    let sled_cfg = dir.join("sled.toml");
+    let base = format!(
+        "[server]\ndomain = \"localhost\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n\
+         [accounts]\nalice = \"alicepass\"\n[plugins.fast]\nenabled = true\n",
+        data.display()
+    );
+    std::fs::write(&sled_cfg, &base).unwrap();
+    let (kept_ua, revoked_ua) = (
+        "a1a1a1a1-0000-4000-8000-000000000001",
+        "a1a1a1a1-0000-4000-8000-000000000002",
+    );
+    let node = Node::start(&sled_cfg, &data, "warn");
+    let revoked = node.issue(revoked_ua, "alicepass").await;
+    drop(node);
+    passwd(&sled_cfg, "m1gr4t3d"); // revokes `revoked`
+    let node = Node::start(&sled_cfg, &data, "warn");
+    let kept = node.issue(kept_ua, "m1gr4t3d").await; // the new password, from data_dir
+    drop(node);
+
+    let url = cluster.pg.fresh_database().unwrap();
+    let migrate = || {
+        Command::new(HOST)
+            .args([
+                "migrate-store",
+                "--config",
+                sled_cfg.to_str().unwrap(),
+                "--to",
+                &url,
+            ])
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    let out = migrate();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("copied 2 FAST clients"), "{text}");
+    let again = migrate();
+    let text = String::from_utf8_lossy(&again.stdout).into_owned();
+    assert!(
+        text.contains("copied 0 FAST clients") && text.contains("2 were already there"),
+        "{text}"
+    );
+
+    // The same host, now on PostgreSQL (same data_dir, so the same pepper).
+    let pg_cfg = dir.join("pg.toml");
+    std::fs::write(
+        &pg_cfg,
+        format!("{base}store = \"postgres\"\npostgres_url = \"{url}\"\n"),
+    )
+    .unwrap();
+    let node = Node::start(&pg_cfg, &data, "warn");
+    let o = node.fast(&kept, LoginOptions::agent(kept_ua)).await;
+    assert!(succeeded(&o), "a token issued on sled: {}", condition(&o));
+    let o = node.fast(&revoked, LoginOptions::agent(revoked_ua)).await;
+    assert_eq!(
+        condition(&o),
+        "credentials-expired",
+        "the revocation moved too"
+    );
+
+    // A config that is not on sled is refused with the usage status.
+    let out = Command::new(HOST)
+        .args([
+            "migrate-store",
+            "--config",
+            pg_cfg.to_str().unwrap(),
+            "--to",
+            &url,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

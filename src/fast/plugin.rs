@@ -82,21 +82,7 @@ impl FastPlugin {
     ) -> Result<Self, OpenError> {
         let store: Arc<dyn TokenStore> = match config.store {
             StoreKind::Memory => Arc::new(crate::store::memory::MemoryStore::new()),
-            StoreKind::Sled => {
-                use crate::store::sled_store::{DamagePolicy, SledOptions, SledStore};
-                let path = config
-                    .store_path
-                    .clone()
-                    .unwrap_or_else(|| data_dir.join("fast-tokens"));
-                let options = SledOptions {
-                    cache_bytes: config.store_cache_bytes,
-                    on_damage: match config.store_recovery {
-                        StoreRecovery::Refuse => DamagePolicy::Refuse,
-                        StoreRecovery::Distrust => DamagePolicy::Distrust,
-                    },
-                };
-                Arc::new(SledStore::open_with(path, options)?)
-            }
+            StoreKind::Sled => Arc::new(open_sled(&config, data_dir)?),
             StoreKind::Postgres => open_postgres(&config).await?,
         };
         let pepper_path = config
@@ -156,6 +142,27 @@ impl FastPlugin {
             .filter(|m| m.usable_on(stream))
             .collect()
     }
+}
+
+/// The sled store a config names (`store_path`, default `<data_dir>/fast-tokens`), opened with
+/// its cache size and damage policy; also what `host migrate-store` copies from.
+pub fn open_sled(
+    config: &FastConfig,
+    data_dir: &Path,
+) -> Result<crate::store::sled_store::SledStore, crate::store::StoreError> {
+    use crate::store::sled_store::{DamagePolicy, SledOptions, SledStore};
+    let path = config
+        .store_path
+        .clone()
+        .unwrap_or_else(|| data_dir.join("fast-tokens"));
+    let options = SledOptions {
+        cache_bytes: config.store_cache_bytes,
+        on_damage: match config.store_recovery {
+            StoreRecovery::Refuse => DamagePolicy::Refuse,
+            StoreRecovery::Distrust => DamagePolicy::Distrust,
+        },
+    };
+    SledStore::open_with(path, options)
 }
 
 /// The PostgreSQL store of a config (feature `postgres`).

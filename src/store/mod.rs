@@ -12,6 +12,7 @@
 
 mod codec;
 pub mod memory;
+pub mod migrate;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 mod seal;

@@ -355,6 +355,43 @@ impl SledStore {
         })
     }
 
+    /// Every record, in key order (for `host migrate-store`: copying a store elsewhere). A
+    /// record that cannot be decoded is an error, not skipped: a copy must not silently lose
+    /// clients.
+    pub fn records(
+        &self,
+    ) -> impl Iterator<Item = Result<(ClientKey, ClientRecord), StoreError>> + '_ {
+        self.clients.iter().map(|entry| {
+            let (k, v) = entry.map_err(backend)?;
+            Ok((ClientKey::decode(&k)?, decode_value(&v)?.value))
+        })
+    }
+
+    /// Every revocation cutoff: the global one and those of accounts.
+    pub fn cutoffs(&self) -> Result<Vec<(RevocationScope, u64)>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.cutoffs.iter() {
+            let (k, v) = entry.map_err(backend)?;
+            let before = read_u64(&v, "cutoff")?;
+            let scope = if &k[..] == GLOBAL_CUTOFF_KEY {
+                RevocationScope::All
+            } else {
+                let len = k
+                    .get(..2)
+                    .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
+                    .ok_or_else(|| StoreError::Corrupt("cutoff key".into()))?;
+                let account = k
+                    .get(2..)
+                    .filter(|a| a.len() == len)
+                    .and_then(|a| std::str::from_utf8(a).ok())
+                    .ok_or_else(|| StoreError::Corrupt("cutoff key".into()))?;
+                RevocationScope::Account(account.to_owned())
+            };
+            out.push((scope, before));
+        }
+        Ok(out)
+    }
+
     /// How many sled flushes this store has run (for tests and metrics: with group commit it
     /// grows much more slowly than the number of durable writes).
     #[doc(hidden)]

@@ -21,6 +21,7 @@ pub mod client;
 pub mod config;
 mod connection;
 pub mod harness;
+pub mod log_budget;
 pub mod router;
 pub mod server;
 pub mod tls;

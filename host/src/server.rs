@@ -101,6 +101,8 @@ pub struct Shared {
     pub router: Router,
     /// Becomes `true` on shutdown.
     pub shutdown: watch::Receiver<bool>,
+    /// Log lines unauthenticated peers can cause (failures, refusals) share this budget.
+    pub pre_auth_log: crate::log_budget::LogBudget,
     conn_ids: AtomicU64,
 }
 
@@ -248,6 +250,8 @@ impl Host {
             acceptor,
             router: Router::new(),
             shutdown: shutdown_rx,
+            // 20 lines a second, bursts of 100: an attack is visible, the disk is safe.
+            pre_auth_log: crate::log_budget::LogBudget::new(20, 100),
             conn_ids: AtomicU64::new(0),
         });
         let (done_tx, done_rx) = mpsc::channel::<()>(1);
@@ -356,6 +360,13 @@ impl Host {
             warn!("some connections did not close in time");
         }
         drop(sweeper);
+        let suppressed = shared.pre_auth_log.flush();
+        if suppressed > 0 {
+            warn!(
+                suppressed,
+                "log lines of unauthenticated peers suppressed (over the log budget)"
+            );
+        }
         drop(shared);
         drop(accounts);
         if let Some(f) = fast {
@@ -445,7 +456,7 @@ async fn accept_loop(
             }
         };
         let Ok(permit) = limit.clone().try_acquire_owned() else {
-            warn!(%peer, "connection limit reached, closing");
+            crate::budgeted!(shared.pre_auth_log, warn, %peer, "connection limit reached, closing");
             if !direct_tls {
                 // Say why before closing (RFC 6120 §4.9.1.2: the header first, then the
                 // error). `try_write` never waits: a fresh socket's send buffer takes these few

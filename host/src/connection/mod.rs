@@ -298,7 +298,11 @@ impl Conn {
 
     /// Writes a stream error and the footer; the caller closes.
     fn stream_error(&mut self, condition: DefinedCondition, text: Option<&str>) -> Flow {
-        info!(%condition, "stream error");
+        if self.authed.is_some() {
+            info!(%condition, "stream error");
+        } else {
+            crate::budgeted!(self.shared.pre_auth_log, info, %condition, "stream error");
+        }
         if !self.stream_open {
             return Flow::Close;
         }
@@ -438,7 +442,12 @@ impl Conn {
                 Flow::Continue
             }
             NegotiatorEvent::Failure { element, failure } => {
-                info!(condition = %failure.condition, "authentication failed");
+                crate::budgeted!(
+                    self.shared.pre_auth_log,
+                    info,
+                    condition = %failure.condition,
+                    "authentication failed"
+                );
                 self.send(&element);
                 Flow::Continue
             }

@@ -104,6 +104,31 @@ pub struct ServerConfig {
     /// the xmpp.js PLAIN scenario).
     #[serde(default = "yes")]
     pub allow_plain: bool,
+    /// Connections one source address (an IPv4 address, an IPv6 /64) may hold before they
+    /// authenticate (1..=100 000); more are refused, so one address cannot take every slot.
+    #[serde(
+        default = "default_max_unauthenticated_per_ip",
+        deserialize_with = "max_unauthenticated_per_ip"
+    )]
+    pub max_unauthenticated_per_ip: u32,
+    /// Largest top-level element before authentication (1 KiB..=`max_stanza_bytes`; a SASL2
+    /// `<authenticate>` is well under 4 KiB): bounds what unauthenticated peers make the
+    /// host buffer.
+    #[serde(
+        default = "default_max_unauthenticated_stanza_bytes",
+        deserialize_with = "max_stanza_bytes"
+    )]
+    pub max_unauthenticated_stanza_bytes: usize,
+}
+
+fn default_max_unauthenticated_per_ip() -> u32 {
+    64
+}
+fn default_max_unauthenticated_stanza_bytes() -> usize {
+    16 * 1024
+}
+fn max_unauthenticated_per_ip<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    ranged(d, 1, 100_000).map(|n| n as u32)
 }
 
 fn yes() -> bool {
@@ -204,6 +229,8 @@ impl ServerConfig {
             auth_timeout: default_auth_timeout(),
             max_stanza_bytes: default_max_stanza_bytes(),
             allow_plain: true,
+            max_unauthenticated_per_ip: default_max_unauthenticated_per_ip(),
+            max_unauthenticated_stanza_bytes: default_max_unauthenticated_stanza_bytes(),
         }
     }
 }
@@ -298,6 +325,12 @@ impl HostConfig {
                 "tls_cert and tls_key must be given together",
             ));
         }
+        if s.max_unauthenticated_stanza_bytes > s.max_stanza_bytes {
+            return Err(ConfigError::new(
+                "server.max_unauthenticated_stanza_bytes",
+                format!("must not exceed max_stanza_bytes ({})", s.max_stanza_bytes),
+            ));
+        }
         for (user, pw) in &self.accounts {
             let key = format!("accounts.{user}");
             let name = normalize_username(user)
@@ -374,6 +407,11 @@ mod tests {
         for (extra, key, fragment) in [
             ("bogus = 1\n", "server.bogus", "unknown field"),
             ("max_connections = 0\n", "server.max_connections", "between"),
+            (
+                "max_unauthenticated_per_ip = 0\n",
+                "server.max_unauthenticated_per_ip",
+                "between",
+            ),
             ("idle_timeout = \"2x\"\n", "server.idle_timeout", "unit"),
             ("auth_timeout = 7200\n", "server.auth_timeout", "between"),
             ("listen_tls = \"nope\"\n", "server.listen_tls", "address"),

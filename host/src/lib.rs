@@ -22,6 +22,7 @@ pub mod config;
 mod connection;
 pub mod harness;
 pub mod log_budget;
+pub mod pre_auth;
 pub mod router;
 pub mod server;
 pub mod tls;

@@ -103,6 +103,8 @@ pub struct Shared {
     pub shutdown: watch::Receiver<bool>,
     /// Log lines unauthenticated peers can cause (failures, refusals) share this budget.
     pub pre_auth_log: crate::log_budget::LogBudget,
+    /// Unauthenticated connections per source address (`max_unauthenticated_per_ip`).
+    pub pre_auth_slots: Arc<crate::pre_auth::PreAuthSlots>,
     conn_ids: AtomicU64,
 }
 
@@ -243,6 +245,7 @@ impl Host {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let acceptor = tokio_rustls::TlsAcceptor::from(tls.config.clone());
         let limit = Arc::new(Semaphore::new(server.max_connections));
+        let pre_auth_slots = crate::pre_auth::PreAuthSlots::new(server.max_unauthenticated_per_ip);
         let shared = Arc::new(Shared {
             config,
             sasl2,
@@ -252,6 +255,7 @@ impl Host {
             shutdown: shutdown_rx,
             // 20 lines a second, bursts of 100: an attack is visible, the disk is safe.
             pre_auth_log: crate::log_budget::LogBudget::new(20, 100),
+            pre_auth_slots,
             conn_ids: AtomicU64::new(0),
         });
         let (done_tx, done_rx) = mpsc::channel::<()>(1);
@@ -415,7 +419,7 @@ pub async fn change_password(
 }
 
 /// A complete stream (header, `policy-violation` error, footer) for connections over the limit.
-fn over_limit_error(domain: &str) -> String {
+fn over_limit_error(domain: &str, text: &str) -> String {
     let mut s = stream_header_xml(
         ns::JABBER_CLIENT,
         Some(domain),
@@ -424,11 +428,7 @@ fn over_limit_error(domain: &str) -> String {
         Some("1.0"),
         None,
     );
-    crate::connection::write_stream_error(
-        &mut s,
-        DefinedCondition::PolicyViolation,
-        Some("too many connections"),
-    );
+    crate::connection::write_stream_error(&mut s, DefinedCondition::PolicyViolation, Some(text));
     s.push_str(STREAM_FOOTER);
     s
 }
@@ -461,7 +461,25 @@ async fn accept_loop(
                 // Say why before closing (RFC 6120 §4.9.1.2: the header first, then the
                 // error). `try_write` never waits: a fresh socket's send buffer takes these few
                 // hundred bytes, and a peer that cannot must not hold an over-limit slot.
-                let _ = tcp.try_write(over_limit_error(&shared.config.server.domain).as_bytes());
+                let error = over_limit_error(&shared.config.server.domain, "too many connections");
+                let _ = tcp.try_write(error.as_bytes());
+            }
+            drop(tcp);
+            continue;
+        };
+        let Some(slot) = shared.pre_auth_slots.try_take(peer.ip()) else {
+            crate::budgeted!(
+                shared.pre_auth_log,
+                warn,
+                %peer,
+                "too many unauthenticated connections from this address, closing"
+            );
+            if !direct_tls {
+                let error = over_limit_error(
+                    &shared.config.server.domain,
+                    "too many unauthenticated connections from your address",
+                );
+                let _ = tcp.try_write(error.as_bytes());
             }
             drop(tcp);
             continue;
@@ -474,7 +492,7 @@ async fn accept_loop(
             async move {
                 let _done = done;
                 let _permit = permit;
-                crate::connection::serve(shared, tcp, peer, direct_tls).await;
+                crate::connection::serve(shared, tcp, peer, direct_tls, slot).await;
             }
             .instrument(span),
         );

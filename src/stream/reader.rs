@@ -73,6 +73,8 @@ pub struct StreamReader {
     scopes: Vec<Scope>,
     /// The start tag being read.
     tag: Option<RawTag>,
+    /// rxml's bound on one token, from the limits the reader was created with.
+    token_limit: usize,
     /// The last bytes consumed, to tell a markup declaration from a broken comment when
     /// rxml rejects both the same way.
     recent: Vec<u8>,
@@ -100,10 +102,15 @@ impl fmt::Debug for StreamReader {
     }
 }
 
-fn parser_for(limits: &Limits) -> RawParser {
-    // Every token lies inside a budget already; rxml's own bound must not cut one earlier.
+/// rxml's token bound for `limits`: every token lies inside a budget already, so rxml's own
+/// bound must not cut one earlier.
+fn token_limit(limits: &Limits) -> usize {
+    limits.max_element_bytes.max(limits.max_header_bytes).max(1)
+}
+
+fn parser_for(token_limit: usize) -> RawParser {
     let options = Options {
-        max_token_length: limits.max_element_bytes.max(limits.max_header_bytes).max(1),
+        max_token_length: token_limit,
         ..Options::default()
     };
     let mut raw = RawParser::with_options(options);
@@ -122,7 +129,8 @@ impl StreamReader {
     /// A reader expecting a stream header, bounded by `limits`.
     pub fn new(limits: Limits) -> Self {
         StreamReader {
-            raw: parser_for(&limits),
+            raw: parser_for(token_limit(&limits)),
+            token_limit: token_limit(&limits),
             limits,
             pending: Vec::new(),
             pos: 0,
@@ -164,10 +172,21 @@ impl StreamReader {
         Ok(())
     }
 
+    /// Changes the limits, e.g. to larger stanzas once the peer has authenticated, or to
+    /// smaller ones before. rxml's bound on one token (a text node, an attribute value) was
+    /// fixed by the limits given to [`StreamReader::new`] and stays (also across
+    /// [`StreamReader::reset`]): create the reader with the largest limits it will need.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
     /// Restarts the stream (after STARTTLS `<proceed/>` or RFC 6120 SASL success): drops
     /// buffered bytes and all state, including a failure, and expects a new stream header.
     pub fn reset(&mut self) {
+        let token_limit = self.token_limit;
         *self = StreamReader::new(self.limits);
+        self.token_limit = token_limit;
+        self.raw = parser_for(token_limit);
     }
 
     /// Bytes fed but not consumed yet (rxml holds at most one incomplete token more).

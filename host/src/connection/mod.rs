@@ -75,10 +75,19 @@ struct Conn {
     bound: Option<Bound>,
     tx: mpsc::Sender<Routed>,
     rx: mpsc::Receiver<Routed>,
+    /// Held until the connection authenticates (`max_unauthenticated_per_ip`).
+    pre_auth: Option<crate::pre_auth::PreAuthSlot>,
 }
 
-/// Serves one accepted socket until it closes. `direct_tls` is the XEP-0368 listener.
-pub async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, direct_tls: bool) {
+/// Serves one accepted socket until it closes. `direct_tls` is the XEP-0368 listener;
+/// `slot` counts it against its source address until it authenticates.
+pub async fn serve(
+    shared: Arc<Shared>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    direct_tls: bool,
+    slot: crate::pre_auth::PreAuthSlot,
+) {
     let _ = tcp.set_nodelay(true);
     let auth_deadline = Instant::now() + shared.config.server.auth_timeout;
     let (io, tls) = if direct_tls {
@@ -100,13 +109,22 @@ pub async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, direct
     } else {
         (Transport::Plain(tcp), None)
     };
-    let limits = Limits::default().with_max_element_bytes(shared.config.server.max_stanza_bytes);
+    // Smaller elements before authentication: what an unauthenticated peer can make the host
+    // buffer is bounded by this, not by the stanza limit of logged-in sessions. The reader is
+    // created with the larger limit (its token bound), then narrowed.
+    let mut reader = StreamReader::new(
+        Limits::default().with_max_element_bytes(shared.config.server.max_stanza_bytes),
+    );
+    reader.set_limits(
+        Limits::default()
+            .with_max_element_bytes(shared.config.server.max_unauthenticated_stanza_bytes),
+    );
     let (tx, rx) = mpsc::channel(QUEUE);
     let mut conn = Conn {
         shared,
         peer,
         io,
-        reader: StreamReader::new(limits),
+        reader,
         out: String::new(),
         tls,
         header_sent: false,
@@ -116,6 +134,7 @@ pub async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, direct
         bound: None,
         tx,
         rx,
+        pre_auth: Some(slot),
     };
     conn.run(auth_deadline).await;
     conn.cleanup().await;
@@ -470,6 +489,10 @@ impl Conn {
 
     fn on_authenticated(&mut self, session: AuthenticatedSession) {
         info!(account = %session.username, mechanism = %session.mechanism, "authenticated");
+        self.pre_auth = None;
+        self.reader.set_limits(
+            Limits::default().with_max_element_bytes(self.shared.config.server.max_stanza_bytes),
+        );
         let ua = session
             .user_agent
             .as_ref()

@@ -23,7 +23,9 @@ use sasl2_fast::sasl2::{
     TlsVersion,
 };
 use sasl2_fast::store::memory::MemoryStore;
+use sasl2_fast::store::postgres::{PostgresOptions, PostgresStore};
 use sasl2_fast::store::sled_store::SledStore;
+use sasl2_fast::store::test_kit::TestPostgres;
 use sasl2_fast::store::{ClientKey, TokenStore};
 use sasl2_fast::xmpp::{Redacted, ns};
 
@@ -96,6 +98,15 @@ async fn login(
     issued.is_some()
 }
 
+/// A PostgreSQL token store on a fresh database of `pg`.
+fn postgres(rt: &tokio::runtime::Runtime, pg: &TestPostgres) -> Arc<dyn TokenStore> {
+    let url = pg.fresh_database().unwrap();
+    Arc::new(
+        rt.block_on(PostgresStore::open(PostgresOptions::new(url)))
+            .unwrap(),
+    )
+}
+
 fn ht_mac(c: &mut Criterion) {
     let mut g = c.benchmark_group("ht_verify");
     g.throughput(Throughput::Elements(1));
@@ -124,12 +135,15 @@ fn fast_verify(c: &mut Criterion) {
     let m = HtMechanism::from_name("HT-SHA-256-NONE").unwrap();
     let mut g = c.benchmark_group("fast_verify_current");
     g.throughput(Throughput::Elements(1));
+    // A throwaway PostgreSQL on loopback (the test kit's), next to the embedded stores.
+    let pg = TestPostgres::start().unwrap_or_else(|e| panic!("{e}"));
     let stores: Vec<(&str, Arc<dyn TokenStore>)> = vec![
         ("memory", Arc::new(MemoryStore::new())),
         (
             "sled",
             Arc::new(SledStore::open(dir.path().join("v")).unwrap()),
         ),
+        ("postgres", postgres(&rt, &pg)),
     ];
     for (name, store) in stores {
         let (tokens, token) = authority(&rt, store);
@@ -164,6 +178,12 @@ fn issuance(c: &mut Criterion) {
     let (tokens, _) = authority(&rt, sled);
     g.bench_function("durable_issue_sled", |b| {
         b.iter(|| rt.block_on(tokens.issue(&key, &requested(m))).unwrap())
+    });
+    // The same on PostgreSQL (one transaction, committed before the token is returned).
+    let pg = TestPostgres::start().unwrap_or_else(|e| panic!("{e}"));
+    let (pg_tokens, _) = authority(&rt, postgres(&rt, &pg));
+    g.bench_function("durable_issue_postgres", |b| {
+        b.iter(|| rt.block_on(pg_tokens.issue(&key, &requested(m))).unwrap())
     });
     // A FAST login with the token still in `new` that also requests a token (F-16/F-17):
     // promotion and issuance are one durable write. The setup (outside the measurement)

@@ -1,9 +1,11 @@
-//! A sled token store at scale: fill it with many FAST client records, then measure its disk
-//! size, the time to reopen it, the latency of `FastTokens::verify` against it (the read path
-//! of every FAST login), and one expiry sweep.
+//! A token store at scale: fill it with many FAST client records, then measure its disk
+//! size (sled), the time to reopen it, the latency of `FastTokens::verify` against it (the read
+//! path of every FAST login), and one expiry sweep. sled by default; `--postgres` runs the same
+//! on a throwaway PostgreSQL on loopback (the test kit's; needs Debian's postgresql).
 //!
 //! ```text
 //! cargo run --release --example store_scale -- --records 1000000 --verify 100000 --expire 10000
+//! cargo run --release --example store_scale -- --postgres --records 1000000
 //! ```
 //!
 //! Records are written straight into the store with `Durability::Lazy` and one flush at the
@@ -21,6 +23,7 @@ use sasl2_fast::fast::clock::ManualClock;
 use sasl2_fast::fast::config::FastConfig;
 use sasl2_fast::fast::login::VerifyRequest;
 use sasl2_fast::fast::{FastTokens, HtMechanism, Pepper};
+use sasl2_fast::store::postgres::{PostgresOptions, PostgresStore};
 use sasl2_fast::store::sled_store::SledStore;
 use sasl2_fast::store::{CasOutcome, ClientKey, ClientRecord, Durability, TokenSlot, TokenStore};
 
@@ -30,7 +33,8 @@ const USAGE: &str =
   --verify N    timed verifications after reopening (default 100000, at most 10000000)
   --expire N    records that expire early, removed by one timed sweep (default 10000)
   --dir DIR     where to create the database (default: a fresh temporary directory)
-  --keep        keep the database afterwards";
+  --keep        keep the database afterwards
+  --postgres    a throwaway PostgreSQL instead of sled";
 
 /// Start of the simulated time (unix ms).
 const T0: u64 = 1_750_000_000_000;
@@ -44,6 +48,7 @@ struct Args {
     expire: u64,
     dir: Option<PathBuf>,
     keep: bool,
+    postgres: bool,
 }
 
 fn parse_args(argv: &[String]) -> Result<Args, String> {
@@ -53,6 +58,7 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
         expire: 10_000,
         dir: None,
         keep: false,
+        postgres: false,
     };
     let mut it = argv.iter();
     while let Some(flag) = it.next() {
@@ -67,6 +73,7 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
             "--expire" => a.expire = num(value()?)?,
             "--dir" => a.dir = Some(PathBuf::from(value()?)),
             "--keep" => a.keep = true,
+            "--postgres" => a.postgres = true,
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -180,65 +187,49 @@ async fn run(a: Args, dir: &Path) -> Result<(), String> {
     let err = |e: sasl2_fast::store::StoreError| e.to_string();
     let m = HtMechanism::from_name(MECH).ok_or("mechanism")?;
 
-    // 1. Fill.
-    {
+    // 1. Fill, 2. reopen.
+    let mut pg_server = None;
+    let store: Arc<dyn TokenStore> = if a.postgres {
+        let pg = sasl2_fast::store::test_kit::TestPostgres::start().map_err(|e| e.to_string())?;
+        let url = pg.url();
+        pg_server = Some(pg);
+        let open = || PostgresStore::open(PostgresOptions::new(url.clone()));
+        // Sixteen writers: each insert is one round trip to the server.
+        fill(Arc::new(open().await.map_err(err)?), &a, 16).await?;
+        let t = Instant::now();
+        let store = open().await.map_err(err)?;
+        println!(
+            "reopen: PostgresStore::open {:.0} ms ({} records)",
+            t.elapsed().as_secs_f64() * 1000.0,
+            store.len().await.map_err(err)?
+        );
+        Arc::new(store)
+    } else {
+        fill(Arc::new(SledStore::open(&db_path).map_err(err)?), &a, 1).await?;
+        // sled's background flusher thread holds the database briefly after the last handle.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (apparent, allocated) = disk_usage(&db_path);
+        println!(
+            "disk: {:.1} MiB apparent, {:.1} MiB allocated ({:.0} bytes per record allocated)",
+            mib(apparent),
+            mib(allocated),
+            allocated as f64 / a.records as f64
+        );
+        let t = Instant::now();
         let store = SledStore::open(&db_path).map_err(err)?;
-        let t = Instant::now();
-        for i in 0..a.records {
-            let (account, ua) = key_of(i);
-            let key = ClientKey::new(&account, &ua).map_err(err)?;
-            match store
-                .compare_and_swap(&key, None, Some(record_of(i, a.expire)), Durability::Lazy)
-                .await
-                .map_err(err)?
-            {
-                CasOutcome::Written(_) => {}
-                CasOutcome::Conflict => return Err(format!("record {i} already exists")),
-            }
-            if (i + 1) % 200_000 == 0 {
-                eprintln!("  filled {} records", i + 1);
-            }
-        }
-        let fill = t.elapsed();
-        let t = Instant::now();
-        store.flush().await.map_err(err)?;
-        let flush = t.elapsed();
+        let open = t.elapsed();
+        let len = store.len().await.map_err(err)?;
         println!(
-            "fill: {} records in {:.2} s ({:.0} records/s, lazy compare-and-swap), final flush {:.0} ms",
-            a.records,
-            fill.as_secs_f64(),
-            a.records as f64 / fill.as_secs_f64(),
-            flush.as_secs_f64() * 1000.0
+            "reopen: SledStore::open {:.0} ms ({len} records)",
+            open.as_secs_f64() * 1000.0
         );
-        println!(
-            "process RSS after fill: {:.0} MiB",
-            own_rss_kib().unwrap_or(0) as f64 / 1024.0
-        );
-    }
-    // sled's background flusher thread holds the database briefly after the last handle.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let (apparent, allocated) = disk_usage(&db_path);
-    println!(
-        "disk: {:.1} MiB apparent, {:.1} MiB allocated ({:.0} bytes per record allocated)",
-        mib(apparent),
-        mib(allocated),
-        allocated as f64 / a.records as f64
-    );
-
-    // 2. Reopen.
-    let t = Instant::now();
-    let store = SledStore::open(&db_path).map_err(err)?;
-    let open = t.elapsed();
-    let len = store.len().await.map_err(err)?;
-    println!(
-        "reopen: SledStore::open {:.0} ms ({len} records)",
-        open.as_secs_f64() * 1000.0
-    );
+        Arc::new(store)
+    };
 
     // 3. Verify through FastTokens, the code path of a FAST login.
     let clock = Arc::new(ManualClock::new(T0 + 1000));
     let tokens = FastTokens::new(
-        Arc::new(store),
+        store,
         Pepper::from_bytes([7; 32]),
         FastConfig::default(),
     )
@@ -314,6 +305,57 @@ async fn run(a: Args, dir: &Path) -> Result<(), String> {
     println!(
         "sweep with nothing expired: removed {again} in {:.3} ms",
         t.elapsed().as_secs_f64() * 1000.0
+    );
+    drop(tokens);
+    drop(pg_server);
+    Ok(())
+}
+
+/// Writes the records with lazy compare-and-swaps from `writers` tasks, then one flush.
+async fn fill(store: Arc<dyn TokenStore>, a: &Args, writers: u64) -> Result<(), String> {
+    let t = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..writers {
+        let (store, records, expire) = (store.clone(), a.records, a.expire);
+        tasks.spawn(async move {
+            let mut i = w;
+            while i < records {
+                let (account, ua) = key_of(i);
+                let key = ClientKey::new(&account, &ua).map_err(|e| e.to_string())?;
+                match store
+                    .compare_and_swap(&key, None, Some(record_of(i, expire)), Durability::Lazy)
+                    .await
+                    .map_err(|e| e.to_string())?
+                {
+                    CasOutcome::Written(_) => {}
+                    CasOutcome::Conflict => return Err(format!("record {i} already exists")),
+                }
+                if w == 0 && i > 0 && (i + 1) % 200_000 < writers {
+                    eprintln!("  filled about {} records", i + 1);
+                }
+                i += writers;
+            }
+            Ok::<(), String>(())
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.map_err(|e| e.to_string())??;
+    }
+    let fill = t.elapsed();
+    let t = Instant::now();
+    store.flush().await.map_err(|e| e.to_string())?;
+    let flush = t.elapsed();
+    println!(
+        "fill: {} records in {:.2} s ({:.0} records/s, lazy compare-and-swap, {writers} writer(s)), \
+         final flush {:.0} ms",
+        a.records,
+        fill.as_secs_f64(),
+        a.records as f64 / fill.as_secs_f64(),
+        flush.as_secs_f64() * 1000.0
+    );
+    println!(
+        "process RSS after fill: {:.0} MiB",
+        own_rss_kib().unwrap_or(0) as f64 / 1024.0
     );
     Ok(())
 }

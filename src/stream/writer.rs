@@ -13,22 +13,38 @@ use minidom::{Element, Node};
 
 use crate::xmpp::ns;
 
-/// Escapes text for character data or a single-quoted attribute value.
+/// Escapes text for character data or a single-quoted attribute value. Characters XML 1.0
+/// does not allow (C0 controls other than tab, newline and carriage return; U+FFFE, U+FFFF) are
+/// dropped. Runs of plain text are copied whole: most text (base64, JIDs, namespaces) has no
+/// character to escape, and copying it char by char was the writer's main cost.
 fn escape_into(out: &mut String, s: &str) {
-    for c in s.chars() {
-        match c {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '\'' => out.push_str("&apos;"),
-            '"' => out.push_str("&quot;"),
-            '\t' => out.push_str("&#9;"),
-            '\n' => out.push_str("&#10;"),
-            '\r' => out.push_str("&#13;"),
-            c if (c as u32) < 0x20 || matches!(c, '\u{fffe}' | '\u{ffff}') => {}
-            c => out.push(c),
-        }
+    let bytes = s.as_bytes();
+    let mut plain = 0; // start of the run not yet copied
+    let mut i = 0;
+    while i < bytes.len() {
+        let (replacement, len) = match bytes[i] {
+            b'<' => ("&lt;", 1),
+            b'>' => ("&gt;", 1),
+            b'&' => ("&amp;", 1),
+            b'\'' => ("&apos;", 1),
+            b'"' => ("&quot;", 1),
+            b'\t' => ("&#9;", 1),
+            b'\n' => ("&#10;", 1),
+            b'\r' => ("&#13;", 1),
+            0..=0x1f => ("", 1),
+            // U+FFFE and U+FFFF in UTF-8.
+            0xef if matches!(bytes.get(i + 1..i + 3), Some([0xbf, 0xbe | 0xbf])) => ("", 3),
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        out.push_str(&s[plain..i]);
+        out.push_str(replacement);
+        i += len;
+        plain = i;
     }
+    out.push_str(&s[plain..]);
 }
 
 fn write(out: &mut String, el: &Element, parent_ns: Option<&str>) {
@@ -126,4 +142,19 @@ pub fn stream_header_xml(
     }
     s.push('>');
     s
+}
+
+#[cfg(test)]
+mod escape_tests {
+    use super::escape_into;
+
+    #[test]
+    fn escapes_markup_and_whitespace_and_drops_what_xml_forbids() {
+        let mut out = String::new();
+        escape_into(&mut out, "a<b>&'\"\t\n\r\u{1}c\u{fffe}\u{ffff}\u{fffd}é😀");
+        assert_eq!(out, "a&lt;b&gt;&amp;&apos;&quot;&#9;&#10;&#13;c\u{fffd}é😀");
+        let mut plain = String::from("x");
+        escape_into(&mut plain, "dGhlIHRva2Vu+/=");
+        assert_eq!(plain, "xdGhlIHRva2Vu+/=");
+    }
 }

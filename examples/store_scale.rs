@@ -228,12 +228,8 @@ async fn run(a: Args, dir: &Path) -> Result<(), String> {
 
     // 3. Verify through FastTokens, the code path of a FAST login.
     let clock = Arc::new(ManualClock::new(T0 + 1000));
-    let tokens = FastTokens::new(
-        store,
-        Pepper::from_bytes([7; 32]),
-        FastConfig::default(),
-    )
-    .with_clock(clock.clone());
+    let tokens = FastTokens::new(store, Pepper::from_bytes([7; 32]), FastConfig::default())
+        .with_clock(clock.clone());
     let pepper = Pepper::from_bytes([7; 32]);
     let live = a.records - a.expire;
     // Pseudo-random sample over the unexpired records; MACs computed before timing (they are

@@ -237,6 +237,7 @@ async fn main_async(args: Args) -> Result<Report, String> {
         domain: args.domain.clone(),
         from: Some(format!("{}@{}", args.user, args.domain)),
         timeout: args.timeout,
+        source: None,
     };
     let hold = args.hold;
     let ctx = Arc::new(logins::Ctx::new(args, opts));

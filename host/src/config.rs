@@ -119,6 +119,30 @@ pub struct ServerConfig {
         deserialize_with = "max_stanza_bytes"
     )]
     pub max_unauthenticated_stanza_bytes: usize,
+    /// Failed password logins from one source or for one account before further password
+    /// attempts are held back (`temporary-auth-failure`) with a doubling backoff; 0 = off.
+    /// FAST logins are never held back.
+    #[serde(
+        default = "default_login_throttle_failures",
+        deserialize_with = "login_throttle_failures"
+    )]
+    pub login_throttle_failures: u32,
+    /// The longest backoff; also how long a failure count is remembered.
+    #[serde(
+        default = "default_login_throttle_max_backoff",
+        deserialize_with = "auth_timeout"
+    )]
+    pub login_throttle_max_backoff: Duration,
+}
+
+fn default_login_throttle_failures() -> u32 {
+    5
+}
+fn default_login_throttle_max_backoff() -> Duration {
+    Duration::from_secs(300)
+}
+fn login_throttle_failures<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    ranged(d, 0, 1000).map(|n| n as u32)
 }
 
 fn default_max_unauthenticated_per_ip() -> u32 {
@@ -231,6 +255,8 @@ impl ServerConfig {
             allow_plain: true,
             max_unauthenticated_per_ip: default_max_unauthenticated_per_ip(),
             max_unauthenticated_stanza_bytes: default_max_unauthenticated_stanza_bytes(),
+            login_throttle_failures: default_login_throttle_failures(),
+            login_throttle_max_backoff: default_login_throttle_max_backoff(),
         }
     }
 }

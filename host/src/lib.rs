@@ -25,6 +25,7 @@ pub mod log_budget;
 pub mod pre_auth;
 pub mod router;
 pub mod server;
+pub mod throttle;
 pub mod tls;
 
 pub use accounts::HostAccounts;

@@ -105,6 +105,8 @@ pub struct Shared {
     pub pre_auth_log: crate::log_budget::LogBudget,
     /// Unauthenticated connections per source address (`max_unauthenticated_per_ip`).
     pub pre_auth_slots: Arc<crate::pre_auth::PreAuthSlots>,
+    /// Failed-login throttling of password mechanisms.
+    pub throttle: crate::throttle::LoginThrottle,
     conn_ids: AtomicU64,
 }
 
@@ -246,6 +248,10 @@ impl Host {
         let acceptor = tokio_rustls::TlsAcceptor::from(tls.config.clone());
         let limit = Arc::new(Semaphore::new(server.max_connections));
         let pre_auth_slots = crate::pre_auth::PreAuthSlots::new(server.max_unauthenticated_per_ip);
+        let throttle = crate::throttle::LoginThrottle::new(
+            server.login_throttle_failures,
+            server.login_throttle_max_backoff,
+        );
         let shared = Arc::new(Shared {
             config,
             sasl2,
@@ -256,6 +262,7 @@ impl Host {
             // 20 lines a second, bursts of 100: an attack is visible, the disk is safe.
             pre_auth_log: crate::log_budget::LogBudget::new(20, 100),
             pre_auth_slots,
+            throttle,
             conn_ids: AtomicU64::new(0),
         });
         let (done_tx, done_rx) = mpsc::channel::<()>(1);

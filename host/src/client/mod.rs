@@ -133,6 +133,9 @@ pub struct ConnectOptions {
     pub from: Option<String>,
     /// Bound on every single wait for the server.
     pub timeout: Duration,
+    /// Local address to connect from (e.g. another loopback address, to look like another
+    /// client to per-address limits); `None` lets the system choose.
+    pub source: Option<std::net::IpAddr>,
 }
 
 impl ConnectOptions {
@@ -151,6 +154,7 @@ impl ConnectOptions {
             domain: "localhost".to_owned(),
             from: from.map(str::to_owned),
             timeout: Duration::from_secs(5),
+            source: None,
         })
     }
 }
@@ -409,7 +413,21 @@ impl Client {
     /// TCP connect, direct TLS or STARTTLS as configured; stops before opening the
     /// (post-TLS) stream. Use [`Client::connect`] for the usual complete sequence.
     pub async fn establish(opts: ConnectOptions) -> Result<Client> {
-        let tcp = tokio::time::timeout(opts.timeout, TcpStream::connect(opts.addr))
+        let connect = async {
+            match opts.source {
+                None => TcpStream::connect(opts.addr).await,
+                Some(ip) => {
+                    let socket = if ip.is_ipv4() {
+                        tokio::net::TcpSocket::new_v4()?
+                    } else {
+                        tokio::net::TcpSocket::new_v6()?
+                    };
+                    socket.bind(std::net::SocketAddr::new(ip, 0))?;
+                    socket.connect(opts.addr).await
+                }
+            }
+        };
+        let tcp = tokio::time::timeout(opts.timeout, connect)
             .await
             .map_err(|_| ClientError::Timeout("TCP connect".into()))??;
         tcp.set_nodelay(true)?;

@@ -77,6 +77,8 @@ struct Conn {
     rx: mpsc::Receiver<Routed>,
     /// Held until the connection authenticates (`max_unauthenticated_per_ip`).
     pre_auth: Option<crate::pre_auth::PreAuthSlot>,
+    /// The password login in progress, with the account it names if known (for throttling).
+    password_attempt: Option<Option<String>>,
 }
 
 /// Serves one accepted socket until it closes. `direct_tls` is the XEP-0368 listener;
@@ -135,6 +137,7 @@ pub async fn serve(
         tx,
         rx,
         pre_auth: Some(slot),
+        password_attempt: None,
     };
     conn.run(auth_deadline).await;
     conn.cleanup().await;
@@ -450,10 +453,53 @@ impl Conn {
     }
 
     async fn on_sasl(&mut self, el: Element) -> Flow {
+        if let Some(account) = crate::throttle::password_attempt(&el) {
+            if let Some(left) = self
+                .shared
+                .throttle
+                .blocked(self.peer.ip(), account.as_deref())
+            {
+                // Held back without running the mechanism: no guess is checked. FAST logins
+                // never get here.
+                crate::budgeted!(self.shared.pre_auth_log, info, "password login held back");
+                let failure = sasl2_fast::sasl2::Failure::with_text(
+                    sasl2_fast::sasl2::SaslCondition::TemporaryAuthFailure,
+                    format!(
+                        "too many failed logins; try again in {} s",
+                        left.as_secs().max(1)
+                    ),
+                );
+                let element = if el.ns() == ns::SASL {
+                    Element::from(failure.to_rfc6120())
+                } else {
+                    failure.to_sasl2()
+                };
+                self.send(&element);
+                return Flow::Continue;
+            }
+            self.password_attempt = Some(account);
+        }
         let Some(neg) = self.negotiator.as_mut() else {
             return self.stream_error(DefinedCondition::NotAuthorized, None);
         };
-        match neg.handle(el).await {
+        let event = neg.handle(el).await;
+        match &event {
+            NegotiatorEvent::Failure { .. }
+            | NegotiatorEvent::StreamError {
+                failure: Some(_), ..
+            } => {
+                if let Some(account) = self.password_attempt.take() {
+                    self.shared
+                        .throttle
+                        .failed(self.peer.ip(), account.as_deref());
+                }
+            }
+            NegotiatorEvent::Success { session, .. } if self.password_attempt.take().is_some() => {
+                self.shared.throttle.succeeded(&session.username);
+            }
+            _ => {}
+        }
+        match event {
             NegotiatorEvent::Challenge(e)
             | NegotiatorEvent::Continue(e)
             | NegotiatorEvent::TaskData(e) => {

@@ -34,7 +34,9 @@ const USAGE: &str =
   --expire N    records that expire early, removed by one timed sweep (default 10000)
   --dir DIR     where to create the database (default: a fresh temporary directory)
   --keep        keep the database afterwards
-  --postgres    a throwaway PostgreSQL instead of sled";
+  --postgres    a throwaway PostgreSQL instead of sled
+  --reuse       open the sled database in --dir as it is (written by an earlier --keep run)
+                instead of filling it: the RSS of a process that only opens and verifies";
 
 /// Start of the simulated time (unix ms).
 const T0: u64 = 1_750_000_000_000;
@@ -49,6 +51,7 @@ struct Args {
     dir: Option<PathBuf>,
     keep: bool,
     postgres: bool,
+    reuse: bool,
 }
 
 fn parse_args(argv: &[String]) -> Result<Args, String> {
@@ -59,6 +62,7 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
         dir: None,
         keep: false,
         postgres: false,
+        reuse: false,
     };
     let mut it = argv.iter();
     while let Some(flag) = it.next() {
@@ -74,6 +78,7 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
             "--dir" => a.dir = Some(PathBuf::from(value()?)),
             "--keep" => a.keep = true,
             "--postgres" => a.postgres = true,
+            "--reuse" => a.reuse = true,
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -82,6 +87,9 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
     }
     if a.verify > 10_000_000 {
         return Err("--verify: at most 10000000".into());
+    }
+    if a.reuse && (a.dir.is_none() || a.postgres) {
+        return Err("--reuse needs --dir (and sled)".into());
     }
     if a.expire >= a.records {
         return Err("--expire must be smaller than --records".into());
@@ -205,7 +213,9 @@ async fn run(a: Args, dir: &Path) -> Result<(), String> {
         );
         Arc::new(store)
     } else {
-        fill(Arc::new(SledStore::open(&db_path).map_err(err)?), &a, 1).await?;
+        if !a.reuse {
+            fill(Arc::new(SledStore::open(&db_path).map_err(err)?), &a, 1).await?;
+        }
         // sled's background flusher thread holds the database briefly after the last handle.
         tokio::time::sleep(Duration::from_millis(500)).await;
         let (apparent, allocated) = disk_usage(&db_path);

@@ -552,8 +552,9 @@ const BOM: &[u8] = b"\xEF\xBB\xBF";
 /// Bytes of recent input kept for [`map_error`].
 const RECENT_BYTES: usize = 16;
 
-/// Capacity an empty input buffer may keep between elements (larger ones are freed).
-const RETAINED_BUFFER: usize = super::FEED_SLACK;
+/// Capacity an empty input buffer may keep (larger ones are freed): a typical read fits, and
+/// an idle connection does not pin the buffer of the largest read it ever had.
+const RETAINED_BUFFER: usize = 4096;
 
 /// True if `recent` ends in a markup declaration: `<!` and an upper-case keyword letter
 /// (`<!DOCTYPE`, `<!ENTITY`, `<!ELEMENT`, `<!ATTLIST`, `<!NOTATION`), which rxml rejects as

@@ -161,12 +161,17 @@ impl Conn {
     async fn run(&mut self, auth_deadline: Instant) {
         let mut shutdown = self.shared.shutdown.clone();
         let idle = self.shared.config.server.idle_timeout;
-        let mut buf = vec![0u8; FEED_SLACK];
+        // Small reads before authentication: an idle unauthenticated connection then pins 4 KiB
+        // of read buffer, not 16 (scripts/preauth-rss.py); full-size once logged in.
+        let mut buf = vec![0u8; 4096];
         let mut last_read = Instant::now();
         if *shutdown.borrow() {
             return;
         }
         loop {
+            if self.authed.is_some() && buf.len() < FEED_SLACK {
+                buf.resize(FEED_SLACK, 0);
+            }
             let deadline = if self.authed.is_none() {
                 auth_deadline.min(last_read + idle)
             } else {

@@ -16,16 +16,16 @@
 //!
 //! Exit status 0 when nothing was lost or wrongly accepted, 1 otherwise. Loopback only.
 
-use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use sasl2_fast_host::client::{Client, ConnectOptions, LoginOptions, Outcome, Tls};
+use sasl2_fast_host::harness::{HostProcess, host_passwd};
 
 /// Mixed FAST load against a host that is killed and restarted.
 #[derive(Debug, Parser)]
@@ -64,27 +64,6 @@ struct Target {
     cert: PathBuf,
     /// Bumped on every password change of `rev`: tokens of `rev` from an older epoch are revoked.
     rev_epoch: AtomicU64,
-}
-
-fn start_host(bin: &Path, config: &Path) -> (Child, SocketAddr) {
-    let mut child = Command::new(bin)
-        .args(["--config", config.to_str().unwrap()])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start the host");
-    let line = BufReader::new(child.stdout.take().unwrap())
-        .lines()
-        .next()
-        .expect("a line")
-        .expect("utf-8");
-    let addr = line
-        .strip_prefix("listening on ")
-        .expect("listening on ADDR")
-        .parse()
-        .expect("an address");
-    (child, addr)
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -208,15 +187,8 @@ async fn worker(
 }
 
 fn passwd(bin: &Path, config: &Path, user: &str, password: &str) {
-    let mut child = Command::new(bin)
-        .args(["passwd", "--config", config.to_str().unwrap(), user])
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("host passwd");
-    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
-    assert!(child.wait().unwrap().success(), "host passwd failed");
+    let out = host_passwd(bin, config, user, &format!("{password}\n")).expect("host passwd");
+    assert!(out.status.success(), "host passwd failed");
 }
 
 fn main() -> ExitCode {
@@ -235,7 +207,9 @@ fn main() -> ExitCode {
          token_min_ttl = 1\ntoken_ttl = 3600\n",
     )
     .unwrap();
-    let (mut child, addr) = start_host(&bin, &config);
+    let start = || HostProcess::start(&bin, &config, Some("warn")).expect("start the host");
+    let mut child = start();
+    let addr = child.addr();
     let target = Arc::new(Target {
         addr: std::sync::Mutex::new(Some(addr)),
         cert: dir.path().join("data/tls/cert.pem"),
@@ -262,24 +236,22 @@ fn main() -> ExitCode {
     let started = Instant::now();
     let mut next_restart = started + Duration::from_secs(args.restart_every);
     let mut restarts = 0;
-    let mut rss = vec![(0u64, rss_kib(child.id()))];
+    let mut rss = vec![(0u64, rss_kib(child.pid()))];
     while started.elapsed() < Duration::from_secs(args.duration) {
         std::thread::sleep(Duration::from_millis(500));
         let t = started.elapsed().as_secs();
         if rss.last().is_some_and(|(s, _)| t >= s + 5) {
-            rss.push((t, rss_kib(child.id())));
+            rss.push((t, rss_kib(child.pid())));
         }
         if Instant::now() >= next_restart {
             *target.addr.lock().unwrap() = None;
-            let _ = child.kill(); // SIGKILL
-            let _ = child.wait();
+            child.kill9();
             // Change rev's password while the host is down: its tokens are revoked.
             let epoch = target.rev_epoch.load(Ordering::SeqCst) + 1;
             passwd(&bin, &config, "rev", &format!("pw-{epoch}"));
             target.rev_epoch.store(epoch, Ordering::SeqCst);
-            let (c, addr) = start_host(&bin, &config);
-            child = c;
-            *target.addr.lock().unwrap() = Some(addr);
+            child = start();
+            *target.addr.lock().unwrap() = Some(child.addr());
             restarts += 1;
             next_restart = Instant::now() + Duration::from_secs(args.restart_every);
         }
@@ -290,8 +262,7 @@ fn main() -> ExitCode {
             let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
         }
     });
-    let _ = child.kill();
-    let _ = child.wait();
+    child.kill9();
     let c = &counters;
     let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
     println!(

@@ -108,3 +108,131 @@ impl TestHost {
         Client::connect(self.opts(tls, from)?).await
     }
 }
+
+/// The `host` binary running as its own process (`host --config FILE`), for tests of the
+/// command line, of kill -9, and of several hosts at once. Its stderr (the log) is collected;
+/// dropping it kills the process.
+#[derive(Debug)]
+pub struct HostProcess {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+    log: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl HostProcess {
+    /// Starts `bin --config config` with `RUST_LOG=rust_log` (`None`: the host's default
+    /// level) and waits for its first `listening on ADDR` line.
+    pub fn start(bin: &Path, config: &Path, rust_log: Option<&str>) -> Result<Self, BoxError> {
+        use std::io::{BufRead as _, Read as _};
+        let mut cmd = std::process::Command::new(bin);
+        cmd.arg("--config")
+            .arg(config)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        match rust_log {
+            Some(level) => cmd.env("RUST_LOG", level),
+            None => cmd.env_remove("RUST_LOG"),
+        };
+        let mut child = cmd.spawn()?;
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut stderr = child.stderr.take().ok_or("no stderr")?;
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = stderr.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .extend_from_slice(&buf[..n]);
+            }
+        });
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let first = std::io::BufReader::new(stdout).lines().next();
+        let Some(Ok(first)) = first else {
+            let _ = child.wait();
+            let log = String::from_utf8_lossy(&log.lock().unwrap_or_else(|e| e.into_inner()))
+                .into_owned();
+            return Err(format!("host did not start: {}", log.trim()).into());
+        };
+        let addr = first
+            .strip_prefix("listening on ")
+            .ok_or_else(|| format!("unexpected first line {first:?}"))?
+            .parse()?;
+        Ok(HostProcess { child, addr, log })
+    }
+
+    /// The process id (for /proc figures such as RSS).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The first listener (STARTTLS).
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    /// What the host logged so far.
+    pub fn log(&self) -> String {
+        String::from_utf8_lossy(&self.log.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+    }
+
+    /// Bytes logged so far.
+    pub fn log_len(&self) -> usize {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// SIGKILL, and waits for the process.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then the exit status (at most 5 s).
+    pub fn stop(mut self) -> Result<std::process::ExitStatus, BoxError> {
+        let pid = self.child.id().to_string();
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()?;
+        for _ in 0..100 {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Err("host did not stop within 5 s of SIGTERM".into())
+    }
+}
+
+impl Drop for HostProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// `bin passwd --config config user` with `password` on stdin; its output.
+pub fn host_passwd(
+    bin: &Path,
+    config: &Path,
+    user: &str,
+    password: &str,
+) -> Result<std::process::Output, BoxError> {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new(bin)
+        .arg("passwd")
+        .arg("--config")
+        .arg(config)
+        .arg(user)
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .ok_or("no stdin")?
+        .write_all(password.as_bytes())?;
+    Ok(child.wait_with_output()?)
+}

@@ -4,13 +4,12 @@
 //! (issue 9 item 2): `host --config FILE`, `host passwd --config FILE USER`,
 //! `host clients --config FILE USER`.
 
-use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
+use std::process::{Command, Output};
 
 use sasl2_fast_host::client::{Client, ConnectOptions, LoginOptions, Outcome, Tls};
+use sasl2_fast_host::harness::{HostProcess, host_passwd};
 
 const HOST: &str = env!("CARGO_BIN_EXE_host");
 const UA: &str = "0d9d5a6c-25f1-4d52-9b38-0a4c5c6f7e21";
@@ -98,52 +97,6 @@ fn config_errors_exit_with_status_2_and_name_the_key() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
 
-/// A running `host --config FILE`, stopped with SIGTERM on drop.
-struct Running {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Running {
-    fn start(config: &Path) -> Running {
-        let mut child = Command::new(HOST)
-            .args(["--config", config.to_str().unwrap()])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start host");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let first = lines.next().expect("a line").expect("utf-8");
-        let addr = first
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
-            .parse()
-            .unwrap();
-        Running { child, addr }
-    }
-
-    /// SIGTERM, then the exit status (the host shuts down cleanly).
-    fn stop(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        for _ in 0..100 {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("host did not stop within 5 s of SIGTERM");
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 async fn login(addr: SocketAddr, dir: &Path, password: &str, opts: &LoginOptions) -> Outcome {
     let cert = dir.join("data/tls/cert.pem");
     let mut c =
@@ -156,21 +109,7 @@ async fn login(addr: SocketAddr, dir: &Path, password: &str, opts: &LoginOptions
 }
 
 fn passwd(config: &Path, user: &str, stdin: &str) -> Output {
-    let mut child = Command::new(HOST)
-        .args(["passwd", "--config", config.to_str().unwrap(), user])
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    host_passwd(Path::new(HOST), config, user, stdin).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -179,14 +118,17 @@ async fn serve_list_clients_and_change_a_password_from_stdin() {
     let cfg = config(dir.path(), "");
 
     // `host --config FILE` serves: a password login that asks for a token gets one.
-    let running = Running::start(&cfg);
+    let running = HostProcess::start(Path::new(HOST), &cfg, Some("warn")).unwrap();
     let opts = LoginOptions::agent(UA).request_token("HT-SHA-256-EXPR");
-    let s = login(running.addr, dir.path(), "alicepass", &opts)
+    let s = login(running.addr(), dir.path(), "alicepass", &opts)
         .await
         .into_success()
         .unwrap();
     assert!(s.token.is_some(), "a token was issued");
-    assert!(running.stop().success(), "SIGTERM is a clean shutdown");
+    assert!(
+        running.stop().unwrap().success(),
+        "SIGTERM is a clean shutdown"
+    );
 
     // `host clients` lists that client, its token still in the `new` slot (F-17), while the
     // host is stopped (sled holds one process lock).
@@ -208,15 +150,15 @@ async fn serve_list_clients_and_change_a_password_from_stdin() {
     assert_eq!(o.status.code(), Some(1), "an empty password is refused");
 
     // The restarted host takes the new password and refuses the old one.
-    let running = Running::start(&cfg);
+    let running = HostProcess::start(Path::new(HOST), &cfg, Some("warn")).unwrap();
     let plain = LoginOptions::agent(UA);
-    match login(running.addr, dir.path(), "alicepass", &plain).await {
+    match login(running.addr(), dir.path(), "alicepass", &plain).await {
         Outcome::Failure(f) => assert_eq!(f.condition, "not-authorized"),
         Outcome::Success(_) => panic!("the old password still works"),
     }
-    login(running.addr, dir.path(), "n3w-p4ssw0rd", &plain)
+    login(running.addr(), dir.path(), "n3w-p4ssw0rd", &plain)
         .await
         .into_success()
         .unwrap();
-    assert!(running.stop().success());
+    assert!(running.stop().unwrap().success());
 }

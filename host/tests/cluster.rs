@@ -5,68 +5,34 @@
 //! Without PostgreSQL's server binaries these tests fail with an install hint (Debian's
 //! `postgresql` package); `.ci/run` installs it.
 
-use std::io::{BufRead as _, BufReader, Read as _};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sasl2_fast::store::test_kit::TestPostgres;
 use sasl2_fast_host::client::{Client, ConnectOptions, LoginOptions, Outcome, Tls};
+use sasl2_fast_host::harness::{HostProcess, host_passwd};
 
 const HOST: &str = env!("CARGO_BIN_EXE_host");
 const MECH: &str = "HT-SHA-256-EXPR";
 
-/// One `host` process; its stderr is collected for the tests that read its log.
+/// One `host` process and the certificate its clients trust.
 struct Node {
-    child: Child,
+    process: HostProcess,
     addr: SocketAddr,
     cert: PathBuf,
-    log: Arc<Mutex<String>>,
 }
 
 impl Node {
     fn start(config: &Path, data_dir: &Path, rust_log: &str) -> Node {
-        let mut child = Command::new(HOST)
-            .args(["--config", config.to_str().unwrap()])
-            .env("RUST_LOG", rust_log)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start host");
-        let log = Arc::new(Mutex::new(String::new()));
-        let mut stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = stderr.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let first = match lines.next() {
-            Some(Ok(l)) => l,
-            _ => panic!(
-                "host did not start: {}",
-                log.lock().unwrap().as_str().trim()
-            ),
-        };
-        let addr = first
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
-            .parse()
-            .unwrap();
+        let process = HostProcess::start(Path::new(HOST), config, Some(rust_log))
+            .unwrap_or_else(|e| panic!("{e}"));
         Node {
-            child,
-            addr,
+            addr: process.addr(),
+            process,
             cert: data_dir.join("tls/cert.pem"),
-            log,
         }
     }
 
@@ -95,18 +61,11 @@ impl Node {
     }
 
     fn kill9(&mut self) {
-        let _ = self.child.kill(); // SIGKILL
-        let _ = self.child.wait();
+        self.process.kill9();
     }
 
     fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill9();
+        self.process.log()
     }
 }
 
@@ -171,17 +130,7 @@ impl Cluster {
 }
 
 fn passwd(config: &Path, password: &str) {
-    use std::io::Write as _;
-    let mut child = Command::new(HOST)
-        .args(["passwd", "--config", config.to_str().unwrap(), "alice"])
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = host_passwd(Path::new(HOST), config, "alice", &format!("{password}\n")).unwrap();
     assert!(
         out.status.success(),
         "host passwd: {}",

@@ -2,12 +2,10 @@
 //! floods `<abort/>` and reconnects for 5 s grows the host's log at the default level by less
 //! than 64 KiB, and the log still says that it happened and how much was left out.
 
-use std::io::{BufRead as _, BufReader, Read as _};
-use std::net::SocketAddr;
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+use sasl2_fast_host::harness::HostProcess;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 const HOST: &str = env!("CARGO_BIN_EXE_host");
@@ -22,36 +20,10 @@ async fn an_abort_flood_with_reconnects_writes_a_bounded_log() {
          require_tls = false\n[accounts]\nalice = \"alicepass\"\n[plugins.fast]\nenabled = true\n",
     )
     .unwrap();
-    let mut child = Command::new(HOST)
-        .args(["--config", cfg.to_str().unwrap()])
-        .env_remove("RUST_LOG") // the default level
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let log = Arc::new(Mutex::new(Vec::<u8>::new()));
-    let mut stderr = child.stderr.take().unwrap();
-    let sink = log.clone();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 8192];
-        while let Ok(n) = stderr.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            sink.lock().unwrap().extend_from_slice(&buf[..n]);
-        }
-    });
-    let first = BufReader::new(child.stdout.take().unwrap())
-        .lines()
-        .next()
-        .unwrap()
-        .unwrap();
-    let addr: SocketAddr = first
-        .strip_prefix("listening on ")
-        .unwrap()
-        .parse()
-        .unwrap();
-    let before = log.lock().unwrap().len();
+    // The default level: RUST_LOG unset.
+    let host = HostProcess::start(Path::new(HOST), &cfg, None).unwrap();
+    let addr = host.addr();
+    let before = host.log_len();
 
     let header = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
                   xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>";
@@ -76,10 +48,9 @@ async fn an_abort_flood_with_reconnects_writes_a_bounded_log() {
         connections += 1;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let grown = log.lock().unwrap().len() - before;
-    let text = String::from_utf8_lossy(&log.lock().unwrap()).into_owned();
-    let _ = child.kill();
-    let _ = child.wait();
+    let grown = host.log_len() - before;
+    let text = host.log();
+    drop(host);
     assert!(
         connections > 100,
         "the flood was too slow to mean anything: {connections}"

@@ -149,7 +149,11 @@ impl HostProcess {
             }
         });
         let stdout = child.stdout.take().ok_or("no stdout")?;
-        let first = std::io::BufReader::new(stdout).lines().next();
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let first = lines.next();
+        // Keep reading what follows (a second `listening on` line for direct TLS, anything
+        // later): a closed pipe would make the host's next `println!` panic.
+        std::thread::spawn(move || for _ in lines {});
         let Some(Ok(first)) = first else {
             let _ = child.wait();
             let log = String::from_utf8_lossy(&log.lock().unwrap_or_else(|e| e.into_inner()))

@@ -44,8 +44,11 @@ pub struct Sasl2Server {
     rfc6120: bool,
     /// What streams with the same [`OfferFacts`] are offered, computed once (None = off,
     /// [`Sasl2ServerBuilder::cache_offers`]).
-    offer_cache: Option<std::sync::Mutex<Vec<(OfferFacts, Arc<Advertised>)>>>,
+    offer_cache: Option<OfferCache>,
 }
+
+/// The offers computed so far, by the facts they were computed for.
+type OfferCache = std::sync::Mutex<Vec<(OfferFacts, Arc<Advertised>)>>;
 
 /// Distinct stream facts remembered by the offer cache: a host sees a handful (plaintext,
 /// TLS 1.2, TLS 1.3 with and without the exporter), and the bound keeps a host that builds

@@ -1,0 +1,307 @@
+//! Interop with a real third-party client without SASL2: slixmpp (PyPI, pinned with hashes in
+//! `tests/interop/requirements.txt`), issue 12 item 2.
+//!
+//! Each test starts the example host in-process (loopback STARTTLS and direct-TLS listeners,
+//! self-signed certificate for `localhost`, temp data dir) and runs
+//! `tests/interop/.venv/bin/python tests/interop/slixmpp_client.py` against it. slixmpp
+//! verifies the certificate (given as its CA file) and the host name; it logs in with RFC 6120
+//! SASL (`<auth>`, R-n rules), restarts the stream and binds a resource (RFC 6120 §7). The
+//! script reports what happened as JSON on stdout and the assertions are here, so a run in
+//! which slixmpp did nothing fails. Its stderr (slixmpp's log) is printed on failure.
+//!
+//! The venv is made by `scripts/test` (the README's test command); without it, or when it was
+//! made from another `requirements.txt`, the tests fail and say so. They never skip.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use sasl2_fast_host::HostConfig;
+use sasl2_fast_host::harness::TestHost;
+use serde_json::Value;
+use tokio::process::Command;
+
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(60);
+const RESOURCE: &str = "slixmpp-interop";
+
+fn interop_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop")
+}
+
+/// The venv's python, or a panic telling how to make it.
+fn venv_python() -> PathBuf {
+    let dir = interop_dir();
+    let python = dir.join(".venv/bin/python");
+    let wanted =
+        std::fs::read(dir.join("requirements.txt")).expect("tests/interop/requirements.txt");
+    // scripts/test copies requirements.txt into the venv after a successful install.
+    let installed = std::fs::read(dir.join(".venv/requirements.txt")).ok();
+    if !python.exists() || installed.is_none() {
+        panic!(
+            "the slixmpp interop tests need the Python venv {}; run `scripts/test` (the README's \
+             test command, it creates it from tests/interop/requirements.txt), or only that step: \
+             `scripts/test --test interop_slixmpp`",
+            dir.join(".venv").display()
+        );
+    }
+    if installed.as_deref() != Some(wanted.as_slice()) {
+        panic!(
+            "{} was made from another tests/interop/requirements.txt; run `scripts/test` to \
+             rebuild it",
+            dir.join(".venv").display()
+        );
+    }
+    python
+}
+
+/// How slixmpp connects.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Transport {
+    StartTls,
+    DirectTls,
+}
+
+struct Run<'a> {
+    t: &'a TestHost,
+    jid: String,
+    password: &'a str,
+    args: Vec<String>,
+    transport: Transport,
+}
+
+impl<'a> Run<'a> {
+    fn new(t: &'a TestHost, user: &str, password: &'a str) -> Self {
+        Run {
+            t,
+            jid: format!("{user}@localhost/{RESOURCE}"),
+            password,
+            args: Vec::new(),
+            transport: Transport::StartTls,
+        }
+    }
+
+    fn arg(mut self, a: &str) -> Self {
+        self.args.push(a.to_owned());
+        self
+    }
+
+    fn mech(self, m: &str) -> Self {
+        self.arg("--mech").arg(m)
+    }
+
+    fn direct_tls(mut self) -> Self {
+        self.transport = Transport::DirectTls;
+        self.arg("--direct-tls")
+    }
+
+    /// Runs the script; returns its JSON report. Panics (with slixmpp's log) if it did not
+    /// exit 0 with one JSON object on stdout.
+    async fn go(self) -> Value {
+        let python = venv_python();
+        let port = match self.transport {
+            Transport::StartTls => self.t.host.local_addr().port(),
+            Transport::DirectTls => self.t.host.tls_local_addr().expect("direct TLS").port(),
+        };
+        let mut cmd = Command::new(python);
+        cmd.arg(interop_dir().join("slixmpp_client.py"))
+            .args(["--port", &port.to_string(), "--ca"])
+            .arg(self.t.host.cert_pem_path())
+            .args(["--jid", &self.jid, "--password", self.password])
+            .args(&self.args)
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let child = cmd.spawn().expect("spawn the venv's python");
+        let what = format!("slixmpp {} {:?}", self.jid, self.args);
+        let out = match tokio::time::timeout(SCRIPT_TIMEOUT, child.wait_with_output()).await {
+            Ok(r) => r.expect("wait for python"),
+            Err(_) => panic!("{what} timed out after {SCRIPT_TIMEOUT:?}"),
+        };
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "{what} failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+            out.status
+        );
+        let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+            panic!("{what}: stdout is not one JSON report ({e}):\n{stdout}\n--- stderr\n{stderr}")
+        });
+        println!("--- {what}\n{report:#}\n--- stderr\n{stderr}");
+        report
+    }
+}
+
+fn s<'v>(r: &'v Value, key: &str) -> Option<&'v str> {
+    r.get(key).and_then(Value::as_str)
+}
+
+fn strings(r: &Value, key: &str) -> Vec<String> {
+    r.get(key)
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A login that went all the way: `mechanism` succeeded first time (slixmpp verified the
+/// server's SCRAM signature before it says so), the requested resource was bound, the ping
+/// answered.
+fn assert_logged_in(r: &Value, mechanism: &str) {
+    assert_eq!(r["error"], Value::Null, "{r:#}");
+    assert_eq!(r["slixmpp"], "1.17.0", "the pinned slixmpp ran");
+    assert_eq!(s(r, "mechanism"), Some(mechanism), "{r:#}");
+    assert_eq!(r["failures"], serde_json::json!([]), "{r:#}");
+    assert_eq!(
+        s(r, "bound_jid"),
+        Some(format!("alice@localhost/{RESOURCE}").as_str()),
+        "RFC 6120 §7.7: the requested resource is bound: {r:#}"
+    );
+    assert!(
+        r["ping_rtt_ms"].as_f64().is_some(),
+        "XEP-0199 ping answered: {r:#}"
+    );
+    let offered = strings(r, "offered");
+    assert!(
+        offered.iter().all(|m| !m.starts_with("HT-")),
+        "FAST is SASL2-only, never in the RFC 6120 feature: {offered:?}"
+    );
+}
+
+fn host_config(allow_plain: bool) -> HostConfig {
+    let mut c = TestHost::config();
+    c.server.allow_plain = allow_plain;
+    c
+}
+
+/// SCRAM-SHA-256 over STARTTLS on TLS 1.3, the usual case. Python's `ssl` has no
+/// `tls-exporter` (only `tls-unique`, undefined on TLS 1.3), so slixmpp cannot use -PLUS
+/// here; it sends the GS2 flag `n`, which the host accepts (RFC 5802 §6: the client does not
+/// support channel binding).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scram_sha_256_over_starttls_binds_and_pings() {
+    let t = TestHost::start(TestHost::config()).await.unwrap();
+    let r = Run::new(&t, "alice", "alicepass")
+        .mech("SCRAM-SHA-256")
+        .go()
+        .await;
+    assert_logged_in(&r, "SCRAM-SHA-256");
+    assert_eq!(s(&r, "tls_version"), Some("TLSv1.3"), "{r:#}");
+    // The host offers -PLUS, slixmpp cannot bind: `n` (RFC 5802 §6), not `y` (which the host
+    // would have to refuse as a downgrade).
+    assert_eq!(s(&r, "gs2_header"), Some("n,,"), "{r:#}");
+    assert_eq!(
+        r["ssl_channel_binding_types"],
+        serde_json::json!(["tls-unique"]),
+        "{r:#}"
+    );
+    let offered = strings(&r, "offered");
+    for m in [
+        "SCRAM-SHA-1",
+        "SCRAM-SHA-256",
+        "SCRAM-SHA-256-PLUS",
+        "PLAIN",
+    ] {
+        assert!(offered.iter().any(|o| o == m), "{m} offered: {offered:?}");
+    }
+    t.shutdown().await;
+}
+
+/// Left to itself slixmpp picks the strongest mechanism it can do: SCRAM-SHA-256-PLUS is
+/// cancelled on its side (no binding on TLS 1.3), so SCRAM-SHA-256, first time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slixmpps_own_choice_on_tls13_is_scram_sha_256() {
+    let t = TestHost::start(TestHost::config()).await.unwrap();
+    let r = Run::new(&t, "alice", "alicepass").go().await;
+    assert_logged_in(&r, "SCRAM-SHA-256");
+    t.shutdown().await;
+}
+
+/// Direct TLS (XEP-0368) instead of STARTTLS: the same login.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scram_sha_1_over_direct_tls() {
+    let t = TestHost::start(TestHost::config()).await.unwrap();
+    let r = Run::new(&t, "alice", "alicepass")
+        .mech("SCRAM-SHA-1")
+        .direct_tls()
+        .go()
+        .await;
+    assert_logged_in(&r, "SCRAM-SHA-1");
+    t.shutdown().await;
+}
+
+/// PLAIN when the host allows it (`allow_plain`, on by default); not offered, and so not
+/// usable, when it does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_only_when_allowed() {
+    let t = TestHost::start(host_config(true)).await.unwrap();
+    let r = Run::new(&t, "alice", "alicepass").mech("PLAIN").go().await;
+    assert_logged_in(&r, "PLAIN");
+    t.shutdown().await;
+
+    let t = TestHost::start(host_config(false)).await.unwrap();
+    let r = Run::new(&t, "alice", "alicepass").mech("PLAIN").go().await;
+    let offered = strings(&r, "offered");
+    assert!(!offered.iter().any(|m| m == "PLAIN"), "{offered:?}");
+    assert_eq!(r["bound_jid"], Value::Null, "{r:#}");
+    assert_eq!(r["disconnected_before_session"], true, "{r:#}");
+    t.shutdown().await;
+}
+
+/// A wrong password is `<failure><not-authorized/>` (R-1, RFC 6120 §6.5.10), for SCRAM and
+/// PLAIN alike, and nothing is bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_password_is_not_authorized() {
+    let t = TestHost::start(TestHost::config()).await.unwrap();
+    for mech in ["SCRAM-SHA-256", "PLAIN"] {
+        let r = Run::new(&t, "alice", "wrong").mech(mech).go().await;
+        assert_eq!(r["error"], Value::Null, "{r:#}");
+        let failures = r["failures"].as_array().expect("failures");
+        assert_eq!(failures.len(), 1, "{r:#}");
+        assert_eq!(failures[0]["mechanism"], mech, "{r:#}");
+        assert_eq!(failures[0]["condition"], "not-authorized", "{r:#}");
+        assert_eq!(r["mechanism"], Value::Null, "{r:#}");
+        assert_eq!(r["bound_jid"], Value::Null, "{r:#}");
+    }
+    t.shutdown().await;
+}
+
+/// On TLS 1.2 Python's `ssl` can bind, but only to `tls-unique`, which rustls does not expose
+/// (CB-4), so the host advertises only `tls-exporter` and `tls-server-end-point` (XEP-0440,
+/// which slixmpp ignores). slixmpp tries SCRAM-SHA-256-PLUS and SCRAM-SHA-1-PLUS with
+/// `p=tls-unique`; the host refuses both, never logging in a binding it cannot check (RFC 5802
+/// §6 "unsupported-channel-binding-type", as `not-authorized` with that text: RFC 6120 has no
+/// closer condition), and the third attempt, SCRAM-SHA-256 with `n`, succeeds on the same
+/// stream (R-2: retries allowed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_tls12_tls_unique_is_refused_then_scram_sha_256_succeeds() {
+    let t = TestHost::start(TestHost::config()).await.unwrap();
+    let r = Run::new(&t, "alice", "alicepass")
+        .arg("--tls-max")
+        .arg("1.2")
+        .go()
+        .await;
+    assert_eq!(s(&r, "tls_version"), Some("TLSv1.2"), "{r:#}");
+    let failures = r["failures"].as_array().expect("failures");
+    let tried: Vec<_> = failures.iter().map(|f| &f["mechanism"]).collect();
+    assert_eq!(tried, ["SCRAM-SHA-256-PLUS", "SCRAM-SHA-1-PLUS"], "{r:#}");
+    for f in failures {
+        assert_eq!(f["gs2_header"], "p=tls-unique,,", "{r:#}");
+        assert_eq!(f["condition"], "not-authorized", "{r:#}");
+        assert_eq!(f["text"], "unsupported channel-binding type", "{r:#}");
+    }
+    assert_eq!(s(&r, "mechanism"), Some("SCRAM-SHA-256"), "{r:#}");
+    assert_eq!(s(&r, "gs2_header"), Some("n,,"), "{r:#}");
+    assert_eq!(
+        s(&r, "bound_jid"),
+        Some(format!("alice@localhost/{RESOURCE}").as_str()),
+        "{r:#}"
+    );
+    assert!(r["ping_rtt_ms"].as_f64().is_some(), "{r:#}");
+    t.shutdown().await;
+}

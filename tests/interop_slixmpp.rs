@@ -152,7 +152,7 @@ fn strings(r: &Value, key: &str) -> Vec<String> {
 /// A login that went all the way: `mechanism` succeeded first time (slixmpp verified the
 /// server's SCRAM signature before it says so), the requested resource was bound, the ping
 /// answered.
-fn assert_logged_in(r: &Value, mechanism: &str) {
+fn assert_logged_in(r: &Value, mechanism: &str, transport: Transport) {
     assert_eq!(r["error"], Value::Null, "{r:#}");
     assert_eq!(r["slixmpp"], "1.17.0", "the pinned slixmpp ran");
     assert_eq!(s(r, "mechanism"), Some(mechanism), "{r:#}");
@@ -170,6 +170,61 @@ fn assert_logged_in(r: &Value, mechanism: &str) {
     assert!(
         offered.iter().all(|m| !m.starts_with("HT-")),
         "FAST is SASL2-only, never in the RFC 6120 feature: {offered:?}"
+    );
+    assert_feature_sequence(r, transport);
+}
+
+const MECHANISMS: &str = "{urn:ietf:params:xml:ns:xmpp-sasl}mechanisms";
+const AUTHENTICATION: &str = "{urn:xmpp:sasl:2}authentication";
+const BIND: &str = "{urn:ietf:params:xml:ns:xmpp-bind}bind";
+const STARTTLS: &str = "{urn:ietf:params:xml:ns:xmpp-tls}starttls";
+
+/// The `<stream:features>` slixmpp saw, each as its children's `{ns}name`.
+fn features(r: &Value) -> Vec<Vec<String>> {
+    r["features"]
+        .as_array()
+        .expect("features")
+        .iter()
+        .map(|f| {
+            f.as_array()
+                .expect("one features element")
+                .iter()
+                .map(|t| t.as_str().expect("tag").to_owned())
+                .collect()
+        })
+        .collect()
+}
+
+/// The features of a secured stream before and after authentication: SASL2 and RFC 6120
+/// SASL side by side (slixmpp uses the latter), then, on the restarted stream, resource
+/// binding and no SASL of either kind.
+fn assert_feature_sequence(r: &Value, transport: Transport) {
+    let f = features(r);
+    let secured = match transport {
+        Transport::StartTls => {
+            assert_eq!(f.len(), 3, "plain, TLS, post-auth features: {f:?}");
+            assert!(f[0].iter().any(|t| t == STARTTLS), "{f:?}");
+            assert!(
+                !f[0].iter().any(|t| t == MECHANISMS),
+                "no SASL before TLS: {f:?}"
+            );
+            &f[1]
+        }
+        Transport::DirectTls => {
+            assert_eq!(f.len(), 2, "TLS, post-auth features: {f:?}");
+            &f[0]
+        }
+    };
+    assert!(secured.iter().any(|t| t == AUTHENTICATION), "{f:?}");
+    assert!(secured.iter().any(|t| t == MECHANISMS), "{f:?}");
+    let after = f.last().expect("post-auth features");
+    assert!(
+        after.iter().any(|t| t == BIND),
+        "R-4: bind offered after SASL: {f:?}"
+    );
+    assert!(
+        !after.iter().any(|t| t == MECHANISMS || t == AUTHENTICATION),
+        "R-4: no SASL after success: {f:?}"
     );
 }
 
@@ -190,7 +245,7 @@ async fn scram_sha_256_over_starttls_binds_and_pings() {
         .mech("SCRAM-SHA-256")
         .go()
         .await;
-    assert_logged_in(&r, "SCRAM-SHA-256");
+    assert_logged_in(&r, "SCRAM-SHA-256", Transport::StartTls);
     assert_eq!(s(&r, "tls_version"), Some("TLSv1.3"), "{r:#}");
     // The host offers -PLUS, slixmpp cannot bind: `n` (RFC 5802 §6), not `y` (which the host
     // would have to refuse as a downgrade).
@@ -218,7 +273,7 @@ async fn scram_sha_256_over_starttls_binds_and_pings() {
 async fn slixmpps_own_choice_on_tls13_is_scram_sha_256() {
     let t = TestHost::start(TestHost::config()).await.unwrap();
     let r = Run::new(&t, "alice", "alicepass").go().await;
-    assert_logged_in(&r, "SCRAM-SHA-256");
+    assert_logged_in(&r, "SCRAM-SHA-256", Transport::StartTls);
     t.shutdown().await;
 }
 
@@ -231,7 +286,7 @@ async fn scram_sha_1_over_direct_tls() {
         .direct_tls()
         .go()
         .await;
-    assert_logged_in(&r, "SCRAM-SHA-1");
+    assert_logged_in(&r, "SCRAM-SHA-1", Transport::DirectTls);
     t.shutdown().await;
 }
 
@@ -241,7 +296,7 @@ async fn scram_sha_1_over_direct_tls() {
 async fn plain_only_when_allowed() {
     let t = TestHost::start(host_config(true)).await.unwrap();
     let r = Run::new(&t, "alice", "alicepass").mech("PLAIN").go().await;
-    assert_logged_in(&r, "PLAIN");
+    assert_logged_in(&r, "PLAIN", Transport::StartTls);
     t.shutdown().await;
 
     let t = TestHost::start(host_config(false)).await.unwrap();
@@ -303,5 +358,6 @@ async fn on_tls12_tls_unique_is_refused_then_scram_sha_256_succeeds() {
         "{r:#}"
     );
     assert!(r["ping_rtt_ms"].as_f64().is_some(), "{r:#}");
+    assert_feature_sequence(&r, Transport::StartTls);
     t.shutdown().await;
 }

@@ -23,7 +23,8 @@ Options:
     --revoke-software S  with --cam: revoke the listed client whose user-agent software is S,
                        then list again ("clients_after")
 
-Report keys: slixmpp, python, ssl_channel_binding_types (what Python's ssl can bind to),
+Report keys: features (for each <stream:features> received, its children as "{ns}name"),
+slixmpp, python, ssl_channel_binding_types (what Python's ssl can bind to),
 tls_version, offered (mechanisms of the RFC 6120 feature), failures ([{mechanism, gs2_header,
 condition, text}] in order), mechanism (the one that succeeded) and its gs2_header, bound_jid,
 ping_rtt_ms,
@@ -39,7 +40,9 @@ import sys
 import time
 
 import slixmpp
-from slixmpp.exceptions import IqError, IqTimeout
+from slixmpp.exceptions import IqError
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher import MatchXPath
 
 TIMEOUT_S = 20
 
@@ -99,6 +102,15 @@ class Interop(slixmpp.ClientXMPP):
             self.ssl_context.maximum_version = ssl.TLSVersion.TLSv1_2
         self.register_plugin("xep_0199")
         self.register_plugin("xep_0494")
+        # In-stream, so it runs before slixmpp acts on the features (all matching handlers run).
+        self.register_handler(
+            Callback(
+                "interop: record features",
+                MatchXPath("{http://etherx.jabber.org/streams}features"),
+                self.on_features,
+                instream=True,
+            )
+        )
         self.add_event_handler("failed_auth", self.on_failed_auth)
         self.add_event_handler("auth_success", self.on_auth_success)
         self.add_event_handler("session_start", self.on_session_start)
@@ -116,6 +128,9 @@ class Interop(slixmpp.ClientXMPP):
         """The GS2 header slixmpp's SCRAM sent (`n,,`, `y,,`, `p=tls-unique,,`...)."""
         h = getattr(self.mechs().mech, "gs2_header", None)
         return h.decode() if h is not None else None
+
+    def on_features(self, features):
+        self.report["features"].append([child.tag for child in features.xml])
 
     def on_failed_auth(self, stanza):
         self.note_tls()
@@ -194,6 +209,7 @@ async def main():
         "python": sys.version.split()[0],
         "ssl_channel_binding_types": list(ssl.CHANNEL_BINDING_TYPES),
         "failures": [],
+        "features": [],
         "error": None,
     }
     done = asyncio.get_running_loop().create_future()

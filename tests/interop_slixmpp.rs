@@ -160,7 +160,7 @@ fn assert_logged_in(r: &Value, mechanism: &str, transport: Transport) {
     assert_eq!(
         s(r, "bound_jid"),
         Some(format!("alice@localhost/{RESOURCE}").as_str()),
-        "RFC 6120 §7.7: the requested resource is bound: {r:#}"
+        "R-5 (RFC 6120 §7.7): the requested resource is bound: {r:#}"
     );
     assert!(
         r["ping_rtt_ms"].as_f64().is_some(),
@@ -234,7 +234,9 @@ fn host_config(allow_plain: bool) -> HostConfig {
     c
 }
 
-/// SCRAM-SHA-256 over STARTTLS on TLS 1.3, the usual case. Python's `ssl` has no
+/// SCRAM-SHA-256 over STARTTLS on TLS 1.3, the usual case: SASL2 and RFC 6120 SASL offered
+/// side by side, the stream restarted with only `<bind/>` offered, the requested resource
+/// bound, a ping answered. Python's `ssl` has no
 /// `tls-exporter` (only `tls-unique`, undefined on TLS 1.3), so slixmpp cannot use -PLUS
 /// here; it sends the GS2 flag `n`, which the host accepts (RFC 5802 §6: the client does not
 /// support channel binding).
@@ -329,10 +331,9 @@ async fn wrong_password_is_not_authorized() {
 /// On TLS 1.2 Python's `ssl` can bind, but only to `tls-unique`, which rustls does not expose
 /// (CB-4), so the host advertises only `tls-exporter` and `tls-server-end-point` (XEP-0440,
 /// which slixmpp ignores). slixmpp tries SCRAM-SHA-256-PLUS and SCRAM-SHA-1-PLUS with
-/// `p=tls-unique`; the host refuses both, never logging in a binding it cannot check (RFC 5802
-/// §6 "unsupported-channel-binding-type", as `not-authorized` with that text: RFC 6120 has no
-/// closer condition), and the third attempt, SCRAM-SHA-256 with `n`, succeeds on the same
-/// stream (R-2: retries allowed).
+/// `p=tls-unique`; the host refuses both, never logging in a binding it cannot check,
+/// and the third attempt, SCRAM-SHA-256 with `n`, succeeds on the same stream (R-2: retries
+/// allowed).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_tls12_tls_unique_is_refused_then_scram_sha_256_succeeds() {
     let t = TestHost::start(TestHost::config()).await.unwrap();

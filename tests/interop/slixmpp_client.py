@@ -20,15 +20,17 @@ Options:
     --tls-max 1.2      cap the TLS version (Python's ssl can only bind to tls-unique, i.e. TLS
                        1.2; see "ssl_channel_binding_types" in the report)
     --cam              after login, XEP-0494: list the account's clients ("clients")
-    --revoke-software S  with --cam: revoke the listed client whose user-agent software is S,
-                       then list again ("clients_after")
+    --revoke-software S  with --cam: revoke the listed client whose user-agent software is S
+                       with an iq 'set' ("revoke"), then list again ("clients_after")
+    --revoke-as-get    first try slixmpp's own XEP_0494.revoke(), which sends an iq 'get'
+                       ("revoke_get", "clients_after_get")
 
 Report keys: features (for each <stream:features> received, its children as "{ns}name"),
-slixmpp, python, ssl_channel_binding_types (what Python's ssl can bind to),
-tls_version, offered (mechanisms of the RFC 6120 feature), failures ([{mechanism, gs2_header,
-condition, text}] in order), mechanism (the one that succeeded) and its gs2_header, bound_jid,
-ping_rtt_ms,
-clients / revoke / clients_after (with --cam), disconnected_before_session, error.
+slixmpp, python, ssl_channel_binding_types (what Python's ssl can bind to), tls_version,
+offered (mechanisms of the RFC 6120 feature), failures ([{mechanism, gs2_header, condition,
+text}] in order), mechanism (the one that succeeded) and its gs2_header, bound_jid,
+ping_rtt_ms, clients / revoke_get / clients_after_get / revoke / clients_after (with --cam),
+disconnected_before_session, error.
 """
 
 import argparse
@@ -58,6 +60,7 @@ def parse_args():
     p.add_argument("--direct-tls", action="store_true")
     p.add_argument("--cam", action="store_true")
     p.add_argument("--revoke-software")
+    p.add_argument("--revoke-as-get", action="store_true")
     p.add_argument("--debug", action="store_true")
     return p.parse_args()
 
@@ -164,21 +167,31 @@ class Interop(slixmpp.ClientXMPP):
             self.report["error"] = f"{type(e).__name__}: {e}"
         self.disconnect()
 
+    async def list_clients(self):
+        clients = await self.plugin["xep_0494"].get_clients(timeout=TIMEOUT_S)
+        return [client_dict(c) for c in clients]
+
     async def cam(self):
-        cam = self.plugin["xep_0494"]
-        self.report["clients"] = [client_dict(c) for c in await cam.get_clients(timeout=TIMEOUT_S)]
-        if not self.args.revoke_software:
+        self.report["clients"] = await self.list_clients()
+        software = self.args.revoke_software
+        if not software:
             return
-        target = [c for c in self.report["clients"] if c["software"] == self.args.revoke_software]
+        target = [c for c in self.report["clients"] if c["software"] == software]
         if len(target) != 1:
             self.report["error"] = (
-                f"expected one client with software {self.args.revoke_software!r}, "
-                f"found {len(target)}"
+                f"expected one client with software {software!r}, found {len(target)}"
             )
             return
         cid = target[0]["id"]
-        # slixmpp 1.17's XEP_0494.revoke() sends the <revoke/> in an iq of type 'get', while
-        # XEP-0494 §4 says 'set'; the same stanza classes in an iq 'set' are what the XEP means.
+        if self.args.revoke_as_get:
+            # slixmpp 1.17's own XEP_0494.revoke(): the <revoke/> in an iq of type 'get'.
+            try:
+                await self.plugin["xep_0494"].revoke(cid, timeout=TIMEOUT_S)
+                self.report["revoke_get"] = {"id": cid, "type": "result"}
+            except IqError as e:
+                self.report["revoke_get"] = {"id": cid, **iq_error(e)}
+            self.report["clients_after_get"] = await self.list_clients()
+        # XEP-0494 says type 'set': the plugin's stanza classes in an iq 'set'.
         iq = self.make_iq_set()
         iq["revoke"]["id"] = cid
         try:
@@ -186,9 +199,7 @@ class Interop(slixmpp.ClientXMPP):
             self.report["revoke"] = {"id": cid, "type": "result"}
         except IqError as e:
             self.report["revoke"] = {"id": cid, **iq_error(e)}
-        self.report["clients_after"] = [
-            client_dict(c) for c in await cam.get_clients(timeout=TIMEOUT_S)
-        ]
+        self.report["clients_after"] = await self.list_clients()
 
     def on_disconnected(self, _reason):
         if not self.report.get("bound_jid"):

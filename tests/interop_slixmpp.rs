@@ -16,7 +16,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use sasl2_fast::xmpp::ns;
 use sasl2_fast_host::HostConfig;
+use sasl2_fast_host::client::{Client, LoginOptions, Outcome, Tls, is_stream_error};
 use sasl2_fast_host::harness::TestHost;
 use serde_json::Value;
 use tokio::process::Command;
@@ -360,5 +362,175 @@ async fn on_tls12_tls_unique_is_refused_then_scram_sha_256_succeeds() {
     );
     assert!(r["ping_rtt_ms"].as_f64().is_some(), "{r:#}");
     assert_feature_sequence(&r, Transport::StartTls);
+    t.shutdown().await;
+}
+
+/// The FAST client our own test client sets up for [`a_fast_client_is_listed_and_revoked`].
+const FAST_UA: &str = "8a1b7c3e-2d4f-4e6a-9b0c-1d2e3f4a5b6c";
+const FAST_MECH: &str = "HT-SHA-256-NONE";
+
+/// A SASL2 SCRAM login with `<request-token>` by our own client: the FAST token of a client
+/// with software `sasl2-fast-client` and device `test` (what `LoginOptions::agent` sends).
+async fn fast_token(t: &TestHost) -> String {
+    let mut c = t
+        .connect(Tls::StartTls, Some("alice@localhost"))
+        .await
+        .unwrap();
+    let s = c
+        .login_scram(
+            "alice",
+            "alicepass",
+            "SCRAM-SHA-256",
+            &LoginOptions::agent(FAST_UA)
+                .request_token(FAST_MECH)
+                .bind(""),
+        )
+        .await
+        .unwrap()
+        .into_success()
+        .unwrap();
+    c.close().await.unwrap();
+    s.token.expect("a FAST token").token
+}
+
+/// A FAST login with `token` on a new connection (Bind 2 binds a resource): the client and
+/// its outcome.
+async fn fast_login(t: &TestHost, token: &str) -> (Client, Outcome) {
+    let mut c = t
+        .connect(Tls::StartTls, Some("alice@localhost"))
+        .await
+        .unwrap();
+    let o = c
+        .login_fast(
+            "alice",
+            token,
+            FAST_MECH,
+            &LoginOptions::agent(FAST_UA).bind(""),
+        )
+        .await
+        .unwrap();
+    (c, o)
+}
+
+/// Reads until the stream ends; true if a `<stream:error>` with `condition` came first.
+async fn closed_with(c: &mut Client, condition: &str) -> bool {
+    loop {
+        match c.recv_any().await {
+            Ok(e) if is_stream_error(&e, condition) => return true,
+            Ok(e) if e.is("error", ns::STREAM) => return false,
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+    }
+}
+
+/// What a listing says about each client, without the times (`<last-seen>` of a connected
+/// client is "now").
+fn entries(list: &Value) -> Vec<(String, String, bool)> {
+    let mut v: Vec<_> = list
+        .as_array()
+        .expect("a client list")
+        .iter()
+        .map(|c| {
+            (
+                c["id"].as_str().expect("id").to_owned(),
+                c["type"].as_str().expect("type").to_owned(),
+                c["connected"].as_bool().expect("connected"),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// XEP-0494 from slixmpp, a client without SASL2 or FAST, logged in with RFC 6120 SCRAM. Our
+/// own client holds a FAST token and a live FAST session. slixmpp lists the account's clients:
+/// the FAST client (software and device from its user-agent, `access`, `<fast/>`, connected)
+/// and its own password session (CAM-1). slixmpp's own `revoke()` sends an iq `get`: refused
+/// with `bad-request`, nothing changes (CAM-5). The same `<revoke/>` as an iq `set` revokes
+/// the FAST client (CAM-2): it is gone from the list, its live session ends with
+/// `not-authorized`, and the token's next FAST login answers `credentials-expired`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fast_client_is_listed_and_revoked() {
+    let t = TestHost::start(TestHost::config()).await.unwrap();
+    let token = fast_token(&t).await;
+    let (mut live, o) = fast_login(&t, &token).await;
+    o.into_success().expect("the token works before");
+
+    let r = Run::new(&t, "alice", "alicepass")
+        .mech("SCRAM-SHA-256")
+        .arg("--cam")
+        .arg("--revoke-software")
+        .arg("sasl2-fast-client")
+        .arg("--revoke-as-get")
+        .go()
+        .await;
+    assert_logged_in(&r, "SCRAM-SHA-256", Transport::StartTls);
+    let clients = r["clients"].as_array().expect("clients listed");
+    assert_eq!(
+        clients.len(),
+        2,
+        "the FAST client and slixmpp's session: {r:#}"
+    );
+    let fast: Vec<_> = clients
+        .iter()
+        .filter(|c| c["software"] == "sasl2-fast-client")
+        .collect();
+    assert_eq!(fast.len(), 1, "{r:#}");
+    assert_eq!(fast[0]["device"], "test", "{r:#}");
+    assert_eq!(fast[0]["type"], "access", "{r:#}");
+    assert_eq!(fast[0]["auth_fast"], true, "{r:#}");
+    assert_eq!(
+        fast[0]["connected"], true,
+        "its FAST session is live: {r:#}"
+    );
+    let id = fast[0]["id"].as_str().expect("client id").to_owned();
+    assert!(
+        !id.contains(FAST_UA),
+        "the user-agent id is not the listed id: {id}"
+    );
+    let own: Vec<_> = clients.iter().filter(|c| c["type"] == "session").collect();
+    assert_eq!(own.len(), 1, "{r:#}");
+    assert_eq!(own[0]["connected"], true, "{r:#}");
+    assert_eq!(
+        own[0]["auth_password"], true,
+        "slixmpp logged in with SCRAM: {r:#}"
+    );
+    assert!(
+        !own[0]["id"].as_str().unwrap_or("").contains(RESOURCE),
+        "session ids are not resources: {r:#}"
+    );
+
+    assert_eq!(r["revoke_get"]["type"], "error", "{r:#}");
+    assert_eq!(r["revoke_get"]["condition"], "bad-request", "{r:#}");
+    assert_eq!(
+        entries(&r["clients_after_get"]),
+        entries(&r["clients"]),
+        "{r:#}"
+    );
+
+    assert_eq!(
+        r["revoke"],
+        serde_json::json!({"id": id, "type": "result"}),
+        "{r:#}"
+    );
+    let after = entries(&r["clients_after"]);
+    assert!(
+        after.iter().all(|(i, _, _)| *i != id),
+        "the revoked client is gone: {r:#}"
+    );
+    assert_eq!(after.len(), 1, "slixmpp's session stays: {r:#}");
+
+    let closed = tokio::time::timeout(SCRIPT_TIMEOUT, closed_with(&mut live, "not-authorized"))
+        .await
+        .expect("the revoked client's session ends");
+    assert!(
+        closed,
+        "its live session ends with a not-authorized stream error"
+    );
+    match fast_login(&t, &token).await.1 {
+        Outcome::Failure(f) => assert_eq!(f.condition, "credentials-expired"),
+        Outcome::Success(_) => panic!("a revoked FAST token logged in"),
+    }
     t.shutdown().await;
 }

@@ -91,6 +91,12 @@ impl<'a> Run<'a> {
         self.arg("--mech").arg(m)
     }
 
+    /// The bare JID: slixmpp asks the server to generate the resource.
+    fn without_resource(mut self) -> Self {
+        self.jid = self.jid.split('/').next().expect("a JID").to_owned();
+        self
+    }
+
     fn direct_tls(mut self) -> Self {
         self.transport = Transport::DirectTls;
         self.arg("--direct-tls")
@@ -278,6 +284,26 @@ async fn slixmpps_own_choice_on_tls13_is_scram_sha_256() {
     let t = TestHost::start(TestHost::config()).await.unwrap();
     let r = Run::new(&t, "alice", "alicepass").go().await;
     assert_logged_in(&r, "SCRAM-SHA-256", Transport::StartTls);
+    t.shutdown().await;
+}
+
+/// Without a resource in its JID slixmpp sends an empty `<bind/>`; the server generates one
+/// (R-5, RFC 6120 §7.6) and slixmpp takes the JID it answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_generates_a_resource_when_none_is_asked_for() {
+    let t = TestHost::start(TestHost::config()).await.unwrap();
+    let r = Run::new(&t, "alice", "alicepass")
+        .mech("SCRAM-SHA-256")
+        .without_resource()
+        .go()
+        .await;
+    assert_eq!(r["error"], Value::Null, "{r:#}");
+    let jid = s(&r, "bound_jid").expect("a bound JID");
+    let resource = jid
+        .strip_prefix("alice@localhost/")
+        .expect("alice's full JID");
+    assert!(!resource.is_empty(), "{jid}");
+    assert!(r["ping_rtt_ms"].as_f64().is_some(), "{r:#}");
     t.shutdown().await;
 }
 

@@ -366,3 +366,88 @@ async fn revoke_as_get_is_refused_and_changes_nothing() -> TResult {
     })
     .await
 }
+
+#[derive(Clone, Default)]
+struct Capture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+// Issue 12 item 5 on the host: a XEP-0494 revocation names the asking session's full JID, a
+// session close is logged too, and `Host::change_password` (what `host passwd` runs) writes
+// `password-change`; no line holds the token or the user-agent id.
+#[tokio::test]
+async fn audit_lines_of_the_host() -> TResult {
+    let capture = Capture::default();
+    let writer = capture.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    bounded(60, async {
+        let t = TestHost::start(TestHost::config()).await?;
+        let tok = token(&t).await?;
+        let mut phone = fast_session(&t, &tok).await?;
+        let mut me = connect(&t, "alice").await?;
+        let my_jid = me
+            .login_scram_rfc6120("alice", "alicepass", "SCRAM-SHA-256")
+            .await?
+            .into_success()?
+            .jid;
+        let l = list(&mut me, None).await?;
+        let fast_id = fast_entry(&l).ok_or("no FAST client")?.id.clone();
+        let my_id = l
+            .iter()
+            .find(|c| c.type_ == Type::Session)
+            .ok_or("own session not listed")?
+            .id
+            .clone();
+        assert_eq!(
+            ask(&mut me, "set", None, revoke_el(&fast_id))
+                .await?
+                .attr("type"),
+            Some("result")
+        );
+        assert!(closed_with(&mut phone, "not-authorized").await);
+        let mut other = password_session(&t, "alice").await?;
+        other.ping().await?;
+        let other_id = list(&mut me, None)
+            .await?
+            .into_iter()
+            .find(|c| c.type_ == Type::Session && c.id != my_id)
+            .ok_or("other session not listed")?
+            .id;
+        let r = ask(&mut me, "set", None, revoke_el(&other_id)).await?;
+        assert_eq!(stanza_error(&r).1, "service-unavailable");
+        assert!(closed_with(&mut other, "not-authorized").await);
+        t.host.change_password("alice", "changed-pass").await?;
+        let log = String::from_utf8(capture.0.lock().unwrap().clone())?;
+        let audit: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("sasl2_fast::audit"))
+            .collect();
+        assert_eq!(audit.len(), 3, "{audit:#?}");
+        for l in &audit[..2] {
+            assert!(l.contains("by=\"user\"") && l.contains(&my_jid), "{l}");
+            assert!(l.contains("account=\"alice\""), "{l}");
+        }
+        assert!(audit[0].contains("FAST access revoked"), "{}", audit[0]);
+        assert!(audit[1].contains("session closed"), "{}", audit[1]);
+        assert!(audit[2].contains("by=\"password-change\""), "{}", audit[2]);
+        for l in &audit {
+            assert!(!l.contains(&tok) && !l.contains(UA), "{l}");
+        }
+        t.shutdown().await;
+        Ok(())
+    })
+    .await
+}

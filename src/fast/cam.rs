@@ -362,6 +362,7 @@ impl ClientAccess {
             tracing::info!(
                 target: "sasl2_fast::audit",
                 account,
+                client = s.client.as_ref().map(ClientKey::client_label),
                 resource = %s.resource,
                 by = by.kind(),
                 jid = by.jid(),

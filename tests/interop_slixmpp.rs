@@ -41,8 +41,8 @@ fn venv_python() -> PathBuf {
     if !python.exists() || installed.is_none() {
         panic!(
             "the slixmpp interop tests need the Python venv {}; run `scripts/test` (the README's \
-             test command, it creates it from tests/interop/requirements.txt), or only that step: \
-             `scripts/test --test interop_slixmpp`",
+             test command, it creates it from tests/interop/requirements.txt), or \
+             `scripts/test --test interop_slixmpp` to set up the same and run only these tests",
             dir.join(".venv").display()
         );
     }
@@ -114,7 +114,9 @@ impl<'a> Run<'a> {
         cmd.arg(interop_dir().join("slixmpp_client.py"))
             .args(["--port", &port.to_string(), "--ca"])
             .arg(self.t.host.cert_pem_path())
-            .args(["--jid", &self.jid, "--password", self.password])
+            .args(["--jid", &self.jid])
+            // Not on the command line, where every local user's `ps` would see it.
+            .env("SLIXMPP_INTEROP_PASSWORD", self.password)
             .args(&self.args)
             .env("PYTHONDONTWRITEBYTECODE", "1")
             .stdin(Stdio::null())

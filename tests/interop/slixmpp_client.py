@@ -3,7 +3,10 @@
 Driven by tests/interop_slixmpp.rs, which starts the example host in-process and runs
 
     tests/interop/.venv/bin/python tests/interop/slixmpp_client.py \
-        --port PORT --ca CERT.pem --jid alice@localhost/RESOURCE --password PW [options]
+        --port PORT --ca CERT.pem --jid alice@localhost/RESOURCE [options]
+
+with the password in the environment variable SLIXMPP_INTEROP_PASSWORD (not on the command
+line, where `ps` shows it).
 
 slixmpp has no SASL2: it sees the host's RFC 6120 <mechanisms>, authenticates with <auth>
 (RFC 6120 §6), restarts the stream and binds a resource (RFC 6120 §7). TLS is STARTTLS (or
@@ -37,6 +40,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import ssl
 import sys
 import time
@@ -54,7 +58,6 @@ def parse_args():
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--ca", required=True)
     p.add_argument("--jid", required=True)
-    p.add_argument("--password", required=True)
     p.add_argument("--mech")
     p.add_argument("--tls-max", choices=["1.2", "1.3"])
     p.add_argument("--direct-tls", action="store_true")
@@ -92,7 +95,7 @@ def iq_error(e):
 
 class Interop(slixmpp.ClientXMPP):
     def __init__(self, args, report, done):
-        super().__init__(args.jid, args.password, sasl_mech=args.mech)
+        super().__init__(args.jid, os.environ["SLIXMPP_INTEROP_PASSWORD"], sasl_mech=args.mech)
         self.args = args
         self.report = report
         self.done = done

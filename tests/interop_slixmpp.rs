@@ -177,6 +177,7 @@ fn assert_logged_in(r: &Value, mechanism: &str, transport: Transport) {
         "XEP-0199 ping answered: {r:#}"
     );
     let offered = strings(r, "offered");
+    assert!(!offered.is_empty(), "{r:#}");
     assert!(
         offered.iter().all(|m| !m.starts_with("HT-")),
         "FAST is SASL2-only, never in the RFC 6120 feature: {offered:?}"

@@ -27,7 +27,7 @@ impl Conn {
                 (j.node().is_none()
                     && j.resource().is_none()
                     && j.domain().as_str() == self.shared.config.server.domain)
-                    || j == Jid::from(a.bare.clone())
+                    || j.as_str() == a.bare.as_str()
             }
             Some(Err(_)) => false,
         };

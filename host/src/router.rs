@@ -226,26 +226,71 @@ impl LiveSessions for Router {
     }
 
     fn close(&self, account: &str, id: &str) -> bool {
-        let map = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        match map
-            .get(account)
-            .and_then(|v| v.iter().find(|e| e.cam_id == id))
-        {
-            Some(e) => {
-                // `send`, not `try_send`, semantics matter here: a full queue must not keep a
-                // revoked session open, so a full queue is answered by a spawned send.
-                if let Err(mpsc::error::TrySendError::Full(msg)) = e.tx.try_send(Routed::Close {
-                    condition: DefinedCondition::NotAuthorized,
-                    text: "access revoked by the account owner",
-                }) {
-                    let tx = e.tx.clone();
-                    tokio::spawn(async move {
-                        let _ = tx.send(msg).await;
-                    });
-                }
-                true
-            }
-            None => false,
+        let mut map = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(list) = map.get_mut(account) else {
+            return false;
+        };
+        // Out of the list now, not when its task gets to the close: a client that lists again
+        // right after the revoke's result must not still see the revoked session (found by
+        // slixmpp in tests/interop_slixmpp.rs). Its task's `unregister` is then a no-op.
+        let Some(at) = list.iter().position(|e| e.cam_id == id) else {
+            return false;
+        };
+        let e = list.remove(at);
+        if list.is_empty() {
+            map.remove(account);
         }
+        // `send`, not `try_send`, semantics matter here: a full queue must not keep a
+        // revoked session open, so a full queue is answered by a spawned send.
+        if let Err(mpsc::error::TrySendError::Full(msg)) = e.tx.try_send(Routed::Close {
+            condition: DefinedCondition::NotAuthorized,
+            text: "access revoked by the account owner",
+        }) {
+            tokio::spawn(async move {
+                let _ = e.tx.send(msg).await;
+            });
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// XEP-0494 (CAM-2): a closed session leaves the owner's list at once, before its task
+    /// has read the close, and the task's later `unregister` changes nothing else.
+    #[tokio::test]
+    async fn a_closed_session_is_not_listed_any_more() {
+        let r = Router::new();
+        let (tx1, mut rx1) = mpsc::channel(QUEUE);
+        let (tx2, _rx2) = mpsc::channel(QUEUE);
+        let id1 = r.register("alice", "phone", Some("ua-1"), tx1);
+        r.register("alice", "laptop", None, tx2);
+        let cam_id = r
+            .sessions("alice")
+            .into_iter()
+            .find(|s| s.resource == "phone")
+            .expect("listed")
+            .id;
+        assert!(r.close("alice", &cam_id));
+        let left: Vec<_> = r
+            .sessions("alice")
+            .into_iter()
+            .map(|s| s.resource)
+            .collect();
+        assert_eq!(left, ["laptop"]);
+        assert!(!r.has_resource("alice", "phone"));
+        assert!(matches!(
+            rx1.recv().await,
+            Some(Routed::Close {
+                condition: DefinedCondition::NotAuthorized,
+                ..
+            })
+        ));
+        r.unregister("alice", id1);
+        assert_eq!(r.resources("alice"), ["laptop"]);
+        assert!(!r.close("alice", &cam_id), "already closed");
+        assert!(!r.close("bob", &cam_id), "not bob's");
     }
 }

@@ -6,7 +6,13 @@
 //! host clients --config FILE USER    list USER's FAST clients
 //! host migrate-store --config FILE --to URL
 //!                                    copy the sled token store into PostgreSQL at URL
+//! host ctl --config FILE clients USER | revoke USER [CLIENT] | passwd USER
+//!        | revoke-before TIME | stats [--json]
+//!                                    administer the running host over its admin socket
+//!                                    (`<data_dir>/admin.sock`), or the store when it is stopped
 //! ```
+//!
+//! `ctl` is in [`crate::admin`]; `passwd` and `clients` are the older, offline-only forms.
 //!
 //! A config error exits with status 2 and a message naming the key; so does a usage error.
 
@@ -70,6 +76,9 @@ enum Command {
         #[arg(long, value_name = "URL")]
         to: String,
     },
+    /// Administers the running host over its admin socket (`<data_dir>/admin.sock`); with no
+    /// host running, the store directly.
+    Ctl(crate::admin::ctl::CtlArgs),
 }
 
 fn load(path: &std::path::Path) -> Result<HostConfig, ExitCode> {
@@ -92,6 +101,7 @@ pub fn main() -> ExitCode {
             | Command::Clients { config, .. }
             | Command::MigrateStore { config, .. },
         ) => config,
+        Some(Command::Ctl(args)) => &args.config,
     };
     let config = match load(config_path) {
         Ok(c) => c,
@@ -118,6 +128,7 @@ pub fn main() -> ExitCode {
             Some(Command::Passwd { user, .. }) => passwd(config, &user).await,
             Some(Command::Clients { user, .. }) => clients(config, &user).await,
             Some(Command::MigrateStore { to, .. }) => migrate_store(config, to).await,
+            Some(Command::Ctl(args)) => crate::admin::ctl::run(config, args).await,
         }
     })
 }

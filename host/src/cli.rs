@@ -148,35 +148,33 @@ async fn run(config: HostConfig) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let signal = wait_for_signal();
     println!("listening on {}", host.local_addr());
     if let Some(a) = host.tls_local_addr() {
         println!("listening on {a}");
     }
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
-    wait_for_signal().await;
+    signal.await;
     host.shutdown().await;
     ExitCode::SUCCESS
 }
 
-async fn wait_for_signal() {
+/// Registers the SIGTERM handler now (before `listening on` is printed: a supervisor that
+/// sends SIGTERM right after that line must get a clean shutdown, not the default action)
+/// and returns the future that completes on SIGTERM or Ctrl-C.
+fn wait_for_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    async move {
+        #[cfg(unix)]
+        if let Some(mut term) = term {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+            return;
         }
-    }
-    #[cfg(not(unix))]
-    {
         let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -5,6 +5,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use minidom::Element;
+use sasl2_fast::fast::cam::{LiveSession, LiveSessions};
+use sasl2_fast::store::ClientKey;
 use tokio::sync::mpsc;
 use xmpp_parsers::stream_error::DefinedCondition;
 
@@ -30,6 +32,30 @@ struct Entry {
     resource: String,
     user_agent_id: Option<String>,
     tx: mpsc::Sender<Routed>,
+    /// What XEP-0494 shows the account owner (`sasl2_fast::fast::cam`).
+    facts: SessionFacts,
+    /// The session's XEP-0494 id: random, so it reveals neither the resource nor how many
+    /// sessions the server has.
+    cam_id: String,
+    /// When the session was registered (unix ms).
+    since: u64,
+}
+
+/// What a session tells its owner's client list (XEP-0494) about itself.
+#[derive(Debug, Clone, Default)]
+pub struct SessionFacts {
+    /// `<software>` of the SASL2 `<user-agent>`.
+    pub software: Option<String>,
+    /// `<device>` of the SASL2 `<user-agent>`.
+    pub device: Option<String>,
+    /// True if the session logged in with a password mechanism.
+    pub password: bool,
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// All bound sessions, by account.
@@ -69,6 +95,24 @@ impl Router {
         user_agent_id: Option<&str>,
         tx: mpsc::Sender<Routed>,
     ) -> u64 {
+        self.register_session(
+            account,
+            resource,
+            user_agent_id,
+            SessionFacts::default(),
+            tx,
+        )
+    }
+
+    /// [`Router::register`] with what the owner's client list shows about the session.
+    pub fn register_session(
+        &self,
+        account: &str,
+        resource: &str,
+        user_agent_id: Option<&str>,
+        facts: SessionFacts,
+        tx: mpsc::Sender<Routed>,
+    ) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let mut map = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         let list = map.entry(account.to_owned()).or_default();
@@ -90,6 +134,9 @@ impl Router {
             resource: resource.to_owned(),
             user_agent_id: user_agent_id.map(str::to_owned),
             tx,
+            facts,
+            cam_id: sasl2_fast::sasl2::bind2::random_hex(12),
+            since: unix_ms(),
         });
         id
     }
@@ -184,5 +231,56 @@ impl Router {
         map.get(account)
             .map(|v| v.iter().map(|e| e.resource.clone()).collect())
             .unwrap_or_default()
+    }
+}
+
+/// The router is the host's [`LiveSessions`] for XEP-0494: it lists an account's bound
+/// sessions and closes one. A closed session ends with the stream error `not-authorized`
+/// ("access revoked"): a clean `</stream:stream>` would read as an ordinary disconnect and
+/// invite an immediate reconnect, and `not-authorized` is what clients treat as "credentials
+/// no longer accepted" (a FAST client then finds its token answered `credentials-expired`).
+impl LiveSessions for Router {
+    fn sessions(&self, account: &str) -> Vec<LiveSession> {
+        let map = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(account)
+            .into_iter()
+            .flatten()
+            .map(|e| LiveSession {
+                id: e.cam_id.clone(),
+                resource: e.resource.clone(),
+                software: e.facts.software.clone(),
+                device: e.facts.device.clone(),
+                connected_since: e.since,
+                client: e
+                    .user_agent_id
+                    .as_deref()
+                    .and_then(|ua| ClientKey::new(account, ua).ok()),
+                password: e.facts.password,
+            })
+            .collect()
+    }
+
+    fn close(&self, account: &str, id: &str) -> bool {
+        let map = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        match map
+            .get(account)
+            .and_then(|v| v.iter().find(|e| e.cam_id == id))
+        {
+            Some(e) => {
+                // `send`, not `try_send`, semantics matter here: a full queue must not keep a
+                // revoked session open, so a full queue is answered by a spawned send.
+                if let Err(mpsc::error::TrySendError::Full(msg)) = e.tx.try_send(Routed::Close {
+                    condition: DefinedCondition::NotAuthorized,
+                    text: "access revoked by the account owner",
+                }) {
+                    let tx = e.tx.clone();
+                    tokio::spawn(async move {
+                        let _ = tx.send(msg).await;
+                    });
+                }
+                true
+            }
+            None => false,
+        }
     }
 }

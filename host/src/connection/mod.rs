@@ -5,6 +5,7 @@
 //! collected in `out` and written once per batch of events. Before authentication nothing
 //! the client sent is logged beyond element names and conditions.
 
+mod cam;
 mod stanza;
 mod transport;
 
@@ -52,6 +53,8 @@ struct Authed {
     account: String,
     bare: BareJid,
     user_agent_id: Option<String>,
+    /// What the owner's XEP-0494 client list shows about this session.
+    facts: crate::router::SessionFacts,
     /// RFC 6120 SASL succeeded: the client restarts the stream before anything else (§6.4.6).
     restart_pending: bool,
 }
@@ -141,6 +144,12 @@ pub async fn serve(
     };
     conn.run(auth_deadline).await;
     conn.cleanup().await;
+}
+
+/// A `<user-agent>` label bounded as the token store bounds it (S-12: owner's eyes only).
+fn label(s: &Option<String>) -> Option<String> {
+    s.as_deref()
+        .map(|s| sasl2_fast::xmpp::truncate_utf8(s, sasl2_fast::store::MAX_LABEL_BYTES).to_owned())
 }
 
 /// Appends `<stream:error>` with an RFC 6120 §4.9.3 condition and an optional text, built
@@ -454,7 +463,10 @@ impl Conn {
         if el.ns() != ns::JABBER_CLIENT || !matches!(el.name(), "iq" | "message" | "presence") {
             return self.stream_error(DefinedCondition::UnsupportedStanzaType, None);
         }
-        self.on_stanza(el)
+        match self.client_access(el).await {
+            Ok(flow) => flow,
+            Err(el) => self.on_stanza(el),
+        }
     }
 
     async fn on_sasl(&mut self, el: Element) -> Flow {
@@ -556,6 +568,12 @@ impl Conn {
             account: session.username.clone(),
             bare: session.authorization_identifier.to_bare(),
             user_agent_id: ua,
+            facts: crate::router::SessionFacts {
+                software: session.user_agent.as_ref().and_then(|u| label(&u.software)),
+                device: session.user_agent.as_ref().and_then(|u| label(&u.device)),
+                // FAST logins use the HT family; everything else here takes a password.
+                password: !session.mechanism.starts_with("HT-"),
+            },
             restart_pending: restart,
         });
         if let Some(b) = session.extensions.get::<BoundResource>() {
@@ -574,10 +592,11 @@ impl Conn {
 
     fn bind_resource(&mut self, full_jid: FullJid) {
         let Some(a) = &self.authed else { return };
-        let id = self.shared.router.register(
+        let id = self.shared.router.register_session(
             &a.account,
             full_jid.resource().as_str(),
             a.user_agent_id.as_deref(),
+            a.facts.clone(),
             self.tx.clone(),
         );
         info!(jid = %full_jid, "resource bound");

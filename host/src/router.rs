@@ -185,14 +185,15 @@ impl Router {
     }
 
     /// Tells the sessions of `account` whose user-agent id `matches` to close with
-    /// `condition`; returns how many were told. They unregister themselves as they close.
+    /// `condition`; returns the resources of those told. They unregister themselves as they
+    /// close. (`host ctl`: the admin's revocations; XEP-0494 closes by id, below.)
     pub fn close_matching(
         &self,
         account: &str,
         matches: impl Fn(Option<&str>) -> bool,
         condition: DefinedCondition,
         text: &'static str,
-    ) -> usize {
+    ) -> Vec<String> {
         let map = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         map.get(account)
             .into_iter()
@@ -216,7 +217,8 @@ impl Router {
                     Err(mpsc::error::TrySendError::Closed(_)) => false,
                 }
             })
-            .count()
+            .map(|e| e.resource.clone())
+            .collect()
     }
 
     /// Number of bound sessions.

@@ -1,11 +1,13 @@
 //! The admin operations, one code path for the running host (behind the admin socket) and
 //! for `host ctl` on a stopped host (on the store directly).
 //!
-//! Every revocation logs one info line per client with `by=admin` (never a token), and on a
-//! running host closes the live sessions of the revoked clients with the RFC 6120 `reset`
-//! stream error (§4.9.3.16: the credentials of the stream were revoked during its life). A
-//! session belongs to a FAST client when its SASL2 user-agent id hashes to that client's label
-//! (the same [`ClientKey`] the token store uses).
+//! Revocations name [`RevokedBy::Admin`] as their actor, so the token authority writes the
+//! audit line (`sasl2_fast::audit`, `by="admin"`, never a token; a password change is
+//! `password-change`). On a running host they also close the live sessions of the revoked
+//! clients, with the stream error `not-authorized` as XEP-0494 revocations do (see
+//! `host/src/router.rs`), and one audit line per closed session. A session belongs to a FAST
+//! client when its SASL2 user-agent id hashes to that client's label (the same [`ClientKey`]
+//! the token store uses).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,7 +17,7 @@ use std::time::Instant;
 
 use sasl2_fast::fast::FastPlugin;
 use sasl2_fast::fast::config::StoreKind;
-use sasl2_fast::fast::hooks::{FastMetrics, RejectReason};
+use sasl2_fast::fast::hooks::{FastMetrics, RejectReason, RevokedBy};
 use sasl2_fast::sasl2::accounts::normalize_username;
 use sasl2_fast::store::ClientKey;
 use tokio::sync::Semaphore;
@@ -198,23 +200,23 @@ impl AdminContext {
                 let Some(c) = list.iter().find(|c| c.key.client_label() == l) else {
                     return Err(AdminError::UnknownClient { account, client: l });
                 };
-                tokens.revoke_client(&c.key).await.map_err(failed)?;
+                tokens
+                    .revoke_client(&c.key, &RevokedBy::Admin)
+                    .await
+                    .map_err(failed)?;
                 vec![l]
             }
             None => {
                 // One cutoff for the account: also covers a client issued a token between the
                 // listing and now.
-                tokens.revoke_account(&account).await.map_err(failed)?;
+                tokens
+                    .revoke_account(&account, &RevokedBy::Admin)
+                    .await
+                    .map_err(failed)?;
                 list.iter().map(|c| c.key.client_label()).collect()
             }
         };
         tokens.store().flush().await.map_err(failed)?;
-        for client in &labels {
-            info!(account = %account, client = %client, by = "admin", "FAST client revoked");
-        }
-        if labels.is_empty() {
-            info!(account = %account, client = "*", by = "admin", "FAST clients revoked");
-        }
         let sessions_closed = self.close_sessions(&account, |ua| {
             ua.and_then(|ua| ClientKey::new(&account, ua).ok())
                 .is_some_and(|k| labels.contains(&k.client_label()))
@@ -234,7 +236,6 @@ impl AdminContext {
         crate::server::change_password(&self.accounts, self.fast.as_ref(), &account, password)
             .await
             .map_err(failed)?;
-        info!(account = %account, client = "*", by = "admin", "FAST clients revoked (password change)");
         // Every session was opened with the old password or a token it revoked.
         let sessions_closed = self.close_sessions(&account, |_| true);
         Ok(Reply::PasswordChanged {
@@ -250,17 +251,12 @@ impl AdminContext {
             return Err(AdminError::FutureTime);
         }
         tokens
-            .revoke_all_issued_before(before_ms)
+            .revoke_all_issued_before(before_ms, &RevokedBy::Admin)
             .await
             .map_err(failed)?;
         tokens.store().flush().await.map_err(failed)?;
         // Sessions are not closed: the host does not remember when the token a session logged
         // in with was issued.
-        info!(
-            before = %sasl2_fast::fast::clock::xep0082(before_ms),
-            by = "admin",
-            "FAST tokens issued before the cutoff revoked"
-        );
         Ok(Reply::RevokedBefore { before_ms })
     }
 
@@ -268,16 +264,22 @@ impl AdminContext {
     /// many were told (0 when the host is stopped).
     fn close_sessions(&self, account: &str, matches: impl Fn(Option<&str>) -> bool) -> usize {
         let Some(live) = &self.live else { return 0 };
-        let n = live.shared.router.close_matching(
+        let closed = live.shared.router.close_matching(
             account,
             matches,
-            DefinedCondition::Reset,
-            "credentials revoked by the administrator",
+            DefinedCondition::NotAuthorized,
+            "access revoked by the administrator",
         );
-        if n > 0 {
-            info!(account = %account, sessions = n, by = "admin", "sessions closed");
+        for resource in &closed {
+            info!(
+                target: "sasl2_fast::audit",
+                account,
+                resource = %resource,
+                by = RevokedBy::Admin.kind(),
+                "session closed"
+            );
         }
-        n
+        closed.len()
     }
 
     async fn stats(&self) -> Result<Reply, AdminError> {

@@ -482,3 +482,52 @@ async fn on_postgres_the_store_path_works_while_a_host_runs() {
     assert_eq!(s["store"]["records"], 1, "{s}");
     assert!(a.stop().unwrap().success());
 }
+
+/// Authorization is the file system's, and SO_PEERCRED behind it: another user cannot reach
+/// the socket (permission denied, no fallback to the store), and when the modes are opened by
+/// hand the host still refuses a peer of another uid. Needs root (to run `ctl` as `nobody`
+/// with setpriv); without it the test says so and checks nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_user_is_refused() {
+    use std::os::unix::fs::MetadataExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let probe = dir.path().join("probe");
+    std::fs::write(&probe, "").unwrap();
+    let setpriv = Path::new("/usr/bin/setpriv");
+    if std::fs::metadata(&probe).unwrap().uid() != 0 || !setpriv.exists() {
+        eprintln!("skipped: needs root and /usr/bin/setpriv to act as another user");
+        return;
+    }
+    let data = dir.path().join("data");
+    let cfg = config(dir.path(), "");
+    // `nobody` may read the config, not the data.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let host = HostProcess::start(Path::new(HOST), &cfg, Some("info")).unwrap();
+    let as_nobody = || {
+        Command::new(setpriv)
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", HOST])
+            .args(["ctl", "--config"])
+            .arg(&cfg)
+            .arg("stats")
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    let o = as_nobody();
+    assert_eq!(o.status.code(), Some(1), "{}{}", out(&o), err(&o));
+    assert!(err(&o).contains("permission denied"), "{}", err(&o));
+    assert!(!err(&o).contains("working on the store"), "{}", err(&o));
+
+    // An operator loosens the modes: the peer check still refuses the other uid.
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o711)).unwrap();
+    let sock = data.join("admin.sock");
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let o = as_nobody();
+    assert_eq!(o.status.code(), Some(1), "{}{}", out(&o), err(&o));
+    assert!(err(&o).contains("without an answer"), "{}", err(&o));
+    let log = wait_for_log(&host, |l| l.contains("refused a peer of another user")).await;
+    assert!(log.contains("uid=65534"), "{log}");
+    assert_eq!(stats(&cfg)["running"], true, "the owner still gets answers");
+    assert!(host.stop().unwrap().success());
+}

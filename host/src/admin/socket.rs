@@ -242,3 +242,63 @@ async fn serve_one(mut stream: UnixStream, context: &AdminContext, owner: u32) {
     })
     .await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn context(dir: &Path) -> AdminContext {
+        AdminContext {
+            accounts: Arc::new(
+                crate::HostAccounts::load(&Default::default(), dir).expect("accounts"),
+            ),
+            fast: None,
+            data_dir: dir.to_owned(),
+            live: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn refuses_what_it_must_not_replace_and_removes_only_its_own_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = socket_path(dir.path());
+
+        // A regular file in the way is not deleted.
+        std::fs::write(&path, "mine").unwrap();
+        let e = AdminServer::start(dir.path(), context(dir.path())).unwrap_err();
+        assert!(matches!(e, AdminSocketError::NotASocket(_)), "{e}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "mine");
+        std::fs::remove_file(&path).unwrap();
+
+        // A live socket means another host: refused, and left alone.
+        let first = AdminServer::start(dir.path(), context(dir.path())).unwrap();
+        let e = AdminServer::start(dir.path(), context(dir.path())).unwrap_err();
+        assert!(matches!(e, AdminSocketError::InUse(_)), "{e}");
+        assert!(path.exists());
+        // No staging directory is left behind.
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("admin.sock")]);
+
+        // A socket that replaced ours is not removed by our shutdown.
+        std::fs::remove_file(&path).unwrap();
+        let _other = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        first.shutdown().await;
+        assert!(
+            path.exists(),
+            "shutdown removed a socket that is not its own"
+        );
+    }
+
+    #[test]
+    fn a_path_too_long_for_sun_path_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let deep = dir.path().join("d".repeat(120));
+        let e = AdminServer::start(&deep, context(dir.path())).unwrap_err();
+        assert!(matches!(e, AdminSocketError::PathTooLong { .. }), "{e}");
+        assert!(e.to_string().contains("shorter data_dir"), "{e}");
+    }
+}

@@ -15,7 +15,7 @@
 //! refused) `ctl` opens the store itself and runs the same [`ops`] code.
 //!
 //! **Authorization is the file system's**: the socket is created mode 0600 inside a private
-//! directory and then renamed into place, so it is never reachable by another user, and
+//! directory and then hard-linked into place, so it is never reachable by another user, and
 //! `data_dir` itself is 0700. Whoever can connect is the host's own user (or root), who could
 //! read the store and the pepper anyway. As a second check the host compares the peer's
 //! `SO_PEERCRED` uid with the socket's owner and refuses anybody else.

@@ -90,17 +90,23 @@ impl AdminServer {
             }
             Ok(_) => match std::os::unix::net::UnixStream::connect(&path) {
                 Ok(_) => return Err(AdminSocketError::InUse(path)),
-                // Nobody listens: left by a host that was killed. Replaced below.
+                // Nobody listens: left by a host that was killed.
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
                     info!(path = %path.display(), "replacing a stale admin socket");
+                    match std::fs::remove_file(&path) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+                        _ => {}
+                    }
                 }
                 Err(e) => return Err(io(e)),
             },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(io(e)),
         }
-        // Bound inside a fresh 0700 directory, made 0600, then renamed into place: at no
-        // moment can another user reach it, whatever the umask and data_dir's mode.
+        // Bound inside a fresh 0700 directory, made 0600, then linked into place: at no
+        // moment can another user reach it, whatever the umask and data_dir's mode. A link
+        // (unlike a rename) never replaces: of two hosts starting at once on one data_dir,
+        // the second gets `InUse` instead of silently taking the first one's socket.
         let private = tempfile::Builder::new()
             .prefix(".admin-")
             .permissions(std::fs::Permissions::from_mode(0o700))
@@ -109,7 +115,13 @@ impl AdminServer {
         let staged = private.path().join("s");
         let listener = UnixListener::bind(&staged).map_err(io)?;
         std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
-        std::fs::rename(&staged, &path).map_err(io)?;
+        match std::fs::hard_link(&staged, &path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(AdminSocketError::InUse(path));
+            }
+            Err(e) => return Err(io(e)),
+        }
         drop(private);
         let meta = std::fs::symlink_metadata(&path).map_err(io)?;
         let identity = (meta.dev(), meta.ino());

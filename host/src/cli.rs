@@ -45,7 +45,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Changes USER's password (the new one is read from stdin) and revokes USER's FAST
-    /// tokens. The host must be stopped.
+    /// tokens. The host must be stopped (`host ctl passwd` works on a running host).
     Passwd {
         /// The configuration file.
         #[arg(short, long, value_name = "FILE")]
@@ -54,7 +54,7 @@ enum Command {
         user: String,
     },
     /// Lists USER's FAST clients. The host must be stopped (with sled; PostgreSQL allows it
-    /// while hosts run).
+    /// while hosts run; `host ctl clients` works on a running host).
     Clients {
         /// The configuration file.
         #[arg(short, long, value_name = "FILE")]

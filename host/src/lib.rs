@@ -8,6 +8,7 @@
 //!   Bind 2, RFC 6120 SASL and resource binding, iq ping, routing between local sessions.
 //! - [`config`]: the TOML configuration (serde, every key checked).
 //! - [`cli`]: the `host` command line (clap).
+//! - [`admin`]: the admin Unix socket of a running host and `host ctl`.
 //! - [`harness`]: a throw-away host on loopback for tests and measurements.
 //! - [`client`]: a small SASL2/FAST client over TCP/TLS with real channel binding, which
 //!   parses what it receives with minidom and xmpp-parsers (not with the server's reader), for
@@ -16,6 +17,7 @@
 #![warn(missing_docs)]
 
 pub mod accounts;
+pub mod admin;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -184,6 +184,43 @@ impl Router {
         n
     }
 
+    /// Tells the sessions of `account` whose user-agent id `matches` to close with
+    /// `condition`; returns the resources of those told. They unregister themselves as they
+    /// close. (`host ctl`: the admin's revocations; XEP-0494 closes by id, below.)
+    pub fn close_matching(
+        &self,
+        account: &str,
+        matches: impl Fn(Option<&str>) -> bool,
+        condition: DefinedCondition,
+        text: &'static str,
+    ) -> Vec<String> {
+        let map = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(account)
+            .into_iter()
+            .flatten()
+            .filter(|e| matches(e.user_agent_id.as_deref()))
+            .filter(|e| {
+                // A full queue (a session busy writing) must not lose the `Close`: send it
+                // from a task, since the lock cannot be held across an await.
+                match e.tx.try_send(Routed::Close {
+                    condition: condition.clone(),
+                    text,
+                }) {
+                    Ok(()) => true,
+                    Err(mpsc::error::TrySendError::Full(msg)) => {
+                        let tx = e.tx.clone();
+                        tokio::spawn(async move {
+                            let _ = tx.send(msg).await;
+                        });
+                        true
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => false,
+                }
+            })
+            .map(|e| e.resource.clone())
+            .collect()
+    }
+
     /// Number of bound sessions.
     pub fn session_count(&self) -> usize {
         let map = self.sessions.lock().unwrap_or_else(|e| e.into_inner());

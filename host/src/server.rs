@@ -109,6 +109,8 @@ pub struct Shared {
     pub pre_auth_slots: Arc<crate::pre_auth::PreAuthSlots>,
     /// Failed-login throttling of password mechanisms.
     pub throttle: crate::throttle::LoginThrottle,
+    /// Logins counted for `host ctl stats`.
+    pub logins: crate::admin::ops::LoginCounters,
     conn_ids: AtomicU64,
 }
 
@@ -138,11 +140,15 @@ pub enum HostError {
     /// The token store failed.
     #[error("token store: {0}")]
     Store(String),
+    /// The admin socket could not be created.
+    #[error(transparent)]
+    Admin(#[from] crate::admin::AdminSocketError),
 }
 
 /// A running host.
 pub struct Host {
     shared: Arc<Shared>,
+    admin: crate::admin::AdminServer,
     accounts: Arc<HostAccounts>,
     fast: Option<FastPlugin>,
     metrics: Arc<FastMetrics>,
@@ -271,8 +277,25 @@ impl Host {
             pre_auth_log: crate::log_budget::LogBudget::new(20, 100),
             pre_auth_slots,
             throttle,
+            logins: Default::default(),
             conn_ids: AtomicU64::new(0),
         });
+        // Before the listeners serve: a host that cannot have its admin socket (another host
+        // lives on this data_dir) does not start.
+        let admin = crate::admin::AdminServer::start(
+            &shared.config.server.data_dir,
+            crate::admin::ops::AdminContext {
+                accounts: accounts.clone(),
+                fast: fast.clone(),
+                data_dir: shared.config.server.data_dir.clone(),
+                live: Some(crate::admin::ops::LiveHost {
+                    shared: shared.clone(),
+                    metrics: metrics.clone(),
+                    connection_limit: limit.clone(),
+                    started: std::time::Instant::now(),
+                }),
+            },
+        )?;
         let (done_tx, done_rx) = mpsc::channel::<()>(1);
         let mut accept_tasks = vec![tokio::spawn(accept_loop(
             shared.clone(),
@@ -293,6 +316,7 @@ impl Host {
         drop(done_tx);
         Ok(Host {
             shared,
+            admin,
             accounts,
             fast,
             metrics,
@@ -335,6 +359,11 @@ impl Host {
         &self.shared.config
     }
 
+    /// The admin socket (`<data_dir>/admin.sock`).
+    pub fn admin_socket(&self) -> &Path {
+        self.admin.path()
+    }
+
     /// The session router (e.g. to count bound sessions in tests).
     pub fn router(&self) -> &Router {
         &self.shared.router
@@ -357,6 +386,7 @@ impl Host {
     pub async fn shutdown(self) {
         let Host {
             shared,
+            admin,
             accounts,
             fast,
             metrics,
@@ -367,6 +397,9 @@ impl Host {
             ..
         } = self;
         info!("shutting down");
+        // First: it holds handles on the store, and `ctl` must not find a socket of a host
+        // that no longer serves.
+        admin.shutdown().await;
         let _ = shutdown_tx.send(true);
         for t in accept_tasks {
             let _ = t.await;

@@ -523,6 +523,7 @@ impl Conn {
             | NegotiatorEvent::StreamError {
                 failure: Some(_), ..
             } => {
+                self.shared.logins.failed();
                 if let Some(account) = self.password_attempt.take() {
                     self.shared
                         .throttle
@@ -570,6 +571,7 @@ impl Conn {
 
     fn on_authenticated(&mut self, session: AuthenticatedSession) {
         info!(account = %session.username, mechanism = %session.mechanism, "authenticated");
+        self.shared.logins.succeeded(&session.mechanism);
         self.pre_auth = None;
         self.reader.set_limits(
             Limits::default().with_max_element_bytes(self.shared.config.server.max_stanza_bytes),

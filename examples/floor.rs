@@ -52,6 +52,10 @@ struct Args {
     /// Print one JSON object per (round, variant) as well.
     #[arg(long)]
     json: bool,
+    /// Run only these variants (for profiling one of them): bare-full, bare-resumed,
+    /// direct-full, direct-resumed, starttls-full, starttls-resumed. Default: all.
+    #[arg(long = "only", value_delimiter = ',')]
+    only: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -216,6 +220,15 @@ struct Variant {
 }
 
 impl Variant {
+    fn id(&self) -> String {
+        let k = match self.kind {
+            Kind::Bare => "bare",
+            Kind::Direct => "direct",
+            Kind::StartTls => "starttls",
+        };
+        format!("{k}-{}", if self.resumed { "resumed" } else { "full" })
+    }
+
     fn name(&self) -> String {
         let k = match self.kind {
             Kind::Bare => "bare rustls (1 byte each way)",
@@ -339,6 +352,11 @@ async fn measure(args: Args) -> Result<(), BoxError> {
     let dir = tempfile::tempdir()?;
     let (mut host, h) = Server::spawn("serve-host", dir.path(), 3)?;
     let (mut bare, b) = Server::spawn("serve-bare", dir.path(), 1)?;
+    eprintln!(
+        "server pids: host {}, bare {}",
+        host.child.id(),
+        bare.child.id()
+    );
     let targets = Arc::new(Targets {
         starttls: h[0].parse()?,
         direct: h[1].parse()?,
@@ -374,7 +392,11 @@ async fn measure(args: Args) -> Result<(), BoxError> {
     let variants: Vec<Variant> = [Kind::Bare, Kind::Direct, Kind::StartTls]
         .into_iter()
         .flat_map(|kind| [false, true].map(|resumed| Variant { kind, resumed }))
+        .filter(|v| args.only.is_empty() || args.only.contains(&v.id()))
         .collect();
+    if variants.is_empty() {
+        return Err(format!("--only {:?} names no variant", args.only).into());
+    }
     // Warm-up: every variant once, so ticket stores are filled and caches are warm.
     for &v in &variants {
         batch(&targets, &workers, v, args.concurrency * 4).await?;
@@ -412,7 +434,12 @@ async fn measure(args: Args) -> Result<(), BoxError> {
         }
     }
     let medians: Vec<f64> = per_conn.iter().map(|v| median(v.clone())).collect();
-    let bare_of = |resumed: bool| medians[usize::from(resumed)];
+    let bare_of = |resumed: bool| {
+        let i = variants
+            .iter()
+            .position(|v| v.kind == Kind::Bare && v.resumed == resumed)?;
+        Some(medians[i])
+    };
     println!(
         "{} connections per variant per round, {} rounds, concurrency {}, {:.1} s",
         args.conns,
@@ -424,12 +451,12 @@ async fn measure(args: Args) -> Result<(), BoxError> {
     println!("|---|---|---|---|");
     for (vi, v) in variants.iter().enumerate() {
         let rounds: Vec<String> = per_conn[vi].iter().map(|x| format!("{x:.0}")).collect();
+        let ratio = bare_of(v.resumed).map_or("-".into(), |b| format!("{:.2}", medians[vi] / b));
         println!(
-            "| {} | {:.1} | {} | {:.2} |",
+            "| {} | {:.1} | {} | {ratio} |",
             v.name(),
             medians[vi],
             rounds.join(", "),
-            medians[vi] / bare_of(v.resumed)
         );
     }
     host.stop()?;

@@ -198,6 +198,7 @@ impl Host {
             &server.data_dir,
             server.tls_cert.as_deref(),
             server.tls_key.as_deref(),
+            server.tls_session_tickets,
         )?;
         // Lifecycle events are counted (summarized at shutdown) and logged at debug level.
         let metrics = Arc::new(FastMetrics::default());
@@ -341,6 +342,11 @@ impl Host {
     /// Counters of FAST lifecycle events since start (issued, rotated, used, rejected, ...).
     pub fn fast_metrics(&self) -> &FastMetrics {
         &self.metrics
+    }
+
+    /// TLS handshakes completed since start, full and resumed (both listeners).
+    pub fn tls_handshakes(&self) -> &crate::tls::HandshakeCounts {
+        &self.shared.tls.handshakes
     }
 
     /// Stops accepting, ends every stream with `</stream:stream>`, waits for the connections

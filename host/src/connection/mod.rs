@@ -95,8 +95,7 @@ pub async fn serve(
     let (io, tls) = if direct_tls {
         match tokio::time::timeout_at(auth_deadline, shared.acceptor.accept(tcp)).await {
             Ok(Ok(s)) => {
-                let info =
-                    crate::tls::tls_info(s.get_ref().1, shared.tls.server_end_point.as_deref());
+                let info = shared.tls.connection_info(s.get_ref().1);
                 (Transport::Tls(Box::new(s)), Some(info))
             }
             Ok(Err(e)) => {
@@ -250,10 +249,7 @@ impl Conn {
         };
         match tokio::time::timeout_at(deadline, self.shared.acceptor.accept(tcp)).await {
             Ok(Ok(s)) => {
-                let info = crate::tls::tls_info(
-                    s.get_ref().1,
-                    self.shared.tls.server_end_point.as_deref(),
-                );
+                let info = self.shared.tls.connection_info(s.get_ref().1);
                 debug!(version = ?info.version, cb = ?info.channel_bindings, "STARTTLS done");
                 self.tls = Some(info);
                 self.io = Transport::Tls(Box::new(s));

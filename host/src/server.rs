@@ -107,6 +107,8 @@ pub struct Shared {
     pub pre_auth_slots: Arc<crate::pre_auth::PreAuthSlots>,
     /// Failed-login throttling of password mechanisms.
     pub throttle: crate::throttle::LoginThrottle,
+    /// TLS 1.3 early data on the direct-TLS listener (`tls_early_data`), if on.
+    pub early_data: Option<crate::tls::early_data::EarlyData>,
     conn_ids: AtomicU64,
 }
 
@@ -253,7 +255,14 @@ impl Host {
             server.login_throttle_failures,
             server.login_throttle_max_backoff,
         );
+        let early_data = server.tls_early_data.then(|| {
+            crate::tls::early_data::EarlyData::new(
+                &tls.config,
+                server.max_unauthenticated_stanza_bytes,
+            )
+        });
         let shared = Arc::new(Shared {
+            early_data,
             config,
             sasl2,
             tls,
@@ -342,6 +351,12 @@ impl Host {
     /// Counters of FAST lifecycle events since start (issued, rotated, used, rejected, ...).
     pub fn fast_metrics(&self) -> &FastMetrics {
         &self.metrics
+    }
+
+    /// What the direct-TLS listener did with TLS 1.3 early data; `None` unless
+    /// `tls_early_data` is on.
+    pub fn early_data(&self) -> Option<&crate::tls::early_data::EarlyDataCounts> {
+        self.shared.early_data.as_ref().map(|e| &e.counts)
     }
 
     /// TLS handshakes completed since start, full and resumed (both listeners).

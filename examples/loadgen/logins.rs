@@ -111,10 +111,22 @@ impl Ctx {
         i: usize,
         token: Option<&str>,
     ) -> Result<Option<String>, ClientError> {
+        self.authenticate_counted(c, i, token, None).await
+    }
+
+    /// [`Ctx::authenticate`] with `<fast count>` (FAST only).
+    async fn authenticate_counted(
+        &self,
+        c: &mut Client,
+        i: usize,
+        token: Option<&str>,
+        count: Option<u32>,
+    ) -> Result<Option<String>, ClientError> {
         let a = &self.args;
         match (a.mode, token) {
             (Mode::Fast, Some(t)) => {
-                let lo = LoginOptions::agent(&self.agent(i));
+                let mut lo = LoginOptions::agent(&self.agent(i));
+                lo.fast_count = count;
                 // The client checks the server proof (ServerProofMismatch otherwise).
                 let s = c
                     .login_fast(&a.user, t, &a.mech, &lo)
@@ -162,7 +174,8 @@ impl Ctx {
         }
         let mut c = self.connect_with(opts).await?;
         st.resumed += u64::from(c.tls_resumed);
-        let rotated = self.authenticate(&mut c, i, token).await?;
+        let count = self.args.count.then_some(count);
+        let rotated = self.authenticate_counted(&mut c, i, token, count).await?;
         c.close().await?;
         Ok(rotated)
     }

@@ -157,6 +157,10 @@ pub struct Args {
     /// mechanism, and the host's tls_early_data = true.
     #[arg(long)]
     pub zero_rtt: bool,
+    /// Send `<fast count>` (one more per login) outside 0-RTT too: the accepted count is
+    /// then written durably on every login, as it is in 0-RTT (a control for --zero-rtt).
+    #[arg(long)]
+    pub count: bool,
     /// Route every connection through a loopback relay that delays each chunk this many
     /// milliseconds each way; the report then gives round trips = median latency / (2 x D).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]

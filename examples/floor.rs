@@ -159,7 +159,20 @@ struct Server {
 
 impl Server {
     fn spawn(cmd: &str, dir: &Path, lines: usize) -> Result<(Server, Vec<String>), BoxError> {
-        let mut child = Command::new(std::env::current_exe()?)
+        // FLOOR_SERVER_WRAPPER="valgrind --tool=callgrind" runs the servers under a profiler
+        // (instruction counts do not depend on the machine's load).
+        let wrapper = std::env::var("FLOOR_SERVER_WRAPPER").unwrap_or_default();
+        let mut words = wrapper.split_whitespace();
+        let exe = std::env::current_exe()?;
+        let mut command = match words.next() {
+            Some(w) => {
+                let mut c = Command::new(w);
+                c.args(words).arg(&exe);
+                c
+            }
+            None => Command::new(&exe),
+        };
+        let mut child = command
             .arg(cmd)
             .arg(dir)
             .env("RUST_LOG", "warn")

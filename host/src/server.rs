@@ -98,7 +98,9 @@ pub struct Shared {
     /// Accepts TLS connections.
     pub acceptor: tokio_rustls::TlsAcceptor,
     /// Bound sessions.
-    pub router: Router,
+    pub router: Arc<Router>,
+    /// XEP-0494: the owner lists and revokes clients (FAST clients and the router's sessions).
+    pub client_access: sasl2_fast::fast::cam::ClientAccess,
     /// Becomes `true` on shutdown.
     pub shutdown: watch::Receiver<bool>,
     /// Log lines unauthenticated peers can cause (failures, refusals) share this budget.
@@ -255,6 +257,11 @@ impl Host {
             server.login_throttle_failures,
             server.login_throttle_max_backoff,
         );
+        let router = Arc::new(Router::new());
+        let client_access = sasl2_fast::fast::cam::ClientAccess::new(
+            fast.as_ref().map(|f| f.tokens().clone()),
+            router.clone(),
+        );
         let early_data = server.tls_early_data.then(|| {
             crate::tls::early_data::EarlyData::new(
                 &tls.config,
@@ -267,7 +274,8 @@ impl Host {
             sasl2,
             tls,
             acceptor,
-            router: Router::new(),
+            router,
+            client_access,
             shutdown: shutdown_rx,
             // 20 lines a second, bursts of 100: an attack is visible, the disk is safe.
             pre_auth_log: crate::log_budget::LogBudget::new(20, 100),
@@ -433,7 +441,7 @@ pub async fn change_password(
     let user = accounts.set_password(user, new_password)?;
     if let Some(f) = fast {
         f.tokens()
-            .revoke_account(&user)
+            .revoke_account(&user, &sasl2_fast::fast::hooks::RevokedBy::PasswordChange)
             .await
             .map_err(|e| HostError::Store(e.to_string()))?;
         f.tokens()

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use sasl2_fast_host::client::zero_rtt::ZeroRttLogin;
 use sasl2_fast_host::client::{Client, ClientError, ConnectOptions, LoginOptions, Outcome};
 use serde::Serialize;
 
@@ -36,9 +37,25 @@ impl Ctx {
         format!("{}-{i}", self.args.agent_prefix)
     }
 
+    /// The options of one simulated client: with `--resume`/`--zero-rtt` its own TLS session
+    /// store, shared by its connections only (as one real client's).
+    fn client_opts(&self) -> Result<ConnectOptions, ClientError> {
+        if self.args.zero_rtt {
+            self.opts.clone().with_early_data()
+        } else if self.args.resume {
+            self.opts.clone().with_tls_resumption()
+        } else {
+            Ok(self.opts.clone())
+        }
+    }
+
     /// Connects, secures, opens the stream (bounded by the per-wait timeout).
     pub async fn connect(&self) -> Result<Client, ClientError> {
-        let c = Client::connect(self.opts.clone()).await?;
+        self.connect_with(&self.opts).await
+    }
+
+    async fn connect_with(&self, opts: &ConnectOptions) -> Result<Client, ClientError> {
+        let c = Client::connect(opts.clone()).await?;
         if self.tls_version.get().is_none()
             && let Some(v) = c.tls_version
         {
@@ -94,10 +111,22 @@ impl Ctx {
         i: usize,
         token: Option<&str>,
     ) -> Result<Option<String>, ClientError> {
+        self.authenticate_counted(c, i, token, None).await
+    }
+
+    /// [`Ctx::authenticate`] with `<fast count>` (FAST only).
+    async fn authenticate_counted(
+        &self,
+        c: &mut Client,
+        i: usize,
+        token: Option<&str>,
+        count: Option<u32>,
+    ) -> Result<Option<String>, ClientError> {
         let a = &self.args;
         match (a.mode, token) {
             (Mode::Fast, Some(t)) => {
-                let lo = LoginOptions::agent(&self.agent(i));
+                let mut lo = LoginOptions::agent(&self.agent(i));
+                lo.fast_count = count;
                 // The client checks the server proof (ServerProofMismatch otherwise).
                 let s = c
                     .login_fast(&a.user, t, &a.mech, &lo)
@@ -115,14 +144,38 @@ impl Ctx {
         }
     }
 
-    /// One full login: connect, TLS, stream, authenticate, success, close.
+    /// One full login: connect, TLS, stream, authenticate, success, close. With `--zero-rtt`
+    /// the header and `<authenticate>` (with `count`) go as TLS early data.
     async fn full_login(
         &self,
+        opts: &ConnectOptions,
         i: usize,
         token: Option<&str>,
+        count: u32,
+        st: &mut WorkerStats,
     ) -> Result<Option<String>, ClientError> {
-        let mut c = self.connect().await?;
-        let rotated = self.authenticate(&mut c, i, token).await?;
+        if self.args.zero_rtt {
+            let t = token.ok_or_else(|| ClientError::Protocol("no FAST token".into()))?;
+            let lo = LoginOptions::agent(&self.agent(i)).count(count);
+            let login = ZeroRttLogin {
+                user: &self.args.user,
+                token: t,
+                mechanism: &self.args.mech,
+                server_end_point: None,
+                options: &lo,
+            };
+            let (mut c, report, outcome) =
+                Client::login_fast_zero_rtt(opts.clone(), &login).await?;
+            let s = outcome.into_success()?;
+            st.resumed += u64::from(report.resumed);
+            st.early_accepted += u64::from(report.accepted);
+            c.close().await?;
+            return Ok(s.token.map(|t| t.token));
+        }
+        let mut c = self.connect_with(opts).await?;
+        st.resumed += u64::from(c.tls_resumed);
+        let count = self.args.count.then_some(count);
+        let rotated = self.authenticate_counted(&mut c, i, token, count).await?;
         c.close().await?;
         Ok(rotated)
     }
@@ -182,6 +235,25 @@ async fn login_worker(
     started: Arc<AtomicU64>,
 ) -> WorkerStats {
     let mut st = WorkerStats::default();
+    let opts = match ctx.client_opts() {
+        Ok(o) => o,
+        Err(e) => {
+            st.fail(&e);
+            return st;
+        }
+    };
+    if ctx.args.resume || ctx.args.zero_rtt {
+        // Not counted: the full handshake that gives this client its first TLS session.
+        match ctx.connect_with(&opts).await {
+            Ok(mut c) => {
+                let _ = c.close().await;
+            }
+            Err(e) => st.fail(&e),
+        }
+    }
+    // `<fast count>` of this client's token (0-RTT): one more per attempt, from 1 again
+    // after a rotation (F-13).
+    let mut count = 0u32;
     loop {
         if Instant::now() >= deadline
             || started.fetch_add(1, Ordering::SeqCst) >= ctx.args.max_logins
@@ -189,13 +261,18 @@ async fn login_worker(
             break;
         }
         let t0 = Instant::now();
-        match ctx.full_login(i, token.as_deref()).await {
+        count += 1;
+        match ctx
+            .full_login(&opts, i, token.as_deref(), count, &mut st)
+            .await
+        {
             Ok(rotated) => {
                 st.ok(t0);
                 if let Some(t) = rotated {
                     // Rotation (F-16): the next login must use the new token.
                     token = Some(t);
                     st.rotations += 1;
+                    count = 0;
                 }
             }
             Err(e) => {
@@ -206,6 +283,7 @@ async fn login_worker(
                     if let Ok(t) = ctx.obtain_token(i).await {
                         token = Some(t);
                         st.refreshes += 1;
+                        count = 0;
                     }
                 } else {
                     // Do not spin on a refused connection.
@@ -243,6 +321,13 @@ struct LoginReport {
     failures: BTreeMap<String, u64>,
     rotations: u64,
     token_refreshes: u64,
+    /// Logins over a resumed TLS session (`--resume`, `--zero-rtt`).
+    tls_resumed: u64,
+    /// Logins whose first flight the server took as early data (`--zero-rtt`).
+    early_data_accepted: u64,
+    /// `--delay-ms`, and the median latency divided by twice it.
+    delay_ms: Option<u32>,
+    round_trips: Option<f64>,
     server_pid: Option<u32>,
     server_cpu_ms: Option<f64>,
     server_cpu_ms_per_login: Option<f64>,
@@ -283,6 +368,14 @@ impl LoginReport {
                 "rotated tokens followed: {}, tokens re-obtained: {}",
                 self.rotations, self.token_refreshes
             );
+        }
+        let _ = writeln!(
+            o,
+            "tls resumed: {}, early data accepted: {}",
+            self.tls_resumed, self.early_data_accepted
+        );
+        if let (Some(d), Some(rt)) = (self.delay_ms, self.round_trips) {
+            let _ = writeln!(o, "round trips (p50 latency / 2 x {d} ms): {rt:.2}");
         }
         if let (Some(ms), Some(pid)) = (self.server_cpu_ms, self.server_pid) {
             let per = num(self.server_cpu_ms_per_login);
@@ -360,6 +453,13 @@ pub async fn run_logins(ctx: Arc<Ctx>) -> Result<Report, String> {
         failures: st.failures.clone(),
         rotations: st.rotations,
         token_refreshes: st.refreshes,
+        tls_resumed: st.resumed,
+        early_data_accepted: st.early_accepted,
+        delay_ms: a.delay_ms,
+        round_trips: a
+            .delay_ms
+            .filter(|_| ok > 0)
+            .map(|d| r3(percentile(&st.lat_us, 50.0) / (2.0 * f64::from(d)))),
         server_pid: a.server_pid,
         server_cpu_ms: server_cpu_ms.map(r3),
         server_cpu_ms_per_login: per_login(server_cpu_ms),

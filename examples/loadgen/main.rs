@@ -18,6 +18,7 @@ mod hold;
 mod logins;
 mod probe;
 mod procfs;
+mod resume;
 mod stats;
 
 use std::net::SocketAddr;
@@ -147,6 +148,23 @@ pub struct Args {
     /// Runtime worker threads (default: number of CPUs).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     pub threads: Option<u16>,
+    /// Each simulated client keeps its TLS session store, so its logins resume TLS (the
+    /// resumed 1-RTT login: the <authenticate> waits for the features).
+    #[arg(long)]
+    pub resume: bool,
+    /// FAST in TLS 1.3 early data: stream header and <authenticate> (with count) sent with
+    /// the ClientHello of a resumed session. Needs --tls direct, --mode fast, a -NONE
+    /// mechanism, and the host's tls_early_data = true.
+    #[arg(long)]
+    pub zero_rtt: bool,
+    /// Send `<fast count>` (one more per login) outside 0-RTT too: the accepted count is
+    /// then written durably on every login, as it is in 0-RTT (a control for --zero-rtt).
+    #[arg(long)]
+    pub count: bool,
+    /// Route every connection through a loopback relay that delays each chunk this many
+    /// milliseconds each way; the report then gives round trips = median latency / (2 x D).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub delay_ms: Option<u32>,
     /// Print the result as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -230,6 +248,15 @@ async fn main_async(args: Args) -> Result<Report, String> {
         ));
     }
     let ca_pem = trust_anchor(&args, addr).await?;
+    if args.zero_rtt
+        && (args.tls != TlsArg::Direct || args.mode != Mode::Fast || !args.mech.ends_with("-NONE"))
+    {
+        return Err("--zero-rtt needs --tls direct, --mode fast and a -NONE --mech".into());
+    }
+    let addr = match args.delay_ms {
+        Some(ms) => resume::start_delay_relay(addr, Duration::from_millis(u64::from(ms))).await?,
+        None => addr,
+    };
     let opts = ConnectOptions {
         addr,
         tls: args.tls.tls(),

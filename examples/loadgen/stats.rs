@@ -32,6 +32,10 @@ pub struct WorkerStats {
     pub failures: BTreeMap<String, u64>,
     pub rotations: u64,
     pub refreshes: u64,
+    /// Logins whose TLS session was resumed.
+    pub resumed: u64,
+    /// Logins whose first flight the server accepted as TLS 1.3 early data.
+    pub early_accepted: u64,
     /// First error text of each kind, for the human report.
     pub examples: BTreeMap<String, String>,
 }
@@ -60,6 +64,8 @@ impl WorkerStats {
         }
         self.rotations += o.rotations;
         self.refreshes += o.refreshes;
+        self.resumed += o.resumed;
+        self.early_accepted += o.early_accepted;
     }
 
     pub fn failed(&self) -> u64 {

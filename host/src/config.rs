@@ -84,6 +84,10 @@ pub struct ServerConfig {
     /// server-side session cache only.
     #[serde(default = "yes")]
     pub tls_session_tickets: bool,
+    /// TLS 1.3 early data (0-RTT) on the direct-TLS listener: a resuming FAST client sends its
+    /// `<authenticate>` with the ClientHello (docs/security.md, rules Z-1..Z-8). Off by default.
+    #[serde(default)]
+    pub tls_early_data: bool,
     /// When false, SASL2 is also offered on plaintext streams (loopback testing only).
     #[serde(default = "yes")]
     pub require_tls: bool,
@@ -253,6 +257,7 @@ impl ServerConfig {
             tls_cert: None,
             tls_key: None,
             tls_session_tickets: true,
+            tls_early_data: false,
             require_tls: true,
             max_connections: default_max_connections(),
             idle_timeout: default_idle_timeout(),
@@ -439,6 +444,11 @@ mod tests {
         )
         .unwrap();
         assert!(!no_tickets.server.tls_session_tickets);
+        assert!(!c.server.tls_early_data, "0-RTT is opt-in");
+        let early =
+            HostConfig::from_toml_str(&format!("{BASE}tls_early_data = true\n"), Path::new("."))
+                .unwrap();
+        assert!(early.server.tls_early_data);
     }
 
     #[test]

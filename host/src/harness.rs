@@ -71,6 +71,22 @@ impl TestHost {
         Ok(TestHost { host, config, dir })
     }
 
+    /// Like [`TestHost::restart`], with `change` applied to the configuration first.
+    pub async fn restart_with(
+        self,
+        change: impl FnOnce(&mut HostConfig),
+    ) -> Result<TestHost, BoxError> {
+        let TestHost {
+            host,
+            mut config,
+            dir,
+        } = self;
+        host.shutdown().await;
+        change(&mut config);
+        let host = Self::launch(config.clone()).await?;
+        Ok(TestHost { host, config, dir })
+    }
+
     /// Graceful shutdown; the temporary directory goes with `self`.
     pub async fn shutdown(self) {
         self.host.shutdown().await;

@@ -111,6 +111,8 @@ pub struct Shared {
     pub throttle: crate::throttle::LoginThrottle,
     /// Logins counted for `host ctl stats`.
     pub logins: crate::admin::ops::LoginCounters,
+    /// TLS 1.3 early data on the direct-TLS listener (`tls_early_data`), if on.
+    pub early_data: Option<crate::tls::early_data::EarlyData>,
     conn_ids: AtomicU64,
 }
 
@@ -266,7 +268,14 @@ impl Host {
             fast.as_ref().map(|f| f.tokens().clone()),
             router.clone(),
         );
+        let early_data = server.tls_early_data.then(|| {
+            crate::tls::early_data::EarlyData::new(
+                &tls.config,
+                server.max_unauthenticated_stanza_bytes,
+            )
+        });
         let shared = Arc::new(Shared {
+            early_data,
             config,
             sasl2,
             tls,
@@ -379,6 +388,12 @@ impl Host {
     /// Counters of FAST lifecycle events since start (issued, rotated, used, rejected, ...).
     pub fn fast_metrics(&self) -> &FastMetrics {
         &self.metrics
+    }
+
+    /// What the direct-TLS listener did with TLS 1.3 early data; `None` unless
+    /// `tls_early_data` is on.
+    pub fn early_data(&self) -> Option<&crate::tls::early_data::EarlyDataCounts> {
+        self.shared.early_data.as_ref().map(|e| &e.counts)
     }
 
     /// TLS handshakes completed since start, full and resumed (both listeners).

@@ -11,6 +11,7 @@ use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject as _;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
+pub mod early_data;
 pub mod resumption;
 
 /// The server's TLS identity and config.

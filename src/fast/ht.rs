@@ -80,6 +80,13 @@ pub enum HtBinding {
 }
 
 impl HtBinding {
+    /// Whether a client can compute this binding before the TLS handshake completes, i.e. in
+    /// TLS 1.3 early data (Z-2): none, or the server certificate's hash it saw last time. The
+    /// exporter only exists after the handshake (RFC 9266 §3); tls-unique never on TLS 1.3.
+    pub fn usable_in_early_data(self) -> bool {
+        matches!(self, HtBinding::None | HtBinding::EndPoint)
+    }
+
     #[cfg(test)]
     fn label(self) -> &'static str {
         match self {

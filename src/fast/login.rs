@@ -55,6 +55,9 @@ pub struct VerifyRequest<'a> {
     pub count: Option<u32>,
     /// `<fast invalidate>`.
     pub invalidate: bool,
+    /// The request arrived as TLS 1.3 early data: `count` is then required and must be above
+    /// the token's mark, no mark counting as 0 (Z-3, Z-4).
+    pub early_data: bool,
 }
 
 impl<'a> VerifyRequest<'a> {
@@ -74,7 +77,14 @@ impl<'a> VerifyRequest<'a> {
             cb_data,
             count: None,
             invalidate: false,
+            early_data: false,
         }
+    }
+
+    /// Arrived as TLS 1.3 early data (Z-3, Z-4).
+    pub fn with_early_data(mut self, early: bool) -> Self {
+        self.early_data = early;
+        self
     }
 
     /// With `<fast count>`.
@@ -97,6 +107,7 @@ struct Attempt {
     cb_data: Zeroizing<Vec<u8>>,
     count: Option<u32>,
     invalidate: bool,
+    early_data: bool,
 }
 
 /// The decision for one read of the record.
@@ -201,10 +212,20 @@ impl FastTokens {
         if let Some(reason) = distrust {
             return Err(self.reject(Some(key), None, mech_name, reason));
         }
-        // F-14: with a count, it must exceed every count already seen for this token.
-        if let Some(c) = a.count
-            && used.max_count.is_some_and(|m| c <= m)
-        {
+        // F-14: with a count, it must exceed every count already seen for this token. In
+        // early data (Z-3, Z-4) a count is required and no mark counts as 0, so a first 0-RTT
+        // login needs count >= 1. A replay ends here: nothing is planned, nothing is written
+        // (Z-5). The commit's compare-and-swap decides again if the record moved, so two
+        // copies of one flight cannot both pass.
+        let replayed = match (a.count, a.early_data) {
+            (None, true) => {
+                return Err(self.reject(Some(key), None, mech_name, RejectReason::Malformed));
+            }
+            (None, false) => false,
+            (Some(c), true) => c <= used.max_count.unwrap_or(0),
+            (Some(c), false) => used.max_count.is_some_and(|m| c <= m),
+        };
+        if replayed {
             return Err(self.reject(Some(key), None, mech_name, RejectReason::Replay));
         }
 
@@ -264,6 +285,7 @@ impl FastTokens {
             cb_data: Zeroizing::new(req.cb_data.to_vec()),
             count: req.count,
             invalidate: req.invalidate,
+            early_data: req.early_data,
         };
         let now = self.now_ms();
         let view = match self.store().get_for_login(&key).await {

@@ -251,7 +251,8 @@ pub trait InlineFeature: fmt::Debug + Send + Sync {
     /// What to offer inside `<inline>` on this stream, or `None` to not offer the feature.
     ///
     /// Contract: the answer depends only on the stream's facts (the domain, the TLS version,
-    /// which channel-binding types exist, whether plaintext is allowed), never on `from`, the
+    /// which channel-binding types exist, whether plaintext is allowed, whether the host
+    /// accepts TLS early data there: `zero_rtt`), never on `from`, `early_data`, the
     /// peer address or the channel-binding bytes: the negotiator asks once per distinct facts
     /// and reuses the offer (unless the host turned that off with
     /// [`super::Sasl2ServerBuilder::cache_offers`]).

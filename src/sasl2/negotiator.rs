@@ -338,6 +338,13 @@ impl Negotiator {
         &self.stream
     }
 
+    /// Marks the elements handed to [`Negotiator::handle`] from now on as TLS 1.3 early data
+    /// (`true`) or not: the host sets it while it feeds early data and clears it after
+    /// ([`StreamInfo::early_data`]).
+    pub fn set_early_data(&mut self, early: bool) {
+        self.stream.early_data = early;
+    }
+
     /// True if SASL2 is offered on this stream: only after TLS unless the host allows
     /// plaintext for loopback testing (S-26), and only with a usable mechanism (S-5).
     pub fn offers_sasl(&self) -> bool {
@@ -524,6 +531,17 @@ impl Negotiator {
         }
         let (claimed_by, mechanism) = match claimed {
             Some((i, m)) => (Some(i), m),
+            None if self.stream.early_data => {
+                // S-27, Z-1: a request in TLS 0-RTT is replayable; only an inline feature that
+                // defines a mitigation (FAST's count) may take one. Password mechanisms never.
+                return self.fail(
+                    Failure::with_text(
+                        SaslCondition::MalformedRequest,
+                        "only FAST is accepted in TLS early data",
+                    ),
+                    profile,
+                );
+            }
             None => {
                 // S-9: only mechanisms offered in the top-level list. HT-* without <fast/> ends
                 // here too (invalid-mechanism, as Prosody does).

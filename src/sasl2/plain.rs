@@ -270,6 +270,8 @@ mod tests {
             }),
             allow_plaintext: false,
             peer: None,
+            zero_rtt: false,
+            early_data: false,
         }
     }
 

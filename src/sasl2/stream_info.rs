@@ -170,6 +170,15 @@ pub struct StreamInfo {
     pub allow_plaintext: bool,
     /// Remote address, for logs and observers.
     pub peer: Option<std::net::SocketAddr>,
+    /// The host accepts TLS 1.3 early data on this stream's listener (`tls-0rtt` is advertised,
+    /// F-6). Fixed per listener so the features a client caches stay valid (S-4).
+    pub zero_rtt: bool,
+    /// The element being handled arrived as TLS 1.3 early data (0-RTT): replayable by anyone
+    /// who recorded it (RFC 8446 §8). The host sets it per element with
+    /// [`Negotiator::set_early_data`](super::Negotiator::set_early_data); an inline feature
+    /// that claims such a request must enforce its own mitigation (Z-1..Z-5), and the
+    /// negotiator refuses every request no inline feature claimed (S-27, Z-1).
+    pub early_data: bool,
 }
 
 impl StreamInfo {
@@ -181,7 +190,21 @@ impl StreamInfo {
             tls: None,
             allow_plaintext: false,
             peer: None,
+            zero_rtt: false,
+            early_data: false,
         }
+    }
+
+    /// Whether the host accepts TLS 1.3 early data on this stream (advertise `tls-0rtt`).
+    pub fn with_zero_rtt(mut self, accepted: bool) -> Self {
+        self.zero_rtt = accepted;
+        self
+    }
+
+    /// Whether the element being handled arrived as TLS 1.3 early data.
+    pub fn with_early_data(mut self, early: bool) -> Self {
+        self.early_data = early;
+        self
     }
 
     /// With the stream's `from`.

@@ -194,6 +194,13 @@ impl StreamReader {
         self.pending.len() - self.pos
     }
 
+    /// True when everything fed so far forms whole units (the header, top-level elements,
+    /// whitespace): no element, and no part of one, is pending, neither here nor inside rxml.
+    /// The host uses it to tell that TLS early data ended with an element (Z-6).
+    pub fn at_unit_boundary(&self) -> bool {
+        self.buffered() == 0 && self.consumed == self.unit_start
+    }
+
     /// The bytes not consumed yet.
     fn unread(&self) -> &[u8] {
         &self.pending[self.pos..]

@@ -906,3 +906,30 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn unit_boundary_tells_whole_elements_from_partial_ones() {
+    // Z-6: the host checks that TLS early data ended with a whole element.
+    let drain = |r: &mut StreamReader| while r.next_event().unwrap().is_some() {};
+    let mut r = StreamReader::new(Limits::default());
+    assert!(r.at_unit_boundary(), "nothing fed");
+    r.feed(&HEADER.as_bytes()[..20]).unwrap();
+    drain(&mut r);
+    assert!(!r.at_unit_boundary(), "half a header");
+    r.feed(&HEADER.as_bytes()[20..]).unwrap();
+    drain(&mut r);
+    assert!(r.at_unit_boundary(), "the header");
+    r.feed(AUTH.as_bytes()).unwrap();
+    drain(&mut r);
+    assert!(r.at_unit_boundary(), "header and <authenticate>");
+    r.feed(b" \n").unwrap();
+    drain(&mut r);
+    assert!(r.at_unit_boundary(), "whitespace");
+    for partial in ["<", "<i", "<iq type='get'", "<iq><ping/>"] {
+        let mut p = StreamReader::new(Limits::default());
+        p.feed(format!("{HEADER}{AUTH}{partial}").as_bytes())
+            .unwrap();
+        drain(&mut p);
+        assert!(!p.at_unit_boundary(), "{partial}");
+    }
+}

@@ -287,3 +287,4 @@ mod observers;
 mod revocation;
 mod rotation;
 mod store_and_concurrency;
+mod zero_rtt;

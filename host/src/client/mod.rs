@@ -10,6 +10,7 @@
 
 pub mod reader;
 mod sasl;
+pub mod zero_rtt;
 
 use std::collections::VecDeque;
 use std::fmt;

@@ -6,6 +6,7 @@
 //! the client sent is logged beyond element names and conditions.
 
 mod cam;
+mod early_data;
 mod stanza;
 mod transport;
 
@@ -82,6 +83,8 @@ struct Conn {
     pre_auth: Option<crate::pre_auth::PreAuthSlot>,
     /// The password login in progress, with the account it names if known (for throttling).
     password_attempt: Option<Option<String>>,
+    /// This listener accepts TLS 1.3 early data (direct TLS with `tls_early_data`).
+    zero_rtt: bool,
 }
 
 /// Serves one accepted socket until it closes. `direct_tls` is the XEP-0368 listener;
@@ -95,10 +98,20 @@ pub async fn serve(
 ) {
     let _ = tcp.set_nodelay(true);
     let auth_deadline = Instant::now() + shared.config.server.auth_timeout;
+    let zero_rtt = direct_tls && shared.early_data.is_some();
+    let mut early = None;
     let (io, tls) = if direct_tls {
-        match tokio::time::timeout_at(auth_deadline, shared.acceptor.accept(tcp)).await {
-            Ok(Ok(s)) => {
+        let acceptor = match (&shared.early_data, zero_rtt) {
+            (Some(e), true) => &e.acceptor,
+            _ => &shared.acceptor,
+        };
+        match tokio::time::timeout_at(auth_deadline, acceptor.accept(tcp)).await {
+            Ok(Ok(mut s)) => {
                 let info = shared.tls.connection_info(s.get_ref().1);
+                if zero_rtt {
+                    // Z-8: the handshake is complete; the early data waits in rustls.
+                    early = crate::tls::early_data::take_early_data(s.get_mut().1);
+                }
                 (Transport::Tls(Box::new(s)), Some(info))
             }
             Ok(Err(e)) => {
@@ -140,7 +153,14 @@ pub async fn serve(
         rx,
         pre_auth: Some(slot),
         password_attempt: None,
+        zero_rtt,
     };
+    if let Some(bytes) = early
+        && !conn.serve_early_data(&bytes).await
+    {
+        conn.cleanup().await;
+        return;
+    }
     conn.run(auth_deadline).await;
     conn.cleanup().await;
 }
@@ -435,7 +455,8 @@ impl Conn {
         let info = StreamInfo::new(domain)
             .with_from(from.and_then(Result::ok))
             .with_plaintext_allowed(!self.shared.config.server.require_tls)
-            .with_peer(self.peer);
+            .with_peer(self.peer)
+            .with_zero_rtt(self.zero_rtt);
         let info = match &self.tls {
             Some(t) => info.with_tls(t.clone()),
             None => info,

@@ -28,6 +28,8 @@ pub(super) struct OfferFacts {
     tls: Option<crate::sasl2::TlsVersion>,
     bindings: Vec<crate::sasl2::ChannelBindingType>,
     allow_plaintext: bool,
+    /// F-6: `tls-0rtt` is offered only where the host accepts early data.
+    zero_rtt: bool,
 }
 
 impl OfferFacts {
@@ -37,6 +39,7 @@ impl OfferFacts {
             tls: stream.tls.as_ref().map(|t| t.version),
             bindings: stream.channel_binding_types(),
             allow_plaintext: stream.allow_plaintext,
+            zero_rtt: stream.zero_rtt,
         }
     }
 }

@@ -27,6 +27,8 @@ fn stream(cb: ChannelBindings) -> StreamInfo {
         }),
         allow_plaintext: false,
         peer: None,
+        zero_rtt: false,
+        early_data: false,
     }
 }
 
@@ -53,6 +55,8 @@ fn plain_stream() -> StreamInfo {
         tls: None,
         allow_plaintext: true,
         peer: None,
+        zero_rtt: false,
+        early_data: false,
     }
 }
 

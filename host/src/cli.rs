@@ -141,6 +141,9 @@ async fn run(config: HostConfig) -> ExitCode {
     if let Some(a) = host.tls_local_addr() {
         println!("listening on {a}");
     }
+    if let Some(a) = host.metrics_addr() {
+        println!("metrics listening on {a}");
+    }
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
     wait_for_signal().await;

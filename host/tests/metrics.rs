@@ -454,3 +454,47 @@ async fn metrics_listen_must_be_loopback() -> TResult {
     })
     .await
 }
+
+#[tokio::test]
+async fn the_host_binary_serves_metrics_listen_from_its_config_file() -> TResult {
+    bounded(60, async {
+        let dir = tempfile::tempdir()?;
+        let config = dir.path().join("host.toml");
+        std::fs::write(
+            &config,
+            "[server]\ndomain = \"localhost\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\n\
+             metrics_listen = \"127.0.0.1:0\"\n[accounts]\nalice = \"alicepass\"\n\
+             [plugins.fast]\nenabled = true\n",
+        )?;
+        let host = sasl2_fast_host::harness::HostProcess::start(
+            std::path::Path::new(env!("CARGO_BIN_EXE_host")),
+            &config,
+            Some("warn"),
+        )?;
+        // The bound address (port 0 resolved) is on stdout for scripts and tests.
+        let mut addr = None;
+        for _ in 0..100 {
+            addr = host
+                .stdout_lines()
+                .iter()
+                .find_map(|l| l.strip_prefix("metrics listening on ").map(str::to_owned));
+            if addr.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let addr: SocketAddr = addr.ok_or("no `metrics listening on` line")?.parse()?;
+        assert!(addr.ip().is_loopback() && addr.port() != 0, "{addr}");
+        let (status, _, body) = http(addr, "GET", "/metrics").await?;
+        assert_eq!(status, 200);
+        let s = Scrape::parse(&body)?;
+        assert_eq!(
+            s.get("sasl2_fast_rejected_total", &[("reason", "replay")])?,
+            0.0
+        );
+        let status = host.stop()?;
+        assert!(status.success(), "{status}");
+        Ok(())
+    })
+    .await
+}

@@ -238,6 +238,7 @@ async fn main_async(args: Args) -> Result<Report, String> {
         from: Some(format!("{}@{}", args.user, args.domain)),
         timeout: args.timeout,
         source: None,
+        tls_config: None,
     };
     let hold = args.hold;
     let ctx = Arc::new(logins::Ctx::new(args, opts));

@@ -6,7 +6,13 @@
 //! host clients --config FILE USER    list USER's FAST clients
 //! host migrate-store --config FILE --to URL
 //!                                    copy the sled token store into PostgreSQL at URL
+//! host ctl --config FILE clients USER | revoke USER [CLIENT] | passwd USER
+//!        | revoke-before TIME | stats [--json]
+//!                                    administer the running host over its admin socket
+//!                                    (`<data_dir>/admin.sock`), or the store when it is stopped
 //! ```
+//!
+//! `ctl` is in [`crate::admin`]; `passwd` and `clients` are the older, offline-only forms.
 //!
 //! A config error exits with status 2 and a message naming the key; so does a usage error.
 
@@ -39,7 +45,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Changes USER's password (the new one is read from stdin) and revokes USER's FAST
-    /// tokens. The host must be stopped.
+    /// tokens. The host must be stopped (`host ctl passwd` works on a running host).
     Passwd {
         /// The configuration file.
         #[arg(short, long, value_name = "FILE")]
@@ -48,7 +54,7 @@ enum Command {
         user: String,
     },
     /// Lists USER's FAST clients. The host must be stopped (with sled; PostgreSQL allows it
-    /// while hosts run).
+    /// while hosts run; `host ctl clients` works on a running host).
     Clients {
         /// The configuration file.
         #[arg(short, long, value_name = "FILE")]
@@ -70,6 +76,9 @@ enum Command {
         #[arg(long, value_name = "URL")]
         to: String,
     },
+    /// Administers the running host over its admin socket (`<data_dir>/admin.sock`); with no
+    /// host running, the store directly.
+    Ctl(crate::admin::ctl::CtlArgs),
 }
 
 fn load(path: &std::path::Path) -> Result<HostConfig, ExitCode> {
@@ -92,6 +101,7 @@ pub fn main() -> ExitCode {
             | Command::Clients { config, .. }
             | Command::MigrateStore { config, .. },
         ) => config,
+        Some(Command::Ctl(args)) => &args.config,
     };
     let config = match load(config_path) {
         Ok(c) => c,
@@ -118,6 +128,7 @@ pub fn main() -> ExitCode {
             Some(Command::Passwd { user, .. }) => passwd(config, &user).await,
             Some(Command::Clients { user, .. }) => clients(config, &user).await,
             Some(Command::MigrateStore { to, .. }) => migrate_store(config, to).await,
+            Some(Command::Ctl(args)) => crate::admin::ctl::run(config, args).await,
         }
     })
 }
@@ -137,6 +148,7 @@ async fn run(config: HostConfig) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let signal = wait_for_signal();
     println!("listening on {}", host.local_addr());
     if let Some(a) = host.tls_local_addr() {
         println!("listening on {a}");
@@ -146,29 +158,26 @@ async fn run(config: HostConfig) -> ExitCode {
     }
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
-    wait_for_signal().await;
+    signal.await;
     host.shutdown().await;
     ExitCode::SUCCESS
 }
 
-async fn wait_for_signal() {
+/// Registers the SIGTERM handler now (before `listening on` is printed: a supervisor that
+/// sends SIGTERM right after that line must get a clean shutdown, not the default action)
+/// and returns the future that completes on SIGTERM or Ctrl-C.
+fn wait_for_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    async move {
+        #[cfg(unix)]
+        if let Some(mut term) = term {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+            return;
         }
-    }
-    #[cfg(not(unix))]
-    {
         let _ = tokio::signal::ctrl_c().await;
     }
 }

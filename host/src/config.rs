@@ -79,6 +79,11 @@ pub struct ServerConfig {
     /// PEM private key (with `tls_cert`).
     #[serde(default)]
     pub tls_key: Option<PathBuf>,
+    /// Stateless TLS session tickets (rustls ticketer, keys rotated every 6 hours, tickets
+    /// valid 2 hours), so any number of clients can resume; false = rustls' 256-entry
+    /// server-side session cache only.
+    #[serde(default = "yes")]
+    pub tls_session_tickets: bool,
     /// When false, SASL2 is also offered on plaintext streams (loopback testing only).
     #[serde(default = "yes")]
     pub require_tls: bool,
@@ -262,6 +267,7 @@ impl ServerConfig {
             data_dir: data_dir.into(),
             tls_cert: None,
             tls_key: None,
+            tls_session_tickets: true,
             require_tls: true,
             max_connections: default_max_connections(),
             idle_timeout: default_idle_timeout(),
@@ -428,6 +434,7 @@ mod tests {
         );
         assert_eq!(c.server.tls_key.as_deref(), Some(Path::new("/k.pem")));
         assert!(c.server.require_tls);
+        assert!(c.server.tls_session_tickets);
         assert_eq!(c.server.max_connections, 10_000);
         assert_eq!(c.server.auth_timeout, Duration::from_secs(60));
         assert_eq!(
@@ -442,6 +449,12 @@ mod tests {
         assert!(off.fast().is_none());
         let none = HostConfig::from_toml_str(BASE, Path::new(".")).unwrap();
         assert!(none.fast().is_none());
+        let no_tickets = HostConfig::from_toml_str(
+            &format!("{BASE}tls_session_tickets = false\n"),
+            Path::new("."),
+        )
+        .unwrap();
+        assert!(!no_tickets.server.tls_session_tickets);
     }
 
     #[test]

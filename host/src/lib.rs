@@ -10,6 +10,7 @@
 //! - [`cli`]: the `host` command line (clap).
 //! - [`metrics`], [`metrics_server`]: the prometheus-client registry (FAST lifecycle, store
 //!   latency, logins, connections) and the loopback `GET /metrics` listener (`metrics_listen`).
+//! - [`admin`]: the admin Unix socket of a running host and `host ctl`.
 //! - [`harness`]: a throw-away host on loopback for tests and measurements.
 //! - [`client`]: a small SASL2/FAST client over TCP/TLS with real channel binding, which
 //!   parses what it receives with minidom and xmpp-parsers (not with the server's reader), for
@@ -18,6 +19,7 @@
 #![warn(missing_docs)]
 
 pub mod accounts;
+pub mod admin;
 pub mod cli;
 pub mod client;
 pub mod config;

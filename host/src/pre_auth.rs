@@ -73,6 +73,12 @@ impl PreAuthSlots {
         })
     }
 
+    /// Unauthenticated connections now, from all sources (for `host ctl stats`).
+    pub fn total(&self) -> u32 {
+        let counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        counts.values().sum()
+    }
+
     /// Unauthenticated connections from `ip`'s source now.
     pub fn held_by(&self, ip: IpAddr) -> u32 {
         let counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);

@@ -98,7 +98,9 @@ pub struct Shared {
     /// Accepts TLS connections.
     pub acceptor: tokio_rustls::TlsAcceptor,
     /// Bound sessions.
-    pub router: Router,
+    pub router: Arc<Router>,
+    /// XEP-0494: the owner lists and revokes clients (FAST clients and the router's sessions).
+    pub client_access: sasl2_fast::fast::cam::ClientAccess,
     /// Becomes `true` on shutdown.
     pub shutdown: watch::Receiver<bool>,
     /// Log lines unauthenticated peers can cause (failures, refusals) share this budget.
@@ -109,6 +111,8 @@ pub struct Shared {
     pub throttle: crate::throttle::LoginThrottle,
     /// Login, connection, FAST and store metrics (served when `metrics_listen` is set).
     pub metrics: Arc<crate::metrics::HostMetrics>,
+    /// Logins counted for `host ctl stats`.
+    pub logins: crate::admin::ops::LoginCounters,
     conn_ids: AtomicU64,
 }
 
@@ -141,11 +145,15 @@ pub enum HostError {
     /// The metrics listener could not start.
     #[error(transparent)]
     Metrics(#[from] crate::metrics_server::MetricsServerError),
+    /// The admin socket could not be created.
+    #[error(transparent)]
+    Admin(#[from] crate::admin::AdminSocketError),
 }
 
 /// A running host.
 pub struct Host {
     shared: Arc<Shared>,
+    admin: crate::admin::AdminServer,
     accounts: Arc<HostAccounts>,
     fast: Option<FastPlugin>,
     metrics: Arc<FastMetrics>,
@@ -223,6 +231,7 @@ impl Host {
             &server.data_dir,
             server.tls_cert.as_deref(),
             server.tls_key.as_deref(),
+            server.tls_session_tickets,
         )?;
         // Lifecycle events are counted (summarized at shutdown) and logged at debug level.
         let metrics = Arc::new(FastMetrics::default());
@@ -299,20 +308,43 @@ impl Host {
             server.login_throttle_failures,
             server.login_throttle_max_backoff,
         );
+        let router = Arc::new(Router::new());
+        let client_access = sasl2_fast::fast::cam::ClientAccess::new(
+            fast.as_ref().map(|f| f.tokens().clone()),
+            router.clone(),
+        );
         let shared = Arc::new(Shared {
             config,
             sasl2,
             tls,
             acceptor,
-            router: Router::new(),
+            router,
+            client_access,
             shutdown: shutdown_rx,
             // 20 lines a second, bursts of 100: an attack is visible, the disk is safe.
             pre_auth_log: crate::log_budget::LogBudget::new(20, 100),
             pre_auth_slots,
             throttle,
             metrics: host_metrics,
+            logins: Default::default(),
             conn_ids: AtomicU64::new(0),
         });
+        // Before the listeners serve: a host that cannot have its admin socket (another host
+        // lives on this data_dir) does not start.
+        let admin = crate::admin::AdminServer::start(
+            &shared.config.server.data_dir,
+            crate::admin::ops::AdminContext {
+                accounts: accounts.clone(),
+                fast: fast.clone(),
+                data_dir: shared.config.server.data_dir.clone(),
+                live: Some(crate::admin::ops::LiveHost {
+                    shared: shared.clone(),
+                    metrics: metrics.clone(),
+                    connection_limit: limit.clone(),
+                    started: std::time::Instant::now(),
+                }),
+            },
+        )?;
         let (done_tx, done_rx) = mpsc::channel::<()>(1);
         let mut accept_tasks = vec![tokio::spawn(accept_loop(
             shared.clone(),
@@ -333,6 +365,7 @@ impl Host {
         drop(done_tx);
         Ok(Host {
             shared,
+            admin,
             accounts,
             fast,
             metrics,
@@ -387,6 +420,11 @@ impl Host {
         &self.shared.config
     }
 
+    /// The admin socket (`<data_dir>/admin.sock`).
+    pub fn admin_socket(&self) -> &Path {
+        self.admin.path()
+    }
+
     /// The session router (e.g. to count bound sessions in tests).
     pub fn router(&self) -> &Router {
         &self.shared.router
@@ -403,12 +441,18 @@ impl Host {
         &self.metrics
     }
 
+    /// TLS handshakes completed since start, full and resumed (both listeners).
+    pub fn tls_handshakes(&self) -> &crate::tls::HandshakeCounts {
+        &self.shared.tls.handshakes
+    }
+
     /// Stops accepting, ends every stream with `</stream:stream>`, waits for the connections
     /// (at most 10 s), flushes the token store and releases it (the sled lock), so the same
     /// `data_dir` can be opened again.
     pub async fn shutdown(self) {
         let Host {
             shared,
+            admin,
             accounts,
             fast,
             metrics,
@@ -420,6 +464,9 @@ impl Host {
             ..
         } = self;
         info!("shutting down");
+        // First: it holds handles on the store, and `ctl` must not find a socket of a host
+        // that no longer serves.
+        admin.shutdown().await;
         let _ = shutdown_tx.send(true);
         for t in accept_tasks {
             let _ = t.await;
@@ -476,7 +523,7 @@ pub async fn change_password(
     let user = accounts.set_password(user, new_password)?;
     if let Some(f) = fast {
         f.tokens()
-            .revoke_account(&user)
+            .revoke_account(&user, &sasl2_fast::fast::hooks::RevokedBy::PasswordChange)
             .await
             .map_err(|e| HostError::Store(e.to_string()))?;
         f.tokens()

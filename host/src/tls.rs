@@ -3,12 +3,15 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sasl2_fast::sasl2::{ChannelBindings, TlsInfo, TlsVersion};
 use sha2::Digest as _;
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject as _;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+pub mod resumption;
 
 /// The server's TLS identity and config.
 pub struct TlsSetup {
@@ -18,6 +21,27 @@ pub struct TlsSetup {
     pub cert_pem_path: PathBuf,
     /// `tls-server-end-point` of the leaf certificate (RFC 5929 §4.1), `None` if undefined.
     pub server_end_point: Option<Vec<u8>>,
+    /// Completed handshakes by kind (full or resumed), for tests and measurements.
+    pub handshakes: Arc<HandshakeCounts>,
+}
+
+/// Completed server handshakes, counted by [`TlsSetup::connection_info`].
+#[derive(Debug, Default)]
+pub struct HandshakeCounts {
+    full: AtomicU64,
+    resumed: AtomicU64,
+}
+
+impl HandshakeCounts {
+    /// Full handshakes (certificate sent and signed).
+    pub fn full(&self) -> u64 {
+        self.full.load(Ordering::Relaxed)
+    }
+
+    /// Resumed handshakes (a session ticket or cached session accepted).
+    pub fn resumed(&self) -> u64 {
+        self.resumed.load(Ordering::Relaxed)
+    }
 }
 
 impl std::fmt::Debug for TlsSetup {
@@ -105,12 +129,15 @@ pub fn ensure_cert(
 }
 
 /// Loads the certificate and builds the rustls config (ring provider, TLS 1.2 + 1.3, EMS
-/// required so `tls-exporter` is defined on TLS 1.2 too).
+/// required so `tls-exporter` is defined on TLS 1.2 too). `session_tickets` is
+/// `[server] tls_session_tickets`: stateless tickets (see [`resumption`]) or rustls' default
+/// 256-entry server-side session cache.
 pub fn setup(
     domain: &str,
     data_dir: &Path,
     cert: Option<&Path>,
     key: Option<&Path>,
+    session_tickets: bool,
 ) -> Result<TlsSetup, TlsError> {
     let (cert_path, key_path) = ensure_cert(domain, data_dir, cert, key)?;
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert_path)
@@ -131,14 +158,36 @@ pub fn setup(
     config.require_ems = true;
     // XMPP has no ALPN requirement on the STARTTLS port; XEP-0368 clients may send "xmpp-client".
     config.alpn_protocols = vec![b"xmpp-client".to_vec()];
+    if session_tickets {
+        resumption::enable_stateless_tickets(&mut config)?;
+    }
     Ok(TlsSetup {
         config: Arc::new(config),
         cert_pem_path: cert_path,
         server_end_point,
+        handshakes: Arc::default(),
     })
 }
 
-/// Channel-binding data of an established server connection.
+impl TlsSetup {
+    /// Channel-binding data of a connection whose handshake just completed, counting the
+    /// handshake as full or resumed. On a resumed session the bindings are still this
+    /// connection's own (see [`tls_info`]).
+    pub fn connection_info(&self, conn: &rustls::ServerConnection) -> TlsInfo {
+        let counter = match conn.handshake_kind() {
+            Some(rustls::HandshakeKind::Resumed) => &self.handshakes.resumed,
+            _ => &self.handshakes.full,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        tls_info(conn, self.server_end_point.as_deref())
+    }
+}
+
+/// Channel-binding data of an established server connection. Correct on resumed sessions
+/// too: the exporter is derived from this connection's own key schedule (fresh per
+/// connection, RFC 8446 §7.5, so CB-3's `tls-exporter` is never shared between the original
+/// and the resumed connection), and `tls-server-end-point` is always the hash of the server's
+/// own certificate (CB-5), whichever handshake produced the session.
 pub fn tls_info(conn: &rustls::ServerConnection, server_end_point: Option<&[u8]>) -> TlsInfo {
     let version = match conn.protocol_version() {
         Some(rustls::ProtocolVersion::TLSv1_3) => TlsVersion::Tls13,

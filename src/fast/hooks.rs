@@ -87,11 +87,61 @@ pub enum RevokeScope {
     All,
 }
 
+/// Who or what revoked tokens: the actor of the audit line every revocation writes
+/// (`target: "sasl2_fast::audit"`, level `info`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RevokedBy {
+    /// The account owner, from one of their sessions (XEP-0494 `<revoke>`).
+    User {
+        /// The full JID of the session that asked.
+        jid: String,
+    },
+    /// A server administrator (admin socket, command line).
+    Admin,
+    /// A password change revoked every token of the account.
+    PasswordChange,
+    /// The per-account client cap (`max_clients_per_account`) dropped the least recently
+    /// used client to make room for a new one.
+    CapEviction,
+}
+
+impl RevokedBy {
+    /// The actor's kind as one word, for log fields and metrics labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RevokedBy::User { .. } => "user",
+            RevokedBy::Admin => "admin",
+            RevokedBy::PasswordChange => "password-change",
+            RevokedBy::CapEviction => "cap-eviction",
+        }
+    }
+
+    /// The JID that asked, for [`RevokedBy::User`].
+    pub fn jid(&self) -> Option<&str> {
+        match self {
+            RevokedBy::User { jid } => Some(jid),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for RevokedBy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RevokedBy::User { jid } => write!(f, "user {jid}"),
+            other => f.write_str(other.kind()),
+        }
+    }
+}
+
 /// A revocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RevokeEvent {
     /// What was revoked.
     pub scope: RevokeScope,
+    /// Who revoked it.
+    pub by: RevokedBy,
     /// Tokens issued before this instant are no longer trusted (unix ms).
     pub before: u64,
 }

@@ -6,8 +6,10 @@
 //! - [`tokens`]: the lifecycle over a [`crate::store::TokenStore`]; [`login`]: a FAST login's
 //!   one read and one write.
 //! - [`plugin`]: the SASL2 inline feature a host registers.
+//! - [`cam`]: XEP-0494 Client Access Management (the owner lists and revokes clients).
 //! - [`hooks`]: observers of lifecycle events; [`config`]: options and validation.
 
+pub mod cam;
 pub mod clock;
 pub mod config;
 pub mod hooks;

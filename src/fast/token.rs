@@ -117,6 +117,26 @@ impl Pepper {
     }
 }
 
+impl Pepper {
+    /// A stable, opaque reference to one client for its owner's client list (XEP-0494 `id`):
+    /// HMAC-SHA-256 under the pepper with its own context string, 96 bits, base64url. Keyed, so
+    /// it cannot be matched against a guessed user-agent id; domain-separated from token
+    /// derivation, so it says nothing about any token.
+    pub fn client_ref(&self, key: &ClientKey) -> String {
+        let mut mac =
+            <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0[..]).expect("any key length");
+        mac.update(CLIENT_REF_CONTEXT);
+        mac.update(&(key.account().len() as u32).to_be_bytes());
+        mac.update(key.account().as_bytes());
+        mac.update(key.client_hash());
+        let tag = mac.finalize().into_bytes();
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&tag[..12])
+    }
+}
+
+/// Context of [`Pepper::client_ref`], distinct from token derivation's.
+const CLIENT_REF_CONTEXT: &[u8] = b"sasl2-fast client-access-management id v1\0";
+
 /// Fills `buf` from the OS CSPRNG (H-9).
 ///
 /// # Panics

@@ -9,11 +9,13 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tracing::debug;
+use tracing::{debug, info};
 
 use super::clock::{Clock, SystemClock};
 use super::config::FastConfig;
-use super::hooks::{FastObserver, RejectEvent, RejectReason, RevokeEvent, RevokeScope, TokenEvent};
+use super::hooks::{
+    FastObserver, RejectEvent, RejectReason, RevokeEvent, RevokeScope, RevokedBy, TokenEvent,
+};
 use super::ht::HtMechanism;
 use super::token::{FastToken, Pepper, new_nonce};
 use crate::store::{
@@ -121,6 +123,20 @@ impl fmt::Debug for FastTokens {
 
 pub(super) fn ms(d: Duration) -> u64 {
     d.as_millis().min(u64::MAX as u128) as u64
+}
+
+/// The audit line of a revocation (issue 12 item 5): one `info` line with the account, the
+/// client label (`*` for all) and the actor, under its own target so operators can route it
+/// (`RUST_LOG=sasl2_fast::audit=info`). Never a token, nonce or user-agent id.
+fn audit(account: &str, client: &str, by: &RevokedBy) {
+    info!(
+        target: "sasl2_fast::audit",
+        account,
+        client,
+        by = by.kind(),
+        jid = by.jid(),
+        "FAST access revoked"
+    );
 }
 
 pub(super) fn bounded_label(s: Option<&str>) -> Option<String> {
@@ -323,17 +339,20 @@ impl FastTokens {
         for (key, v) in clients.into_iter().take(excess) {
             // A conflict means the client was just used: leave it, the cap is approximate
             // under races rather than dropping an active client.
-            let _ = self
+            if let CasOutcome::Written(_) = self
                 .store
                 .compare_and_swap(&key, Some(v.version), None, Durability::Lazy)
-                .await?;
-            debug!(client = %key.client_label(), "dropped least recently used FAST client");
+                .await?
+            {
+                audit(account, &key.client_label(), &RevokedBy::CapEviction);
+            }
         }
         Ok(())
     }
 
-    /// Revokes every token of one client: later attempts get `credentials-expired`.
-    pub async fn revoke_client(&self, key: &ClientKey) -> Result<bool, StoreError> {
+    /// Revokes every token of one client: later attempts get `credentials-expired`. `by` is
+    /// the actor of the audit line. False if the client has no record.
+    pub async fn revoke_client(&self, key: &ClientKey, by: &RevokedBy) -> Result<bool, StoreError> {
         let now = self.clock.now_ms();
         for _ in 0..MAX_CAS_RETRIES {
             let Some(v) = self.store.get(key).await? else {
@@ -353,7 +372,9 @@ impl FastTokens {
                             client: key.client_label(),
                         },
                         before: now.saturating_add(1),
+                        by: by.clone(),
                     };
+                    audit(key.account(), &key.client_label(), by);
                     for o in &self.observers {
                         o.revoked(&e);
                     }
@@ -367,7 +388,8 @@ impl FastTokens {
 
     /// Revokes every token of an account issued until now: what a password change calls.
     /// Tokens issued afterwards (the next password login) are unaffected.
-    pub async fn revoke_account(&self, account: &str) -> Result<(), StoreError> {
+    /// `by` is the actor of the audit line ([`RevokedBy::PasswordChange`] for a password change).
+    pub async fn revoke_account(&self, account: &str, by: &RevokedBy) -> Result<(), StoreError> {
         let now = self.clock.now_ms();
         // +1: a token issued in the same millisecond as the change is revoked too; the next
         // login is necessarily later.
@@ -378,7 +400,9 @@ impl FastTokens {
         let e = RevokeEvent {
             scope: RevokeScope::Account(account.to_owned()),
             before,
+            by: by.clone(),
         };
+        audit(account, "*", by);
         for o in &self.observers {
             o.revoked(&e);
         }
@@ -386,18 +410,32 @@ impl FastTokens {
     }
 
     /// Revokes every token of every account issued before `before_ms`.
-    pub async fn revoke_all_issued_before(&self, before_ms: u64) -> Result<(), StoreError> {
+    pub async fn revoke_all_issued_before(
+        &self,
+        before_ms: u64,
+        by: &RevokedBy,
+    ) -> Result<(), StoreError> {
         self.store
             .raise_revocation_cutoff(RevocationScope::All, before_ms)
             .await?;
         let e = RevokeEvent {
             scope: RevokeScope::All,
             before: before_ms,
+            by: by.clone(),
         };
+        audit("*", "*", by);
         for o in &self.observers {
             o.revoked(&e);
         }
         Ok(())
+    }
+
+    /// The XEP-0494 id of a client (without the `fast/` prefix the handler adds): a keyed hash
+    /// of the client key under the pepper, so it is stable while the pepper is (and tokens
+    /// die with the pepper anyway) but reveals neither the user-agent id nor its plain hash,
+    /// which a guessable id could be checked against (S-12).
+    pub fn client_ref(&self, key: &ClientKey) -> String {
+        self.pepper.client_ref(key)
     }
 
     /// Deletes everything stored for an account (account deletion).

@@ -31,7 +31,9 @@ impl InlineOrder {
 
 /// What a feature offers on one stream: the element inside `<inline>`, the channel-binding
 /// types it relies on (for the XEP-0440 list), and state it wants back when it claims or
-/// completes an attempt on this stream. Computed once per stream.
+/// completes an attempt on this stream. Computed once per distinct set of stream facts and
+/// shared by every stream with those facts (see [`InlineFeature::offer`]), so `state` must be
+/// immutable or safe to share.
 #[non_exhaustive]
 pub struct Offer {
     /// The element inside `<inline>`.
@@ -247,6 +249,12 @@ pub trait InlineFeature: fmt::Debug + Send + Sync {
     fn order(&self) -> InlineOrder;
 
     /// What to offer inside `<inline>` on this stream, or `None` to not offer the feature.
+    ///
+    /// Contract: the answer depends only on the stream's facts (the domain, the TLS version,
+    /// which channel-binding types exist, whether plaintext is allowed), never on `from`, the
+    /// peer address or the channel-binding bytes: the negotiator asks once per distinct facts
+    /// and reuses the offer (unless the host turned that off with
+    /// [`super::Sasl2ServerBuilder::cache_offers`]).
     fn offer(&self, stream: &StreamInfo) -> Option<Offer>;
 
     /// Looks at an `<authenticate>` before any mechanism runs. Return `Ok(Some(mechanism))` to

@@ -99,7 +99,9 @@ pub trait MechanismProvider: fmt::Debug + Send + Sync {
     fn name(&self) -> &str;
 
     /// Whether the mechanism can run on this stream (e.g. `-PLUS` needs channel binding,
-    /// PLAIN needs TLS). Called once per stream.
+    /// PLAIN needs TLS). Depends only on the stream's facts (domain, TLS version, which
+    /// channel-binding types exist, whether plaintext is allowed): called once per distinct
+    /// facts and reused, as [`super::InlineFeature::offer`] is.
     fn available(&self, stream: &StreamInfo) -> bool;
 
     /// Starts one attempt.

@@ -27,10 +27,13 @@ use super::request::{decode_payload, parse_authenticate, parse_rfc6120_auth};
 use super::task::{MAX_TASK_NAME, Sasl2Task, TaskContext, TaskInput, TaskSession, TaskStep};
 use super::{
     AuthenticateRequest, Authenticated, ClaimContext, Extensions, Failure, InlineError,
-    InlineFeature, Mechanism, MechanismProvider, Offer, SaslCondition, SaslProfile,
-    SharedInlineFeature, Step, StreamInfo, SuccessBuilder, SuccessContext, UserAgent,
+    InlineFeature, Mechanism, MechanismProvider, SaslCondition, SaslProfile, SharedInlineFeature,
+    Step, StreamInfo, SuccessBuilder, SuccessContext, UserAgent,
 };
-use crate::xmpp::{Redacted, RedactedList, ns, text_child};
+use crate::xmpp::{Redacted, RedactedList, ns};
+use offers::{Advertised, OfferCache};
+
+mod offers;
 
 /// Default number of failed attempts before the stream is closed (RFC 6120 §6.4.5: 2 to 5).
 pub const DEFAULT_MAX_FAILURES: u32 = 3;
@@ -42,6 +45,9 @@ pub struct Sasl2Server {
     tasks: Vec<Arc<dyn Sasl2Task>>,
     max_failures: u32,
     rfc6120: bool,
+    /// What streams with the same [`OfferFacts`] are offered, computed once (None = off,
+    /// [`Sasl2ServerBuilder::cache_offers`]).
+    offer_cache: Option<OfferCache>,
 }
 
 impl fmt::Debug for Sasl2Server {
@@ -67,6 +73,7 @@ pub struct Sasl2ServerBuilder {
     tasks: Vec<Arc<dyn Sasl2Task>>,
     max_failures: Option<u32>,
     rfc6120: bool,
+    no_offer_cache: bool,
 }
 
 impl Sasl2ServerBuilder {
@@ -103,6 +110,18 @@ impl Sasl2ServerBuilder {
         self
     }
 
+    /// Whether offers are computed once per distinct set of stream facts (the domain, the TLS
+    /// version, the channel-binding types available, whether plaintext is allowed) and reused
+    /// for every stream with the same facts, together with the serialized features (on by
+    /// default: building and writing `<stream:features>` was a fifth of the server's
+    /// non-TLS work per login). Turn it off only for a mechanism or inline feature whose
+    /// offer depends on something else of the stream (the unauthenticated `from`, the peer
+    /// address), which the trait contracts rule out.
+    pub fn cache_offers(mut self, enabled: bool) -> Self {
+        self.no_offer_cache = !enabled;
+        self
+    }
+
     /// The server.
     pub fn build(self) -> Sasl2Server {
         let mut inline = self.inline;
@@ -114,6 +133,7 @@ impl Sasl2ServerBuilder {
             tasks: self.tasks,
             max_failures: self.max_failures.unwrap_or(DEFAULT_MAX_FAILURES),
             rfc6120: self.rfc6120,
+            offer_cache: (!self.no_offer_cache).then(|| std::sync::Mutex::new(Vec::new())),
         }
     }
 }
@@ -128,15 +148,6 @@ impl Sasl2Server {
     pub fn speaks_rfc6120(&self) -> bool {
         self.rfc6120
     }
-}
-
-/// What a stream offers, computed once when its negotiator is created (S-4: the offer is a
-/// function of the stream).
-struct StreamOffers {
-    /// Indices of the providers available on this stream, in advertisement order.
-    mechanisms: Vec<usize>,
-    /// One entry per registered inline feature.
-    inline: Vec<Option<Offer>>,
 }
 
 /// What an authenticated stream knows about its client.
@@ -279,7 +290,7 @@ struct TaskPhase {
 pub struct Negotiator {
     server: Arc<Sasl2Server>,
     stream: StreamInfo,
-    offers: StreamOffers,
+    advertised: Arc<Advertised>,
     state: State,
     failures: u32,
 }
@@ -312,23 +323,11 @@ impl Negotiator {
     /// A negotiator for one stream. Asks every mechanism and inline feature once what this
     /// stream offers.
     pub fn new(server: Arc<Sasl2Server>, stream: StreamInfo) -> Self {
-        let allowed = stream.may_authenticate();
-        let mechanisms = if allowed {
-            (0..server.mechanisms.len())
-                .filter(|&i| server.mechanisms[i].available(&stream))
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let inline = server
-            .inline
-            .iter()
-            .map(|f| if allowed { f.offer(&stream) } else { None })
-            .collect();
+        let advertised = server.advertised(&stream);
         Negotiator {
             server,
             stream,
-            offers: StreamOffers { mechanisms, inline },
+            advertised,
             state: State::Ready,
             failures: 0,
         }
@@ -342,12 +341,13 @@ impl Negotiator {
     /// True if SASL2 is offered on this stream: only after TLS unless the host allows
     /// plaintext for loopback testing (S-26), and only with a usable mechanism (S-5).
     pub fn offers_sasl(&self) -> bool {
-        !self.offers.mechanisms.is_empty()
+        !self.advertised.offers.mechanisms.is_empty()
     }
 
     /// Names of the top-level mechanisms offered on this stream, in advertisement order.
     pub fn mechanism_names(&self) -> impl Iterator<Item = &str> {
-        self.offers
+        self.advertised
+            .offers
             .mechanisms
             .iter()
             .map(|&i| self.server.mechanisms[i].name())
@@ -357,59 +357,14 @@ impl Negotiator {
     /// (with `<inline>`), the RFC 6120 `<mechanisms>` when enabled, and the XEP-0440
     /// `<sasl-channel-binding>` list. Empty when authentication is not offered.
     pub fn features(&self) -> Vec<Element> {
-        if !self.offers_sasl() {
-            return Vec::new();
-        }
-        // Built with minidom's builder rather than from xmpp-parsers' `Authentication` and
-        // `SaslChannelBinding`: their conversion to an Element runs through xso's event
-        // stream and cost 10x as much (5.2 µs against 0.5 µs for the same <authentication>,
-        // measured), once per stream. `features_parse_back_with_xmpp_parsers` (in
-        // tests/xmpp_parsers_gaps.rs) pins that xmpp-parsers reads this output as the same
-        // values.
-        let mut authentication = Element::builder("authentication", ns::SASL2);
-        for n in self.mechanism_names() {
-            authentication = authentication.append(text_child("mechanism", ns::SASL2, n));
-        }
-        let mut cb_used = Vec::new();
-        let mut inline = Element::builder("inline", ns::SASL2);
-        let mut any_inline = false;
-        for offer in self.offers.inline.iter().flatten() {
-            inline = inline.append(offer.element.clone());
-            cb_used.extend(offer.channel_bindings.iter().copied());
-            any_inline = true;
-        }
-        if any_inline {
-            authentication = authentication.append(inline.build());
-        }
-        let mut out = vec![authentication.build()];
-        if self.server.rfc6120 {
-            // xmpp-parsers keeps RFC 6120 mechanisms in a BTreeSet, which would lose the order
-            // of preference.
-            let mut mechs = Element::builder("mechanisms", ns::SASL);
-            for n in self.mechanism_names() {
-                mechs = mechs.append(text_child("mechanism", ns::SASL, n));
-            }
-            out.push(mechs.build());
-        }
-        // XEP-0440 (S-6, CB-6): list exactly the types this connection can bind to and that an
-        // offered mechanism actually uses, so a client's downgrade check is meaningful.
-        let plus_offered = self.mechanism_names().any(|n| n.ends_with("-PLUS"));
-        let mut cb = Element::builder("sasl-channel-binding", ns::SASL_CB);
-        let mut any_cb = false;
-        for t in self.stream.channel_binding_types() {
-            if plus_offered || cb_used.contains(&t) {
-                cb = cb.append(
-                    Element::builder("channel-binding", ns::SASL_CB)
-                        .attr(rxml::NcName::try_from("type").expect("NCName"), t.as_str())
-                        .build(),
-                );
-                any_cb = true;
-            }
-        }
-        if any_cb {
-            out.push(cb.build());
-        }
-        out
+        self.advertised.features.clone()
+    }
+
+    /// [`Negotiator::features`] serialized as children of `<stream:features>` (each declares
+    /// its namespace), ready for the host to write between its own features: computed once per
+    /// distinct stream facts, so the host neither builds nor writes them per stream.
+    pub fn features_xml(&self) -> &str {
+        &self.advertised.xml
     }
 
     /// True once `<success>` has been produced.
@@ -426,7 +381,8 @@ impl Negotiator {
     /// namespace (including a late `<authenticate>`, which S-25 turns into a stream error),
     /// and in the RFC 6120 SASL namespace when that profile is enabled.
     pub fn handles(&self, el: &Element) -> bool {
-        el.ns() == ns::SASL2 || (self.server.rfc6120 && el.ns() == ns::SASL)
+        // `has_ns`, not `ns()`: the latter allocates a String per call.
+        el.has_ns(ns::SASL2) || (self.server.rfc6120 && el.has_ns(ns::SASL))
     }
 
     /// Processes one element from the client.
@@ -554,7 +510,7 @@ impl Negotiator {
                 let ctx = ClaimContext {
                     stream: &self.stream,
                     request: &request,
-                    offer: self.offers.inline[i].as_ref(),
+                    offer: self.advertised.offers.inline[i].as_ref(),
                 };
                 match feature.claim(&ctx) {
                     Ok(Some(mech)) => {
@@ -572,6 +528,7 @@ impl Negotiator {
                 // S-9: only mechanisms offered in the top-level list. HT-* without <fast/> ends
                 // here too (invalid-mechanism, as Prosody does).
                 let provider = self
+                    .advertised
                     .offers
                     .mechanisms
                     .iter()
@@ -813,7 +770,7 @@ impl Negotiator {
                     username: &auth.username,
                     claimed_by_me: mine,
                     state: if mine { auth.state.as_deref() } else { None },
-                    offer: self.offers.inline[i].as_ref(),
+                    offer: self.advertised.offers.inline[i].as_ref(),
                     tasks_completed: &completed,
                 };
                 if let Err(e) = feature.on_success(&ctx, &mut success).await {

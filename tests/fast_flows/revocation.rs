@@ -1,6 +1,7 @@
 //! Revocation and expiry: password changes, per client and global cutoffs, the sweep (F-28).
 
 use super::*;
+use sasl2_fast::fast::hooks::RevokedBy;
 
 #[tokio::test]
 async fn password_change_revocation_answers_credentials_expired() {
@@ -8,7 +9,11 @@ async fn password_change_revocation_answers_credentials_expired() {
     let s = tls13(1);
     let t = get_token(&f, s.clone(), "HT-SHA-256-NONE").await;
     f.clock.advance(Duration::from_secs(1));
-    f.plugin.tokens().revoke_account("alice").await.unwrap();
+    f.plugin
+        .tokens()
+        .revoke_account("alice", &RevokedBy::PasswordChange)
+        .await
+        .unwrap();
     for _ in 0..2 {
         assert_eq!(
             failure(fast_login(&f, &s, "HT-SHA-256-NONE", &t, vec![]).await),
@@ -25,7 +30,7 @@ async fn password_change_revocation_answers_credentials_expired() {
     assert!(
         f.plugin
             .tokens()
-            .revoke_client(&ClientKey::new("alice", UA).unwrap())
+            .revoke_client(&ClientKey::new("alice", UA).unwrap(), &RevokedBy::Admin)
             .await
             .unwrap()
     );
@@ -40,7 +45,7 @@ async fn password_change_revocation_answers_credentials_expired() {
     f.clock.advance(Duration::from_secs(1));
     f.plugin
         .tokens()
-        .revoke_all_issued_before(f.clock_now())
+        .revoke_all_issued_before(f.clock_now(), &RevokedBy::Admin)
         .await
         .unwrap();
     assert_eq!(

@@ -105,6 +105,9 @@ function makeClient(label, { mode, token, mech = passwordMech }) {
   const xmpp = client({
     service: `xmpp://127.0.0.1:${port}`,
     domain,
+    // Each step's wait (stream open, STARTTLS, ...); xmpp.js's default is 2 s, which a loaded
+    // shared machine exceeded ("failed to come online: TimeoutError" 3 s into a run).
+    timeout: TIMEOUT_MS,
     // `username` makes xmpp.js set entity.jid, so it sends the stream `from` on TLS.
     username,
     // Used by xmpp.js's default credentials handler only; with a credentials callback the

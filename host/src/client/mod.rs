@@ -136,6 +136,11 @@ pub struct ConnectOptions {
     /// Local address to connect from (e.g. another loopback address, to look like another
     /// client to per-address limits); `None` lets the system choose.
     pub source: Option<std::net::IpAddr>,
+    /// A rustls client config shared by connections (it holds the client's TLS session
+    /// store): connections made with the same one resume TLS sessions, like one real client
+    /// reconnecting. `None` = a fresh config per connection, so every handshake is full.
+    /// See [`ConnectOptions::with_tls_resumption`].
+    pub tls_config: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl ConnectOptions {
@@ -155,7 +160,17 @@ impl ConnectOptions {
             from: from.map(str::to_owned),
             timeout: Duration::from_secs(5),
             source: None,
+            tls_config: None,
         })
+    }
+
+    /// These options with one rustls client config (trusting `ca_pem`) that every
+    /// connection made from them, or from their clones, shares: the second connection
+    /// resumes the TLS session of the first (a ticket from the server), see
+    /// [`Client::tls_resumed`].
+    pub fn with_tls_resumption(mut self) -> Result<Self> {
+        self.tls_config = Some(client_tls_config(&self.ca_pem)?);
+        Ok(self)
     }
 }
 
@@ -335,6 +350,8 @@ pub struct Client {
     pub cb: ChannelBindingData,
     /// Negotiated TLS version.
     pub tls_version: Option<rustls::ProtocolVersion>,
+    /// True when the TLS handshake resumed an earlier session (rustls `HandshakeKind::Resumed`).
+    pub tls_resumed: bool,
     /// The features of the plaintext stream before STARTTLS.
     pub pre_tls_features: Option<Element>,
     next_id: u64,
@@ -349,7 +366,8 @@ impl fmt::Debug for Client {
     }
 }
 
-fn tls_connector(ca_pem: &[u8]) -> Result<tokio_rustls::TlsConnector> {
+/// A rustls client config trusting `ca_pem`, with rustls' default in-memory session store.
+pub fn client_tls_config(ca_pem: &[u8]) -> Result<Arc<rustls::ClientConfig>> {
     let mut roots = rustls::RootCertStore::empty();
     let mut n = 0;
     for cert in CertificateDer::pem_slice_iter(ca_pem) {
@@ -368,10 +386,12 @@ fn tls_connector(ca_pem: &[u8]) -> Result<tokio_rustls::TlsConnector> {
         .map_err(|e| ClientError::Tls(e.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+    Ok(Arc::new(config))
 }
 
-/// The two channel bindings a client computes from its own session.
+/// The two channel bindings a client computes from its own session. On a resumed session
+/// rustls reports the certificate chain stored with the ticket (the one verified in the
+/// original full handshake), so `tls-server-end-point` (CB-5) is still the server's leaf.
 fn channel_bindings(conn: &rustls::ClientConnection) -> ChannelBindingData {
     let tls_exporter = conn
         .export_keying_material([0u8; 32], b"EXPORTER-Channel-Binding", Some(b""))
@@ -440,6 +460,7 @@ impl Client {
             features: None,
             cb: ChannelBindingData::default(),
             tls_version: None,
+            tls_resumed: false,
             pre_tls_features: None,
             next_id: 0,
         };
@@ -478,7 +499,11 @@ impl Client {
                 "TLS upgrade on a non-plain socket".into(),
             ));
         };
-        let connector = tls_connector(&self.opts.ca_pem)?;
+        let config = match &self.opts.tls_config {
+            Some(c) => c.clone(),
+            None => client_tls_config(&self.opts.ca_pem)?,
+        };
+        let connector = tokio_rustls::TlsConnector::from(config);
         let name = ServerName::try_from(self.opts.domain.clone())
             .map_err(|e| ClientError::Tls(format!("server name: {e}")))?;
         let tls = tokio::time::timeout(self.opts.timeout, connector.connect(name, tcp))
@@ -488,6 +513,7 @@ impl Client {
         let conn = tls.get_ref().1;
         self.cb = channel_bindings(conn);
         self.tls_version = conn.protocol_version();
+        self.tls_resumed = conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
         self.io = Io::Tls(Box::new(tls));
         self.reset_stream();
         Ok(())

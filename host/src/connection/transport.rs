@@ -17,6 +17,33 @@ pub enum Transport {
     Upgrading,
 }
 
+impl Transport {
+    /// Writes `last` and closes the write side: TCP FIN, after the TLS `close_notify` on TLS.
+    /// On TLS, `last` and the `close_notify` are encrypted into rustls' buffer first and go
+    /// out in one write (one TCP segment for a closing stream's footer, not two).
+    pub async fn finish(&mut self, last: &[u8]) -> io::Result<()> {
+        use std::io::Write as _;
+        use tokio::io::AsyncWriteExt as _;
+        // Small enough for rustls' send buffer (64 KiB by default) in one piece.
+        const BUFFERED: usize = 16 * 1024;
+        match self {
+            Transport::Plain(s) => {
+                s.write_all(last).await?;
+                s.shutdown().await
+            }
+            Transport::Tls(s) if last.len() <= BUFFERED => {
+                s.get_mut().1.writer().write_all(last)?;
+                s.shutdown().await
+            }
+            Transport::Tls(s) => {
+                s.write_all(last).await?;
+                s.shutdown().await
+            }
+            Transport::Upgrading => Ok(()),
+        }
+    }
+}
+
 fn gone() -> io::Error {
     io::Error::new(io::ErrorKind::NotConnected, "transport is upgrading")
 }

@@ -153,6 +153,9 @@ async fn run(config: HostConfig) -> ExitCode {
     if let Some(a) = host.tls_local_addr() {
         println!("listening on {a}");
     }
+    if let Some(a) = host.metrics_addr() {
+        println!("metrics listening on {a}");
+    }
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
     signal.await;

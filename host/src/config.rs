@@ -142,6 +142,21 @@ pub struct ServerConfig {
         deserialize_with = "auth_timeout"
     )]
     pub login_throttle_max_backoff: Duration,
+    /// Loopback address of the metrics listener (`GET /metrics`, OpenMetrics text); `None` =
+    /// no listener. A non-loopback address is refused: the endpoint has no authentication.
+    #[serde(default, deserialize_with = "loopback_addr")]
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+fn loopback_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let addr = SocketAddr::deserialize(d)?;
+    if !addr.ip().is_loopback() {
+        return Err(de::Error::custom(format!(
+            "{addr} is not a loopback address: the metrics listener has no authentication, so it \
+             serves 127.0.0.0/8 or [::1] only (put a reverse proxy in front to expose it)"
+        )));
+    }
+    Ok(Some(addr))
 }
 
 fn default_login_throttle_failures() -> u32 {
@@ -268,6 +283,7 @@ impl ServerConfig {
             max_unauthenticated_stanza_bytes: default_max_unauthenticated_stanza_bytes(),
             login_throttle_failures: default_login_throttle_failures(),
             login_throttle_max_backoff: default_login_throttle_max_backoff(),
+            metrics_listen: None,
         }
     }
 }
@@ -489,6 +505,16 @@ mod tests {
             ),
             ("[plugins.other]\n", "plugins.other", "unknown field"),
             ("[extra]\n", "extra", "unknown field"),
+            (
+                "metrics_listen = \"0.0.0.0:9090\"\n",
+                "server.metrics_listen",
+                "not a loopback address",
+            ),
+            (
+                "metrics_listen = \"[2001:db8::1]:9090\"\n",
+                "server.metrics_listen",
+                "not a loopback address",
+            ),
         ] {
             let e =
                 HostConfig::from_toml_str(&format!("{BASE}{extra}"), Path::new(".")).unwrap_err();
@@ -504,6 +530,20 @@ mod tests {
         assert_eq!(e.key, "server.domain", "{e}");
         let e = HostConfig::from_toml_str("[server\n", Path::new(".")).unwrap_err();
         assert!(e.message.contains("invalid TOML"), "{e}");
+    }
+
+    #[test]
+    fn metrics_listen_takes_loopback_addresses() {
+        let c = HostConfig::from_toml_str(BASE, Path::new(".")).unwrap();
+        assert_eq!(c.server.metrics_listen, None);
+        for addr in ["127.0.0.1:9090", "127.0.0.2:0", "[::1]:9090"] {
+            let c = HostConfig::from_toml_str(
+                &format!("{BASE}metrics_listen = \"{addr}\"\n"),
+                Path::new("."),
+            )
+            .unwrap();
+            assert_eq!(c.server.metrics_listen, Some(addr.parse().unwrap()));
+        }
     }
 
     #[test]

@@ -133,6 +133,7 @@ pub struct HostProcess {
     child: std::process::Child,
     addr: std::net::SocketAddr,
     log: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    stdout: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl HostProcess {
@@ -169,7 +170,15 @@ impl HostProcess {
         let first = lines.next();
         // Keep reading what follows (a second `listening on` line for direct TLS, anything
         // later): a closed pipe would make the host's next `println!` panic.
-        std::thread::spawn(move || for _ in lines {});
+        let stdout = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = stdout.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                sink.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(line);
+            }
+        });
         let Some(Ok(first)) = first else {
             let _ = child.wait();
             let log = String::from_utf8_lossy(&log.lock().unwrap_or_else(|e| e.into_inner()))
@@ -180,7 +189,12 @@ impl HostProcess {
             .strip_prefix("listening on ")
             .ok_or_else(|| format!("unexpected first line {first:?}"))?
             .parse()?;
-        Ok(HostProcess { child, addr, log })
+        Ok(HostProcess {
+            child,
+            addr,
+            log,
+            stdout,
+        })
     }
 
     /// The process id (for /proc figures such as RSS).
@@ -196,6 +210,15 @@ impl HostProcess {
     /// What the host logged so far.
     pub fn log(&self) -> String {
         String::from_utf8_lossy(&self.log.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+    }
+
+    /// The stdout lines after the first (`listening on` of direct TLS, `metrics listening
+    /// on`), as far as they were printed.
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.stdout
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Bytes logged so far.

@@ -8,6 +8,8 @@
 //!   Bind 2, RFC 6120 SASL and resource binding, iq ping, routing between local sessions.
 //! - [`config`]: the TOML configuration (serde, every key checked).
 //! - [`cli`]: the `host` command line (clap).
+//! - [`metrics`], [`metrics_server`]: the prometheus-client registry (FAST lifecycle, store
+//!   latency, logins, connections) and the loopback `GET /metrics` listener (`metrics_listen`).
 //! - [`admin`]: the admin Unix socket of a running host and `host ctl`.
 //! - [`harness`]: a throw-away host on loopback for tests and measurements.
 //! - [`client`]: a small SASL2/FAST client over TCP/TLS with real channel binding, which
@@ -24,6 +26,8 @@ pub mod config;
 mod connection;
 pub mod harness;
 pub mod log_budget;
+pub mod metrics;
+pub mod metrics_server;
 pub mod pre_auth;
 pub mod router;
 pub mod server;

@@ -109,6 +109,8 @@ pub struct Shared {
     pub pre_auth_slots: Arc<crate::pre_auth::PreAuthSlots>,
     /// Failed-login throttling of password mechanisms.
     pub throttle: crate::throttle::LoginThrottle,
+    /// Login, connection, FAST and store metrics (served when `metrics_listen` is set).
+    pub metrics: Arc<crate::metrics::HostMetrics>,
     /// Logins counted for `host ctl stats`.
     pub logins: crate::admin::ops::LoginCounters,
     /// TLS 1.3 early data on the direct-TLS listener (`tls_early_data`), if on.
@@ -142,6 +144,9 @@ pub enum HostError {
     /// The token store failed.
     #[error("token store: {0}")]
     Store(String),
+    /// The metrics listener could not start.
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics_server::MetricsServerError),
     /// The admin socket could not be created.
     #[error(transparent)]
     Admin(#[from] crate::admin::AdminSocketError),
@@ -157,6 +162,7 @@ pub struct Host {
     sweeper: Option<SweeperHandle>,
     local_addr: SocketAddr,
     tls_local_addr: Option<SocketAddr>,
+    metrics_server: Option<crate::metrics_server::MetricsServer>,
     shutdown_tx: watch::Sender<bool>,
     accept_tasks: Vec<JoinHandle<()>>,
     done_rx: mpsc::Receiver<()>,
@@ -188,9 +194,24 @@ pub async fn open_fast(
     config: &HostConfig,
     observers: Vec<Arc<dyn FastObserver>>,
 ) -> Result<Option<FastPlugin>, HostError> {
+    open_fast_observed(config, observers, None).await
+}
+
+/// Like [`open_fast`], with the token store's operations reported to `store_observer`.
+pub async fn open_fast_observed(
+    config: &HostConfig,
+    observers: Vec<Arc<dyn FastObserver>>,
+    store_observer: Option<Arc<dyn sasl2_fast::store::observed::StoreObserver>>,
+) -> Result<Option<FastPlugin>, HostError> {
     match config.fast() {
         Some(c) => Ok(Some(
-            FastPlugin::open_with_observers(c.clone(), &config.server.data_dir, observers).await?,
+            FastPlugin::open_observed(
+                c.clone(),
+                &config.server.data_dir,
+                observers,
+                store_observer,
+            )
+            .await?,
         )),
         None => Ok(None),
     }
@@ -201,6 +222,10 @@ impl Host {
     /// Prints nothing; see [`Host::local_addr`].
     pub async fn start(listeners: Listeners, config: HostConfig) -> Result<Host, HostError> {
         let server = &config.server;
+        // Before anything is opened: a typed config skips the check of config load.
+        if let Some(addr) = server.metrics_listen {
+            crate::metrics_server::check_loopback(addr)?;
+        }
         ensure_data_dir(&server.data_dir)?;
         let accounts = Arc::new(HostAccounts::load(&config.accounts, &server.data_dir)?);
         let tls = crate::tls::setup(
@@ -212,7 +237,18 @@ impl Host {
         )?;
         // Lifecycle events are counted (summarized at shutdown) and logged at debug level.
         let metrics = Arc::new(FastMetrics::default());
-        let fast = open_fast(&config, vec![metrics.clone(), Arc::new(TracingObserver)]).await?;
+        // The same events, and the store's latency, for the metrics endpoint.
+        let host_metrics = Arc::new(crate::metrics::HostMetrics::new());
+        let fast = open_fast_observed(
+            &config,
+            vec![
+                metrics.clone(),
+                Arc::new(TracingObserver),
+                host_metrics.fast(),
+            ],
+            Some(host_metrics.store()),
+        )
+        .await?;
         // Unknown accounts get fake SCRAM salts from a key that survives restarts, so they
         // cannot be told from real ones by probing across a restart (S-29).
         let fake_key = FakeKey::load_or_create(&server.data_dir.join("scram-fake-key"))
@@ -256,6 +292,17 @@ impl Host {
         };
 
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let metrics_server = match server.metrics_listen {
+            Some(addr) => Some(
+                crate::metrics_server::MetricsServer::bind(
+                    addr,
+                    host_metrics.clone(),
+                    shutdown_rx.clone(),
+                )
+                .await?,
+            ),
+            None => None,
+        };
         let acceptor = tokio_rustls::TlsAcceptor::from(tls.config.clone());
         let limit = Arc::new(Semaphore::new(server.max_connections));
         let pre_auth_slots = crate::pre_auth::PreAuthSlots::new(server.max_unauthenticated_per_ip);
@@ -287,6 +334,7 @@ impl Host {
             pre_auth_log: crate::log_budget::LogBudget::new(20, 100),
             pre_auth_slots,
             throttle,
+            metrics: host_metrics,
             logins: Default::default(),
             conn_ids: AtomicU64::new(0),
         });
@@ -333,6 +381,7 @@ impl Host {
             sweeper,
             local_addr,
             tls_local_addr,
+            metrics_server,
             shutdown_tx,
             accept_tasks,
             done_rx,
@@ -347,6 +396,17 @@ impl Host {
     /// The direct-TLS listener's address, if configured.
     pub fn tls_local_addr(&self) -> Option<SocketAddr> {
         self.tls_local_addr
+    }
+
+    /// The metrics listener's address (`metrics_listen`, with the port the OS chose for
+    /// `:0`), if configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_server.as_ref().map(|m| m.local_addr())
+    }
+
+    /// Every metric the host keeps (what `GET /metrics` serves).
+    pub fn metrics(&self) -> &Arc<crate::metrics::HostMetrics> {
+        &self.shared.metrics
     }
 
     /// The FAST plugin, if enabled.
@@ -412,6 +472,7 @@ impl Host {
             fast,
             metrics,
             sweeper,
+            metrics_server,
             shutdown_tx,
             accept_tasks,
             mut done_rx,
@@ -424,6 +485,9 @@ impl Host {
         let _ = shutdown_tx.send(true);
         for t in accept_tasks {
             let _ = t.await;
+        }
+        if let Some(m) = metrics_server {
+            m.join().await;
         }
         // Every connection task holds a sender; `None` means all have finished.
         if tokio::time::timeout(Duration::from_secs(10), done_rx.recv())

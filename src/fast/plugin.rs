@@ -80,10 +80,26 @@ impl FastPlugin {
         data_dir: &Path,
         observers: Vec<Arc<dyn FastObserver>>,
     ) -> Result<Self, OpenError> {
+        Self::open_observed(config, data_dir, observers, None).await
+    }
+
+    /// Like [`FastPlugin::open_with_observers`], and with the store wrapped in an
+    /// [`ObservedStore`](crate::store::observed::ObservedStore) reporting to `store_observer`
+    /// (store latency and errors for metrics), if one is given.
+    pub async fn open_observed(
+        config: FastConfig,
+        data_dir: &Path,
+        observers: Vec<Arc<dyn FastObserver>>,
+        store_observer: Option<Arc<dyn crate::store::observed::StoreObserver>>,
+    ) -> Result<Self, OpenError> {
         let store: Arc<dyn TokenStore> = match config.store {
             StoreKind::Memory => Arc::new(crate::store::memory::MemoryStore::new()),
             StoreKind::Sled => Arc::new(open_sled(&config, data_dir)?),
             StoreKind::Postgres => open_postgres(&config).await?,
+        };
+        let store = match store_observer {
+            Some(o) => Arc::new(crate::store::observed::ObservedStore::new(store, o)),
+            None => store,
         };
         let pepper_path = config
             .pepper_file

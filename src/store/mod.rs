@@ -13,6 +13,7 @@
 mod codec;
 pub mod memory;
 pub mod migrate;
+pub mod observed;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 mod seal;

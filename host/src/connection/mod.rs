@@ -85,6 +85,10 @@ struct Conn {
     password_attempt: Option<Option<String>>,
     /// This listener accepts TLS 1.3 early data (direct TLS with `tls_early_data`).
     zero_rtt: bool,
+    /// This connection in `sasl2_fast_host_connections` (until it is dropped).
+    gauge: crate::metrics::ConnectionGauge,
+    /// The SASL attempt in progress, for the login metrics.
+    attempt: Option<crate::metrics::LoginAttempt>,
 }
 
 /// Serves one accepted socket until it closes. `direct_tls` is the XEP-0368 listener;
@@ -137,6 +141,7 @@ pub async fn serve(
             .with_max_element_bytes(shared.config.server.max_unauthenticated_stanza_bytes),
     );
     let (tx, rx) = mpsc::channel(QUEUE);
+    let gauge = crate::metrics::ConnectionGauge::new(shared.metrics.clone(), tls.is_some());
     let mut conn = Conn {
         shared,
         peer,
@@ -154,6 +159,8 @@ pub async fn serve(
         pre_auth: Some(slot),
         password_attempt: None,
         zero_rtt,
+        gauge,
+        attempt: None,
     };
     if let Some(bytes) = early
         && !conn.serve_early_data(&bytes).await
@@ -311,6 +318,7 @@ impl Conn {
                 let info = self.shared.tls.connection_info(s.get_ref().1);
                 debug!(version = ?info.version, cb = ?info.channel_bindings, "STARTTLS done");
                 self.tls = Some(info);
+                self.gauge.set_tls();
                 self.io = Transport::Tls(Box::new(s));
                 self.reader.reset();
                 self.header_sent = false;
@@ -513,6 +521,9 @@ impl Conn {
     }
 
     async fn on_sasl(&mut self, el: Element) -> Flow {
+        if let Some(a) = crate::metrics::LoginAttempt::starts(&el) {
+            self.attempt = Some(a);
+        }
         if let Some(account) = crate::throttle::password_attempt(&el) {
             if let Some(left) = self
                 .shared
@@ -535,6 +546,11 @@ impl Conn {
                     failure.to_sasl2()
                 };
                 self.send(&element);
+                crate::metrics::LoginAttempt::failed(
+                    self.attempt.take(),
+                    &self.shared.metrics,
+                    failure.condition,
+                );
                 return Flow::Continue;
             }
             self.password_attempt = Some(account);
@@ -543,6 +559,13 @@ impl Conn {
             return self.stream_error(DefinedCondition::NotAuthorized, None);
         };
         let event = neg.handle(el).await;
+        if let Some(condition) = event.failure_condition() {
+            crate::metrics::LoginAttempt::failed(
+                self.attempt.take(),
+                &self.shared.metrics,
+                condition,
+            );
+        }
         match &event {
             NegotiatorEvent::Failure { .. }
             | NegotiatorEvent::StreamError {
@@ -587,6 +610,11 @@ impl Conn {
             NegotiatorEvent::Success { element, session } => {
                 // The element may carry a FAST token: written, never logged.
                 self.send(&element);
+                crate::metrics::LoginAttempt::succeeded(
+                    self.attempt.take(),
+                    &self.shared.metrics,
+                    &session.mechanism,
+                );
                 self.on_authenticated(session);
                 Flow::Continue
             }
@@ -598,6 +626,8 @@ impl Conn {
         info!(account = %session.username, mechanism = %session.mechanism, "authenticated");
         self.shared.logins.succeeded(&session.mechanism);
         self.pre_auth = None;
+        self.gauge
+            .set_state(crate::metrics::ConnectionState::Authenticated);
         self.reader.set_limits(
             Limits::default().with_max_element_bytes(self.shared.config.server.max_stanza_bytes),
         );
@@ -643,6 +673,7 @@ impl Conn {
             self.tx.clone(),
         );
         info!(jid = %full_jid, "resource bound");
+        self.gauge.set_state(crate::metrics::ConnectionState::Bound);
         self.bound = Some(Bound { full_jid, id });
     }
 

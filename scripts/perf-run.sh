@@ -15,6 +15,8 @@
 #   HOLD_TLS="none starttls direct"  transports of `hold`
 #   HOLD_SECONDS=30      how long `hold` keeps the connections (bounded, then the loadgen exits)
 #   RUST_LOG=warn        host log level (info logs one line per login)
+#   HOST_BIN=PATH        run this host binary instead of this tree's (e.g. an older commit's
+#                        build), driven by this tree's loadgen: compares servers with one client
 #
 # Only loopback addresses are used. Every loadgen run is bounded by DURATION and --max-logins.
 set -euo pipefail
@@ -30,7 +32,7 @@ HOLD_SECONDS=${HOLD_SECONDS:-30}
 export RUST_LOG=${RUST_LOG:-warn}
 
 cargo build --release --quiet --example host --example loadgen
-HOST=target/release/examples/host
+HOST=${HOST_BIN:-target/release/examples/host}
 LOADGEN=target/release/examples/loadgen
 
 # Both processes need one descriptor per connection (plus a few).

@@ -448,17 +448,22 @@ mod tests {
         );
     }
 
+    /// Every operation of a store whose database went away: 30 ms, then an error.
+    async fn lost_connection<T>() -> Result<T, StoreError> {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        Err(StoreError::backend("connection refused"))
+    }
+
     #[derive(Debug)]
     struct Slow;
 
     #[async_trait]
     impl TokenStore for Slow {
         async fn get(&self, _: &ClientKey) -> Result<Option<Versioned<ClientRecord>>, StoreError> {
-            tokio::time::sleep(Duration::from_millis(30)).await;
-            Err(StoreError::backend("connection refused"))
+            lost_connection().await
         }
         async fn get_for_login(&self, _: &ClientKey) -> Result<LoginView, StoreError> {
-            unimplemented!()
+            lost_connection().await
         }
         async fn compare_and_swap(
             &self,
@@ -467,36 +472,36 @@ mod tests {
             _: Option<ClientRecord>,
             _: Durability,
         ) -> Result<CasOutcome, StoreError> {
-            unimplemented!()
+            lost_connection().await
         }
         async fn clients_of(
             &self,
             _: &str,
             _: usize,
         ) -> Result<Vec<(ClientKey, Versioned<ClientRecord>)>, StoreError> {
-            unimplemented!()
+            lost_connection().await
         }
         async fn expired(&self, _: u64, _: usize) -> Result<Vec<ClientKey>, StoreError> {
-            unimplemented!()
+            lost_connection().await
         }
         async fn remove_account(&self, _: &str) -> Result<usize, StoreError> {
-            unimplemented!()
+            lost_connection().await
         }
         async fn raise_revocation_cutoff(
             &self,
             _: RevocationScope,
             _: u64,
         ) -> Result<(), StoreError> {
-            unimplemented!()
+            lost_connection().await
         }
         async fn revocation_cutoff(&self, _: &str) -> Result<u64, StoreError> {
-            unimplemented!()
+            lost_connection().await
         }
         async fn len(&self) -> Result<u64, StoreError> {
-            unimplemented!()
+            lost_connection().await
         }
         async fn flush(&self) -> Result<(), StoreError> {
-            unimplemented!()
+            lost_connection().await
         }
     }
 

@@ -20,7 +20,7 @@ pub mod token;
 pub mod tokens;
 
 pub use config::FastConfig;
-pub use hooks::{FastMetrics, FastObserver};
+pub use hooks::{FastMetrics, FastObserver, RevokedBy};
 pub use ht::HtMechanism;
 pub use plugin::FastPlugin;
 pub use token::{FastToken, Pepper};

@@ -190,6 +190,48 @@ impl GroupCommit {
     }
 }
 
+/// How long [`open_sled`] waits for sled's lock on the database.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Opens the sled database at `path`, waiting up to [`LOCK_WAIT`] for its file lock.
+///
+/// sled releases the lock only when the last of its background jobs (a flush it ran for
+/// `flush_async`, a segment write) drops its handle, which can be a moment after the `Db` is
+/// dropped; a host that closes and reopens the store in one process (a reload, a test) would
+/// otherwise fail at random. A lock still held after the wait is a real second user: another
+/// server process on the same data directory.
+fn open_sled(path: &Path, cache_bytes: u64) -> Result<sled::Db, sled::Error> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_bytes)
+            .open()
+        {
+            Err(sled::Error::Io(e)) if is_lock_held(&e) => {
+                if std::time::Instant::now() >= deadline {
+                    return Err(sled::Error::Io(std::io::Error::new(
+                        std::io::ErrorKind::WouldBlock,
+                        format!(
+                            "the token store {} is in use: another server process holds it \
+                             ({e})",
+                            path.display()
+                        ),
+                    )));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Whether sled refused to open because its lock file is held (sled 0.34 reports this as an
+/// `Other` I/O error with this text, not as an error variant).
+fn is_lock_held(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::Other && e.to_string().starts_with("could not acquire lock")
+}
+
 fn generation(meta: &sled::Tree) -> Result<u64, StoreError> {
     match meta.get(GENERATION_KEY).map_err(backend)? {
         None => Ok(0),
@@ -268,19 +310,15 @@ impl SledStore {
         let path = path.as_ref();
         let seal_file = seal_path(path);
         let sealed = Seal::read(&seal_file).map_err(StoreError::backend)?;
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(options.cache_bytes)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Corruption { .. } => StoreError::Damaged(format!(
-                    "sled reports corruption in {} ({e}); restore the token store from a \
+        let db = open_sled(path, options.cache_bytes).map_err(|e| match e {
+            sled::Error::Corruption { .. } => StoreError::Damaged(format!(
+                "sled reports corruption in {} ({e}); restore the token store from a \
                      backup, or move it away to start with an empty one (every FAST client \
                      then logs in with its password again)",
-                    path.display()
-                )),
-                other => backend(other),
-            })?;
+                path.display()
+            )),
+            other => backend(other),
+        })?;
         let mut store = Self::from_db(db)?;
         let generation = generation(&store.meta)?;
         let lost = match sealed {
@@ -706,6 +744,35 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path().join("db")).unwrap();
         (dir, store)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_store_reopens_right_after_it_is_dropped() {
+        // sled's background flush can hold the file lock a moment past the drop.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        for i in 0..30 {
+            let store = SledStore::open(&path).unwrap_or_else(|e| panic!("reopen {i}: {e}"));
+            let k = key("alice", &format!("c{i}"));
+            let outcome = store
+                .compare_and_swap(&k, None, Some(record(Some(100))), Durability::Durable)
+                .await
+                .unwrap();
+            assert!(matches!(outcome, CasOutcome::Written(_)));
+            drop(store);
+        }
+        assert_eq!(SledStore::open(&path).unwrap().len().await.unwrap(), 30);
+    }
+
+    #[test]
+    fn a_store_held_by_another_user_is_refused_with_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let _held = SledStore::open(&path).unwrap();
+        let started = std::time::Instant::now();
+        let err = SledStore::open(&path).unwrap_err().to_string();
+        assert!(err.contains("in use"), "{err}");
+        assert!(started.elapsed() >= LOCK_WAIT);
     }
 
     #[tokio::test]

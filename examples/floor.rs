@@ -53,7 +53,8 @@ struct Args {
     #[arg(long)]
     json: bool,
     /// Run only these variants (for profiling one of them): bare-full, bare-resumed,
-    /// direct-full, direct-resumed, starttls-full, starttls-resumed. Default: all.
+    /// direct-full, direct-resumed, pipelined-full, pipelined-resumed, starttls-full,
+    /// starttls-resumed. Default: all.
     #[arg(long = "only", value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -223,6 +224,9 @@ impl Server {
 enum Kind {
     Bare,
     Direct,
+    /// Direct TLS, with the stream header and `<authenticate>` in one write straight after the
+    /// handshake, before the features (Conversations' "quick start", ../shared/docs/peers.md).
+    Pipelined,
     StartTls,
 }
 
@@ -237,6 +241,7 @@ impl Variant {
         let k = match self.kind {
             Kind::Bare => "bare",
             Kind::Direct => "direct",
+            Kind::Pipelined => "pipelined",
             Kind::StartTls => "starttls",
         };
         format!("{k}-{}", if self.resumed { "resumed" } else { "full" })
@@ -246,6 +251,7 @@ impl Variant {
         let k = match self.kind {
             Kind::Bare => "bare rustls (1 byte each way)",
             Kind::Direct => "FAST login, direct TLS",
+            Kind::Pipelined => "FAST login, direct TLS, pipelined",
             Kind::StartTls => "FAST login, STARTTLS",
         };
         format!(
@@ -317,10 +323,24 @@ async fn one(t: &Targets, w: &Worker, v: Variant) -> Result<bool, BoxError> {
         tls.read_to_end(&mut rest).await?;
         return Ok(resumed);
     }
-    let mut c = Client::connect(opts(t, w, v.kind, v.resumed)).await?;
-    c.login_fast("alice", &w.token, MECH, &LoginOptions::agent(&w.ua))
-        .await?
-        .into_success()?;
+    let lo = LoginOptions::agent(&w.ua);
+    let mut c = if v.kind == Kind::Pipelined {
+        // One write: header and <authenticate>; then header, features and <success>.
+        let mut c = Client::establish(opts(t, w, v.kind, v.resumed)).await?;
+        let msg = c.fast_initial_response("alice", &w.token, MECH)?;
+        let mut bytes = c.header_xml().into_bytes();
+        Client::authenticate_element(MECH, Some(&msg), &lo, true).write_to(&mut bytes)?;
+        c.send_raw(&bytes).await?;
+        c.read_stream_start().await?;
+        c.read_fast_outcome(&w.token, MECH).await?.into_success()?;
+        c
+    } else {
+        let mut c = Client::connect(opts(t, w, v.kind, v.resumed)).await?;
+        c.login_fast("alice", &w.token, MECH, &lo)
+            .await?
+            .into_success()?;
+        c
+    };
     c.close().await?;
     Ok(c.tls_resumed)
 }
@@ -402,7 +422,7 @@ async fn measure(args: Args) -> Result<(), BoxError> {
         workers.push(w);
     }
     let workers = Arc::new(workers);
-    let variants: Vec<Variant> = [Kind::Bare, Kind::Direct, Kind::StartTls]
+    let variants: Vec<Variant> = [Kind::Bare, Kind::Direct, Kind::Pipelined, Kind::StartTls]
         .into_iter()
         .flat_map(|kind| [false, true].map(|resumed| Variant { kind, resumed }))
         .filter(|v| args.only.is_empty() || args.only.contains(&v.id()))

@@ -12,7 +12,7 @@ use sasl2_fast_host::client::zero_rtt::ZeroRttLogin;
 use sasl2_fast_host::client::{Client, ClientError, ConnectOptions, LoginOptions, Outcome};
 use serde::Serialize;
 
-use crate::procfs::{CpuSnap, clk_tck, cpu_ms};
+use crate::procfs::{CpuSnap, clk_tck, cpu_ms, status_kib};
 use crate::stats::{WorkerStats, percentile, r3};
 use crate::{Args, Mode, Report};
 
@@ -22,6 +22,10 @@ pub struct Ctx {
     opts: ConnectOptions,
     /// The TLS version the first secured connection negotiated (for the report).
     tls_version: OnceLock<String>,
+    /// `--tls-clients`: the devices' connect options (each with its own TLS session store),
+    /// and the next one to use.
+    devices: OnceLock<Vec<ConnectOptions>>,
+    next_device: AtomicU64,
 }
 
 impl Ctx {
@@ -30,6 +34,8 @@ impl Ctx {
             args,
             opts,
             tls_version: OnceLock::new(),
+            devices: OnceLock::new(),
+            next_device: AtomicU64::new(0),
         }
     }
 
@@ -46,6 +52,18 @@ impl Ctx {
             self.opts.clone().with_tls_resumption()
         } else {
             Ok(self.opts.clone())
+        }
+    }
+
+    /// The options of the next login: the next device's with `--tls-clients`, else the
+    /// worker's own.
+    fn login_opts<'a>(&'a self, own: &'a ConnectOptions) -> &'a ConnectOptions {
+        match self.devices.get() {
+            Some(d) if !d.is_empty() => {
+                let k = self.next_device.fetch_add(1, Ordering::Relaxed) as usize;
+                &d[k % d.len()]
+            }
+            _ => own,
         }
     }
 
@@ -242,7 +260,7 @@ async fn login_worker(
             return st;
         }
     };
-    if ctx.args.resume || ctx.args.zero_rtt {
+    if (ctx.args.resume || ctx.args.zero_rtt) && ctx.devices.get().is_none() {
         // Not counted: the full handshake that gives this client its first TLS session.
         match ctx.connect_with(&opts).await {
             Ok(mut c) => {
@@ -262,8 +280,9 @@ async fn login_worker(
         }
         let t0 = Instant::now();
         count += 1;
+        let login_opts = ctx.login_opts(&opts);
         match ctx
-            .full_login(&opts, i, token.as_deref(), count, &mut st)
+            .full_login(login_opts, i, token.as_deref(), count, &mut st)
             .await
         {
             Ok(rotated) => {
@@ -334,6 +353,9 @@ struct LoginReport {
     loadgen_cpu_ms: Option<f64>,
     loadgen_cpu_ms_per_login: Option<f64>,
     clk_tck: u64,
+    /// `--tls-clients`: the devices, their warm-up, and the server's resident memory.
+    #[serde(flatten)]
+    devices: Option<DeviceReport>,
 }
 
 impl LoginReport {
@@ -374,6 +396,21 @@ impl LoginReport {
             "tls resumed: {}, early data accepted: {}",
             self.tls_resumed, self.early_data_accepted
         );
+        if let Some(d) = &self.devices {
+            let kib = |v: Option<u64>| v.map_or("-".to_owned(), |k| format!("{k} KiB"));
+            let _ = writeln!(
+                o,
+                "tls clients: {} (warm-up {:.2} s, {} failed, {} resumed), server rss {} -> {} \
+                 (warm-up) -> {}",
+                d.tls_clients,
+                d.warmup_s,
+                d.warmup_failed,
+                d.warmup_resumed,
+                kib(d.server_rss_kib_before_warmup),
+                kib(d.server_rss_kib_after_warmup),
+                kib(d.server_rss_kib_after)
+            );
+        }
         if let (Some(d), Some(rt)) = (self.delay_ms, self.round_trips) {
             let _ = writeln!(o, "round trips (p50 latency / 2 x {d} ms): {rt:.2}");
         }
@@ -390,12 +427,88 @@ impl LoginReport {
     }
 }
 
+/// What `--tls-clients` adds to the report.
+#[derive(Debug, Serialize)]
+struct DeviceReport {
+    tls_clients: u32,
+    /// Seconds the warm-up (one full handshake per device) took.
+    warmup_s: f64,
+    warmup_failed: u64,
+    /// Warm-up connections that resumed anyway (0 unless devices share sessions).
+    warmup_resumed: u64,
+    server_rss_kib_before_warmup: Option<u64>,
+    server_rss_kib_after_warmup: Option<u64>,
+    server_rss_kib_after: Option<u64>,
+}
+
+/// `--tls-clients N`: gives each of N devices its own TLS session store and one full
+/// handshake (connect, stream, close; not counted), `--concurrency` at a time, so the timed
+/// logins that follow can each resume one of N distinct sessions.
+async fn warm_up_devices(ctx: &Arc<Ctx>, n: usize) -> Result<(f64, WorkerStats), String> {
+    let mut devices = Vec::with_capacity(n);
+    for _ in 0..n {
+        devices.push(
+            ctx.client_opts()
+                .map_err(|e| format!("--tls-clients: {e}"))?,
+        );
+    }
+    let devices = Arc::new(devices);
+    let t0 = Instant::now();
+    let next = Arc::new(AtomicU64::new(0));
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..ctx.args.concurrency().min(n) {
+        let (ctx, devices, next) = (ctx.clone(), devices.clone(), next.clone());
+        set.spawn(async move {
+            let mut st = WorkerStats::default();
+            loop {
+                let k = next.fetch_add(1, Ordering::Relaxed) as usize;
+                let Some(opts) = devices.get(k) else {
+                    return st;
+                };
+                match ctx.connect_with(opts).await {
+                    Ok(mut c) => {
+                        st.resumed += u64::from(c.tls_resumed);
+                        let _ = c.close().await;
+                    }
+                    Err(e) => st.fail(&e),
+                }
+            }
+        });
+    }
+    let mut st = WorkerStats::default();
+    while let Some(r) = set.join_next().await {
+        st.merge(r.map_err(|e| e.to_string())?);
+    }
+    let warmup_s = t0.elapsed().as_secs_f64();
+    let devices = Arc::try_unwrap(devices).map_err(|_| "warm-up tasks still running")?;
+    let _ = ctx.devices.set(devices);
+    Ok((warmup_s, st))
+}
+
 pub async fn run_logins(ctx: Arc<Ctx>) -> Result<Report, String> {
     let a = &ctx.args;
     let hard_deadline = Instant::now() + a.duration + Duration::from_secs(120);
     let t_setup = Instant::now();
     let tokens = tokens_for(&ctx, a.concurrency(), hard_deadline).await?;
     let setup_s = t_setup.elapsed().as_secs_f64();
+    let server_rss = || {
+        a.server_pid
+            .and_then(|p| status_kib(&p.to_string(), "VmRSS"))
+    };
+    let mut device_report = None;
+    if let Some(n) = a.tls_clients {
+        let rss_before = server_rss();
+        let (warmup_s, wst) = warm_up_devices(&ctx, n as usize).await?;
+        device_report = Some(DeviceReport {
+            tls_clients: n,
+            warmup_s: r3(warmup_s),
+            warmup_failed: wst.failed(),
+            warmup_resumed: wst.resumed,
+            server_rss_kib_before_warmup: rss_before,
+            server_rss_kib_after_warmup: server_rss(),
+            server_rss_kib_after: None,
+        });
+    }
 
     let started = Arc::new(AtomicU64::new(0));
     let before = CpuSnap::take(a.server_pid);
@@ -416,6 +529,9 @@ pub async fn run_logins(ctx: Arc<Ctx>) -> Result<Report, String> {
     }
     let after = CpuSnap::take(a.server_pid);
     let elapsed = after.at.duration_since(before.at).as_secs_f64();
+    if let Some(d) = &mut device_report {
+        d.server_rss_kib_after = server_rss();
+    }
 
     st.lat_us.sort_unstable();
     let ok = st.lat_us.len() as u64;
@@ -466,6 +582,7 @@ pub async fn run_logins(ctx: Arc<Ctx>) -> Result<Report, String> {
         loadgen_cpu_ms: own_cpu_ms.map(r3),
         loadgen_cpu_ms_per_login: per_login(own_cpu_ms),
         clk_tck: tck,
+        devices: device_report,
     };
     let out = if a.json {
         serde_json::to_string(&report).map_err(|e| e.to_string())?

@@ -32,6 +32,8 @@ use sasl2_fast_host::client::{ConnectOptions, Tls};
 const MAX_DURATION_S: f64 = 600.0;
 const MAX_LOGINS_CAP: u64 = 100_000_000;
 const MAX_HOLD: usize = 200_000;
+/// Bound on `--tls-clients` (each holds a rustls `ClientConfig` and its session store).
+const MAX_TLS_CLIENTS: i64 = 1_000_000;
 
 /// How a simulated client logs in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -157,6 +159,12 @@ pub struct Args {
     /// mechanism, and the host's tls_early_data = true.
     #[arg(long)]
     pub zero_rtt: bool,
+    /// With --resume or --zero-rtt: N devices' TLS session stores, shared round-robin by the
+    /// workers (each login takes the next device's), so the host must resume N distinct
+    /// sessions. Each device first makes one uncounted full handshake (the warm-up). FAST
+    /// tokens stay one per --concurrency worker.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=MAX_TLS_CLIENTS))]
+    pub tls_clients: Option<u32>,
     /// Send `<fast count>` (one more per login) outside 0-RTT too: the accepted count is
     /// then written durably on every login, as it is in 0-RTT (a control for --zero-rtt).
     #[arg(long)]
@@ -252,6 +260,9 @@ async fn main_async(args: Args) -> Result<Report, String> {
         && (args.tls != TlsArg::Direct || args.mode != Mode::Fast || !args.mech.ends_with("-NONE"))
     {
         return Err("--zero-rtt needs --tls direct, --mode fast and a -NONE --mech".into());
+    }
+    if args.tls_clients.is_some() && !(args.resume || args.zero_rtt) {
+        return Err("--tls-clients needs --resume or --zero-rtt".into());
     }
     let addr = match args.delay_ms {
         Some(ms) => resume::start_delay_relay(addr, Duration::from_millis(u64::from(ms))).await?,

@@ -67,6 +67,14 @@ impl Ctx {
         }
     }
 
+    /// Connects with `opts` and closes again (not a login): gives a client its first TLS
+    /// session. Whether that connection itself resumed.
+    async fn first_session(&self, opts: &ConnectOptions) -> Result<bool, ClientError> {
+        let mut c = self.connect_with(opts).await?;
+        let _ = c.close().await;
+        Ok(c.tls_resumed)
+    }
+
     /// Connects, secures, opens the stream (bounded by the per-wait timeout).
     pub async fn connect(&self) -> Result<Client, ClientError> {
         self.connect_with(&self.opts).await
@@ -262,11 +270,8 @@ async fn login_worker(
     };
     if (ctx.args.resume || ctx.args.zero_rtt) && ctx.devices.get().is_none() {
         // Not counted: the full handshake that gives this client its first TLS session.
-        match ctx.connect_with(&opts).await {
-            Ok(mut c) => {
-                let _ = c.close().await;
-            }
-            Err(e) => st.fail(&e),
+        if let Err(e) = ctx.first_session(&opts).await {
+            st.fail(&e);
         }
     }
     // `<fast count>` of this client's token (0-RTT): one more per attempt, from 1 again
@@ -465,11 +470,8 @@ async fn warm_up_devices(ctx: &Arc<Ctx>, n: usize) -> Result<(f64, WorkerStats),
                 let Some(opts) = devices.get(k) else {
                     return st;
                 };
-                match ctx.connect_with(opts).await {
-                    Ok(mut c) => {
-                        st.resumed += u64::from(c.tls_resumed);
-                        let _ = c.close().await;
-                    }
+                match ctx.first_session(opts).await {
+                    Ok(resumed) => st.resumed += u64::from(resumed),
                     Err(e) => st.fail(&e),
                 }
             }

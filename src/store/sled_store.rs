@@ -313,8 +313,8 @@ impl SledStore {
         let db = open_sled(path, options.cache_bytes).map_err(|e| match e {
             sled::Error::Corruption { .. } => StoreError::Damaged(format!(
                 "sled reports corruption in {} ({e}); restore the token store from a \
-                     backup, or move it away to start with an empty one (every FAST client \
-                     then logs in with its password again)",
+                 backup, or move it away to start with an empty one (every FAST client \
+                 then logs in with its password again)",
                 path.display()
             )),
             other => backend(other),

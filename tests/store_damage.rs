@@ -321,4 +321,38 @@ mod pepper {
             .await
             .unwrap();
     }
+
+    // Opening sled reads the whole log and may wait for its file lock (up to 2 s when another
+    // handle holds it): that must happen off the runtime's threads, or every stream the
+    // worker serves stalls meanwhile. On a current-thread runtime a ticker can only advance
+    // while `open` is waiting if `open` does not block the one thread.
+    #[tokio::test(flavor = "current_thread")]
+    async fn opening_a_contended_store_does_not_block_the_runtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let _held = FastPlugin::open(FastConfig::default(), dir.path())
+            .await
+            .unwrap();
+        let ticks = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let ticker = {
+            let ticks = ticks.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    ticks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            })
+        };
+        let second = FastPlugin::open(FastConfig::default(), dir.path()).await;
+        ticker.abort();
+        let msg = match second {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("a store another handle holds was opened twice"),
+        };
+        assert!(msg.contains("in use"), "{msg}");
+        let ticks = ticks.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            ticks >= 10,
+            "the runtime ran {ticks} ticks of 50 ms during a 2 s lock wait"
+        );
+    }
 }

@@ -94,7 +94,7 @@ impl FastPlugin {
     ) -> Result<Self, OpenError> {
         let store: Arc<dyn TokenStore> = match config.store {
             StoreKind::Memory => Arc::new(crate::store::memory::MemoryStore::new()),
-            StoreKind::Sled => Arc::new(open_sled(&config, data_dir)?),
+            StoreKind::Sled => Arc::new(open_sled_off_executor(&config, data_dir).await?),
             StoreKind::Postgres => open_postgres(&config).await?,
         };
         let store = match store_observer {
@@ -179,6 +179,23 @@ pub fn open_sled(
         },
     };
     SledStore::open_with(path, options)
+}
+
+/// [`open_sled`] on tokio's blocking pool when a runtime is present: opening reads and checks
+/// the whole log, verifies the seal, and may wait for the file lock (`LOCK_WAIT` in
+/// `sled_store.rs`), none of which may stall a runtime worker serving other streams.
+async fn open_sled_off_executor(
+    config: &FastConfig,
+    data_dir: &Path,
+) -> Result<crate::store::sled_store::SledStore, crate::store::StoreError> {
+    let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        return open_sled(config, data_dir);
+    };
+    let (config, data_dir) = (config.clone(), data_dir.to_path_buf());
+    handle
+        .spawn_blocking(move || open_sled(&config, &data_dir))
+        .await
+        .map_err(|e| crate::store::StoreError::backend(format!("opening the token store: {e}")))?
 }
 
 /// The PostgreSQL store of a config (feature `postgres`).

@@ -187,11 +187,15 @@ fn write_features(out: &mut String, children: &[&str]) {
         out.push_str("<features xmlns='http://etherx.jabber.org/streams'/>");
         return;
     }
-    out.push_str("<features xmlns='http://etherx.jabber.org/streams'>");
+    const OPEN: &str = "<features xmlns='http://etherx.jabber.org/streams'>";
+    const CLOSE: &str = "</features>";
+    // One allocation for the whole reply instead of growing it child by child.
+    out.reserve(OPEN.len() + children.iter().map(|c| c.len()).sum::<usize>() + CLOSE.len());
+    out.push_str(OPEN);
     for c in children {
         out.push_str(c);
     }
-    out.push_str("</features>");
+    out.push_str(CLOSE);
 }
 
 /// A `<user-agent>` label bounded as the token store bounds it (S-12: owner's eyes only).

@@ -188,14 +188,14 @@ async fn open_sled_off_executor(
     config: &FastConfig,
     data_dir: &Path,
 ) -> Result<crate::store::sled_store::SledStore, crate::store::StoreError> {
-    let Ok(handle) = tokio::runtime::Handle::try_current() else {
-        return open_sled(config, data_dir);
-    };
     let (config, data_dir) = (config.clone(), data_dir.to_path_buf());
-    handle
-        .spawn_blocking(move || open_sled(&config, &data_dir))
+    crate::sasl2::plain::run_blocking(move || open_sled(&config, &data_dir))
         .await
-        .map_err(|e| crate::store::StoreError::backend(format!("opening the token store: {e}")))?
+        .unwrap_or_else(|| {
+            Err(crate::store::StoreError::backend(
+                "opening the token store failed",
+            ))
+        })
 }
 
 /// The PostgreSQL store of a config (feature `postgres`).

@@ -141,9 +141,9 @@ fn parse(input: &[u8]) -> Option<PlainMessage<'_>> {
     })
 }
 
-/// Runs CPU-heavy work (PBKDF2) off the async executor when a tokio runtime is present.
-/// `None` if the task could not complete.
-async fn run_blocking<T, F>(f: F) -> Option<T>
+/// Runs CPU-heavy or blocking work (PBKDF2, opening a store) off the async executor when a
+/// tokio runtime is present. `None` if the task could not complete.
+pub(crate) async fn run_blocking<T, F>(f: F) -> Option<T>
 where
     T: Send + 'static,
     F: FnOnce() -> T + Send + 'static,

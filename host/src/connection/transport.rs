@@ -1,6 +1,6 @@
 //! The socket under a connection: plain TCP before STARTTLS, TLS after.
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -12,7 +12,7 @@ pub enum Transport {
     /// Plain TCP (STARTTLS listener before `<proceed/>`).
     Plain(TcpStream),
     /// TLS.
-    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    Tls(Box<tokio_rustls::server::TlsStream<HandshakeSocket>>),
     /// Transient state during the STARTTLS upgrade.
     Upgrading,
 }
@@ -41,6 +41,176 @@ impl Transport {
             }
             Transport::Upgrading => Ok(()),
         }
+    }
+}
+
+/// The TCP socket under rustls. During the handshake it holds what rustls writes until the
+/// connection is about to wait for the peer; afterwards it passes writes through.
+///
+/// Why: rustls writes its TLS 1.3 session tickets (`NewSessionTicket`) as the last step of the
+/// handshake, and tokio-rustls flushes them on their own, one `writev` and one TCP segment,
+/// although the client has usually sent its stream header with its `Finished` and the
+/// stream features follow a moment later. Held, the tickets go out in the same `writev` as
+/// the features: one write and one wakeup of the client fewer per login (issue 13,
+/// docs/performance.md §8d).
+///
+/// Nothing held can stall the connection. During the handshake, held bytes are written before
+/// any read would wait (the peer is waiting for the server's flight). After a TLS 1.3
+/// handshake, what is held is only the tickets, which no client waits for: they go with the
+/// next write, before a shutdown, or in one last non-blocking attempt when the socket is
+/// dropped. After TLS 1.2 (whose last server flight the client does wait for) they go before
+/// the next read waits, as during the handshake. A failed handshake's alert goes on drop.
+pub struct HandshakeSocket {
+    tcp: TcpStream,
+    held: Vec<u8>,
+    /// Writes are held and flushes wait: the handshake runs.
+    holding: bool,
+    /// Held bytes must go out before a read waits: the peer may be waiting for them.
+    peer_waits: bool,
+}
+
+impl HandshakeSocket {
+    /// `tcp`, holding writes until [`HandshakeSocket::release`].
+    pub fn new(tcp: TcpStream) -> Self {
+        HandshakeSocket {
+            tcp,
+            held: Vec::new(),
+            holding: true,
+            peer_waits: true,
+        }
+    }
+
+    /// The handshake is over: flushes are flushes again, and what is held goes out with the
+    /// next write (in the same `writev`). `tls13`: the handshake was TLS 1.3, so what is held
+    /// is session tickets only and need not go out before the next read waits.
+    pub fn release(&mut self, tls13: bool) {
+        self.holding = false;
+        self.peer_waits = !tls13;
+    }
+
+    /// Writes out what is held, until done or the socket would block.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.held.is_empty() {
+            match Pin::new(&mut self.tcp).poll_write(cx, &self.held) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => {
+                    self.held.drain(..n);
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        self.held = Vec::new();
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Ends the hold on `s`'s socket: its handshake is complete.
+pub fn handshake_done(s: &mut tokio_rustls::server::TlsStream<HandshakeSocket>) {
+    use tokio_rustls::rustls::ProtocolVersion;
+    let tls13 = s.get_ref().1.protocol_version() == Some(ProtocolVersion::TLSv1_3);
+    s.get_mut().0.release(tls13);
+}
+
+impl Drop for HandshakeSocket {
+    fn drop(&mut self) {
+        // Best effort and non-blocking: a handshake that failed leaves its alert here.
+        if !self.held.is_empty() {
+            let _ = self.tcp.try_write(&self.held);
+        }
+    }
+}
+
+impl AsyncRead for HandshakeSocket {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        // Read first: if the peer's next bytes are already here, what is held can still go
+        // with whatever this read makes us write.
+        match Pin::new(&mut this.tcp).poll_read(cx, buf) {
+            Poll::Pending if this.peer_waits && !this.held.is_empty() => {}
+            other => return other,
+        }
+        // About to wait for the peer, who may be waiting for what is held. If the write
+        // would block, its readiness wakes this task too and the next poll drains more.
+        match this.poll_drain(cx) {
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            _ => Poll::Pending,
+        }
+    }
+}
+
+impl AsyncWrite for HandshakeSocket {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_write_vectored(cx, &[IoSlice::new(buf)])
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.holding {
+            let mut n = 0;
+            for b in bufs {
+                this.held.extend_from_slice(b);
+                n += b.len();
+            }
+            return Poll::Ready(Ok(n));
+        }
+        if this.held.is_empty() {
+            return Pin::new(&mut this.tcp).poll_write_vectored(cx, bufs);
+        }
+        // The held bytes first, in the same syscall.
+        let mut slices = Vec::with_capacity(bufs.len() + 1);
+        slices.push(IoSlice::new(&this.held));
+        slices.extend_from_slice(bufs);
+        match Pin::new(&mut this.tcp).poll_write_vectored(cx, &slices) {
+            Poll::Ready(Ok(n)) if n > this.held.len() => {
+                let written = n - this.held.len();
+                this.held = Vec::new();
+                Poll::Ready(Ok(written))
+            }
+            Poll::Ready(Ok(0)) => Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+            Poll::Ready(Ok(n)) => {
+                // Only held bytes went out; none of `bufs` was taken. Try again at once.
+                this.held.drain(..n);
+                if this.held.is_empty() {
+                    this.held = Vec::new();
+                }
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+            other => other,
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.holding {
+            // The handshake's flushes wait for its next read (or for release).
+            return Poll::Ready(Ok(()));
+        }
+        std::task::ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        std::task::ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.tcp).poll_shutdown(cx)
     }
 }
 
@@ -89,5 +259,195 @@ impl AsyncWrite for Transport {
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             Transport::Upgrading => Poll::Ready(Ok(())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio_rustls::rustls;
+
+    use super::{HandshakeSocket, handshake_done};
+
+    struct Setup {
+        acceptor: tokio_rustls::TlsAcceptor,
+        listener: TcpListener,
+        ca_pem: Vec<u8>,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn setup() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let tls = crate::tls::setup("localhost", dir.path(), None, None, true).unwrap();
+        Setup {
+            acceptor: tokio_rustls::TlsAcceptor::from(tls.config.clone()),
+            listener: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            ca_pem: std::fs::read(&tls.cert_pem_path).unwrap(),
+            _dir: dir,
+        }
+    }
+
+    fn client_config(ca_pem: &[u8], tls12_only: bool) -> Arc<rustls::ClientConfig> {
+        if !tls12_only {
+            return crate::client::client_tls_config(ca_pem).unwrap();
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(ca_pem) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS12])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Arc::new(config)
+    }
+
+    async fn connect(
+        s: &Setup,
+        config: Arc<rustls::ClientConfig>,
+    ) -> tokio_rustls::client::TlsStream<TcpStream> {
+        let tcp = TcpStream::connect(s.listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let connect = tokio_rustls::TlsConnector::from(config).connect(name, tcp);
+        tokio::time::timeout(Duration::from_secs(5), connect)
+            .await
+            .expect("the handshake completes")
+            .unwrap()
+    }
+
+    /// Whether bytes arrive on the client's socket within `wait` (without consuming them).
+    async fn bytes_arrive(
+        tls: &tokio_rustls::client::TlsStream<TcpStream>,
+        wait: Duration,
+    ) -> bool {
+        let mut b = [0u8; 1];
+        tokio::time::timeout(wait, tls.get_ref().0.peek(&mut b))
+            .await
+            .is_ok()
+    }
+
+    /// TLS 1.3: the session tickets are held until the server's first write and arrive with
+    /// it, also while the server waits to read first. The control, a plain tokio-rustls
+    /// server on the same config, sends them at once, so the observation can tell the two
+    /// apart.
+    #[tokio::test]
+    async fn tls13_tickets_go_out_with_the_first_write() {
+        for held in [false, true] {
+            let s = setup().await;
+            let acceptor = s.acceptor.clone();
+            let listener = &s.listener;
+            let server = async move {
+                let (tcp, _) = listener.accept().await.unwrap();
+                // Like the host: wait for the client's first bytes, then answer.
+                let mut b = [0u8; 1];
+                if held {
+                    let mut tls = acceptor.accept(HandshakeSocket::new(tcp)).await.unwrap();
+                    handshake_done(&mut tls);
+                    tls.read_exact(&mut b).await.unwrap();
+                    tls.write_all(b"x").await.unwrap();
+                    tls.flush().await.unwrap();
+                    let _ = tls.read(&mut b).await;
+                } else {
+                    let mut tls = acceptor.accept(tcp).await.unwrap();
+                    tls.read_exact(&mut b).await.unwrap();
+                    tls.write_all(b"x").await.unwrap();
+                    tls.flush().await.unwrap();
+                    let _ = tls.read(&mut b).await;
+                }
+            };
+            let client = async {
+                let mut tls = connect(&s, client_config(&s.ca_pem, false)).await;
+                assert_eq!(
+                    tls.get_ref().1.protocol_version(),
+                    Some(rustls::ProtocolVersion::TLSv1_3)
+                );
+                let early = bytes_arrive(&tls, Duration::from_millis(300)).await;
+                assert_eq!(
+                    early, !held,
+                    "held {held}: tickets before the server wrote anything"
+                );
+                tls.write_all(b"g").await.unwrap();
+                tls.flush().await.unwrap();
+                let mut b = [0u8; 1];
+                tls.read_exact(&mut b).await.unwrap();
+                assert_eq!(&b, b"x");
+                assert!(tls.get_ref().1.tls13_tickets_received() >= 1, "held {held}");
+                tls.shutdown().await.unwrap();
+            };
+            tokio::join!(server, client);
+        }
+    }
+
+    /// TLS 1.2: the client waits for the server's last flight (its `Finished`), so it goes
+    /// out as soon as the server waits for the client, not with the first write.
+    #[tokio::test]
+    async fn tls12_final_flight_is_not_held() {
+        let s = setup().await;
+        let acceptor = s.acceptor.clone();
+        let listener = &s.listener;
+        let server = async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut tls = acceptor.accept(HandshakeSocket::new(tcp)).await.unwrap();
+            handshake_done(&mut tls);
+            let mut b = [0u8; 1];
+            tls.read_exact(&mut b).await.unwrap();
+            tls.write_all(&b).await.unwrap();
+            tls.flush().await.unwrap();
+        };
+        let client = async {
+            let mut tls = connect(&s, client_config(&s.ca_pem, true)).await;
+            assert_eq!(
+                tls.get_ref().1.protocol_version(),
+                Some(rustls::ProtocolVersion::TLSv1_2)
+            );
+            tls.write_all(b"y").await.unwrap();
+            tls.flush().await.unwrap();
+            let mut b = [0u8; 1];
+            tls.read_exact(&mut b).await.unwrap();
+            assert_eq!(&b, b"y");
+        };
+        tokio::time::timeout(Duration::from_secs(10), async {
+            tokio::join!(server, client)
+        })
+        .await
+        .expect("no deadlock");
+    }
+
+    /// A handshake that fails still tells the peer why: the alert rustls queued is held, and
+    /// written when the socket is dropped.
+    #[tokio::test]
+    async fn a_failed_handshake_still_sends_its_alert() {
+        let s = setup().await;
+        let acceptor = s.acceptor.clone();
+        let listener = &s.listener;
+        let server = async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let r = acceptor.accept(HandshakeSocket::new(tcp)).await;
+            assert!(r.is_err(), "a malformed ClientHello is refused");
+        };
+        let client = async {
+            let mut tcp = TcpStream::connect(s.listener.local_addr().unwrap())
+                .await
+                .unwrap();
+            // A handshake record holding a ClientHello one byte long: a decode error.
+            tcp.write_all(&[0x16, 0x03, 0x01, 0x00, 0x05, 0x01, 0x00, 0x00, 0x01, 0x00])
+                .await
+                .unwrap();
+            let mut got = Vec::new();
+            tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut got))
+                .await
+                .expect("the server closes")
+                .unwrap();
+            assert_eq!(got.first(), Some(&0x15), "an alert record, got {got:02x?}");
+        };
+        tokio::join!(server, client);
     }
 }

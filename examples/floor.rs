@@ -2,6 +2,9 @@
 //! server (accept, TLS 1.3 handshake, one byte each way, close) next to the example host
 //! doing a whole FAST login (HT-SHA-256-EXPR, server proof checked by the client), over direct
 //! TLS and STARTTLS, each with a full and a resumed TLS handshake, in one run on one machine.
+//! The bare server also runs with two and three one-byte exchanges, the round trips of a
+//! pipelined and of a direct-TLS FAST login, so the table separates what the round trips
+//! cost (kernel, wakeups) from what the login itself costs.
 //!
 //! ```sh
 //! cargo run --release --example floor -- --conns 2000 --rounds 5 --concurrency 4
@@ -53,6 +56,7 @@ struct Args {
     #[arg(long)]
     json: bool,
     /// Run only these variants (for profiling one of them): bare-full, bare-resumed,
+    /// bare2-full, bare2-resumed, bare3-full, bare3-resumed,
     /// direct-full, direct-resumed, pipelined-full, pipelined-resumed, starttls-full,
     /// starttls-resumed. Default: all.
     #[arg(long = "only", value_delimiter = ',')]
@@ -126,10 +130,18 @@ async fn bare_connection(acceptor: tokio_rustls::TlsAcceptor, tcp: tokio::net::T
     let Ok(mut tls) = acceptor.accept(tcp).await else {
         return;
     };
+    // Echo bytes until `x`, then close: the client sends `x` alone for one exchange, or
+    // `a`s first to make the round trips of a FAST login (see `Kind::Bare`).
     let mut b = [0u8; 1];
-    if tls.read_exact(&mut b).await.is_ok() {
-        let _ = tls.write_all(&b).await;
-        let _ = tls.shutdown().await;
+    while tls.read_exact(&mut b).await.is_ok() {
+        if b[0] == b'x' {
+            let _ = tls.write_all(&b).await;
+            let _ = tls.shutdown().await;
+            return;
+        }
+        if tls.write_all(&b).await.is_err() || tls.flush().await.is_err() {
+            return;
+        }
     }
 }
 
@@ -222,7 +234,11 @@ impl Server {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
-    Bare,
+    /// The floor: TLS handshake, then this many one-byte exchanges, then close. 1 is the
+    /// bare handshake; 2 and 3 have the round trips of a pipelined and of a direct-TLS FAST
+    /// login (the server waits for the client 3 and 4 times), to tell what the round trips
+    /// cost from what the login costs.
+    Bare(u8),
     Direct,
     /// Direct TLS, with the stream header and `<authenticate>` in one write straight after the
     /// handshake, before the features (Conversations' "quick start", ../shared/docs/peers.md).
@@ -239,7 +255,9 @@ struct Variant {
 impl Variant {
     fn id(&self) -> String {
         let k = match self.kind {
-            Kind::Bare => "bare",
+            Kind::Bare(1) => "bare",
+            Kind::Bare(2) => "bare2",
+            Kind::Bare(_) => "bare3",
             Kind::Direct => "direct",
             Kind::Pipelined => "pipelined",
             Kind::StartTls => "starttls",
@@ -249,7 +267,9 @@ impl Variant {
 
     fn name(&self) -> String {
         let k = match self.kind {
-            Kind::Bare => "bare rustls (1 byte each way)",
+            Kind::Bare(1) => "bare rustls (1 byte each way)",
+            Kind::Bare(2) => "bare rustls, 2 exchanges (a pipelined login's round trips)",
+            Kind::Bare(_) => "bare rustls, 3 exchanges (a direct login's round trips)",
             Kind::Direct => "FAST login, direct TLS",
             Kind::Pipelined => "FAST login, direct TLS, pipelined",
             Kind::StartTls => "FAST login, STARTTLS",
@@ -301,7 +321,7 @@ fn opts(t: &Targets, w: &Worker, kind: Kind, resumed: bool) -> ConnectOptions {
 
 /// One connection of `v`; returns whether its TLS session was resumed.
 async fn one(t: &Targets, w: &Worker, v: Variant) -> Result<bool, BoxError> {
-    if v.kind == Kind::Bare {
+    if let Kind::Bare(exchanges) = v.kind {
         let config = if v.resumed {
             w.bare_tls_config.clone()
         } else {
@@ -316,8 +336,13 @@ async fn one(t: &Targets, w: &Worker, v: Variant) -> Result<bool, BoxError> {
             .connect(name, tcp)
             .await?;
         let resumed = tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
-        tls.write_all(b"x").await?;
         let mut b = [0u8; 1];
+        for _ in 1..exchanges {
+            tls.write_all(b"a").await?;
+            tls.flush().await?;
+            tls.read_exact(&mut b).await?;
+        }
+        tls.write_all(b"x").await?;
         tls.read_exact(&mut b).await?;
         let mut rest = Vec::new();
         tls.read_to_end(&mut rest).await?;
@@ -422,7 +447,15 @@ async fn measure(args: Args) -> Result<(), BoxError> {
         workers.push(w);
     }
     let workers = Arc::new(workers);
-    let variants: Vec<Variant> = [Kind::Bare, Kind::Direct, Kind::Pipelined, Kind::StartTls]
+    let kinds = [
+        Kind::Bare(1),
+        Kind::Bare(2),
+        Kind::Bare(3),
+        Kind::Direct,
+        Kind::Pipelined,
+        Kind::StartTls,
+    ];
+    let variants: Vec<Variant> = kinds
         .into_iter()
         .flat_map(|kind| [false, true].map(|resumed| Variant { kind, resumed }))
         .filter(|v| args.only.is_empty() || args.only.contains(&v.id()))
@@ -440,7 +473,7 @@ async fn measure(args: Args) -> Result<(), BoxError> {
         for k in 0..variants.len() {
             let vi = (k + round) % variants.len();
             let v = variants[vi];
-            let server = if v.kind == Kind::Bare {
+            let server = if matches!(v.kind, Kind::Bare(_)) {
                 &mut bare
             } else {
                 &mut host
@@ -467,11 +500,18 @@ async fn measure(args: Args) -> Result<(), BoxError> {
         }
     }
     let medians: Vec<f64> = per_conn.iter().map(|v| median(v.clone())).collect();
-    let bare_of = |resumed: bool| {
+    let median_of = |kind: Kind, resumed: bool| {
         let i = variants
             .iter()
-            .position(|v| v.kind == Kind::Bare && v.resumed == resumed)?;
+            .position(|v| v.kind == kind && v.resumed == resumed)?;
         Some(medians[i])
+    };
+    // The bare variant with the same round trips (STARTTLS has plaintext ones: none).
+    let same_trips = |kind: Kind| match kind {
+        Kind::Direct => Some(Kind::Bare(3)),
+        Kind::Pipelined => Some(Kind::Bare(2)),
+        Kind::Bare(n) => Some(Kind::Bare(n)),
+        Kind::StartTls => None,
     };
     println!(
         "{} connections per variant per round, {} rounds, concurrency {}, {:.1} s",
@@ -480,13 +520,18 @@ async fn measure(args: Args) -> Result<(), BoxError> {
         args.concurrency,
         started.elapsed().as_secs_f64()
     );
-    println!("| variant | server CPU µs/connection (median) | rounds | × bare handshake |");
-    println!("|---|---|---|---|");
+    println!(
+        "| variant | server CPU µs/connection (median) | rounds | × bare handshake | × bare, same round trips |"
+    );
+    println!("|---|---|---|---|---|");
     for (vi, v) in variants.iter().enumerate() {
         let rounds: Vec<String> = per_conn[vi].iter().map(|x| format!("{x:.0}")).collect();
-        let ratio = bare_of(v.resumed).map_or("-".into(), |b| format!("{:.2}", medians[vi] / b));
+        let ratio_to =
+            |base: Option<f64>| base.map_or("-".into(), |b| format!("{:.2}", medians[vi] / b));
+        let ratio = ratio_to(median_of(Kind::Bare(1), v.resumed));
+        let same = ratio_to(same_trips(v.kind).and_then(|k| median_of(k, v.resumed)));
         println!(
-            "| {} | {:.1} | {} | {ratio} |",
+            "| {} | {:.1} | {} | {ratio} | {same} |",
             v.name(),
             medians[vi],
             rounds.join(", "),

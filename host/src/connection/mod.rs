@@ -39,6 +39,9 @@ use transport::Transport;
 
 /// How long one write may take before the peer is considered gone.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Capacity the output buffer keeps between writes (a login's largest reply, the stream
+/// features, is about 1 KiB).
+const OUT_RETAINED: usize = 4096;
 
 /// What to do after an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,7 +152,7 @@ pub async fn serve(
         peer,
         io,
         reader,
-        out: String::new(),
+        out: String::with_capacity(1024),
         tls,
         header_sent: false,
         stream_open: true,
@@ -301,12 +304,19 @@ impl Conn {
         if self.out.is_empty() {
             return Ok(());
         }
-        let data = std::mem::take(&mut self.out);
-        let res = tokio::time::timeout(WRITE_TIMEOUT, async {
-            self.io.write_all(data.as_bytes()).await?;
-            self.io.flush().await
+        // Written from the buffer, which then keeps its capacity: taking it left the next reply
+        // to grow a new String from nothing, a handful of reallocations per login. One that a
+        // large stanza grew is released, so an idle session does not pin it.
+        let (io, out) = (&mut self.io, &self.out);
+        let res = tokio::time::timeout(WRITE_TIMEOUT, async move {
+            io.write_all(out.as_bytes()).await?;
+            io.flush().await
         })
         .await;
+        self.out.clear();
+        if self.out.capacity() > OUT_RETAINED {
+            self.out = String::new();
+        }
         match res {
             Ok(r) => r,
             Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),

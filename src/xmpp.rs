@@ -14,12 +14,12 @@ pub use xmpp_parsers::ns;
 
 /// Local names of SASL payload elements whose text is a proof or a secret, per namespace.
 fn is_secret_payload(el: &Element) -> bool {
-    (el.ns() == ns::SASL2
+    (el.has_ns(ns::SASL2)
         && matches!(
             el.name(),
             "initial-response" | "response" | "challenge" | "additional-data"
         ))
-        || (el.ns() == ns::SASL
+        || (el.has_ns(ns::SASL)
             && matches!(el.name(), "auth" | "response" | "challenge" | "success"))
 }
 
@@ -88,6 +88,18 @@ impl fmt::Debug for RedactedList<'_> {
     }
 }
 
+/// `bytes` as lowercase hex, by table: `format!` per byte cost more than what it formats on
+/// the login path (a stream id per stream, a client label per FAST event).
+pub fn lower_hex(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for x in bytes {
+        s.push(char::from(HEX[usize::from(x >> 4)]));
+        s.push(char::from(HEX[usize::from(x & 15)]));
+    }
+    s
+}
+
 /// The longest prefix of `s` that is at most `max` bytes and ends on a character boundary:
 /// how attacker-supplied labels are bounded without splitting a UTF-8 sequence.
 pub fn truncate_utf8(s: &str, max: usize) -> &str {
@@ -108,6 +120,14 @@ pub(crate) fn text_child(name: &str, namespace: &str, text: impl Into<String>) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lower_hex_is_what_format_writes() {
+        let bytes: Vec<u8> = (0..=255).collect();
+        let by_format: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(super::lower_hex(&bytes), by_format);
+        assert_eq!(super::lower_hex(&[]), "");
+    }
 
     #[test]
     fn redacts_tokens_and_sasl_payloads_at_any_depth() {

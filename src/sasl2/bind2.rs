@@ -23,17 +23,9 @@ pub const MAX_TAG_CHARS: usize = 32;
 /// # Panics
 /// If the OS random number generator fails (nothing safe can be done without it).
 pub fn random_hex(bytes: usize) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut b = vec![0u8; bytes];
     getrandom::fill(&mut b).expect("OS random number generator");
-    // By table, not `format!` per byte: a stream id is made twice per STARTTLS login, and the
-    // formatting machinery cost more than the random bytes.
-    let mut s = String::with_capacity(b.len() * 2);
-    for x in b.iter() {
-        s.push(HEX[usize::from(x >> 4)] as char);
-        s.push(HEX[usize::from(x & 15)] as char);
-    }
-    s
+    crate::xmpp::lower_hex(&b)
 }
 
 /// Keeps letters, digits and `-_.` (at most [`MAX_TAG_CHARS`]); `None` if nothing is left.
@@ -139,7 +131,7 @@ impl InlineFeature for Bind2 {
             .map(|q| {
                 q.payloads
                     .into_iter()
-                    .filter(|p| self.inline_features.iter().any(|f| p.ns() == *f))
+                    .filter(|p| self.inline_features.iter().any(|f| p.has_ns(f.as_str())))
                     .collect()
             })
             .unwrap_or_default();

@@ -83,10 +83,8 @@ impl ClientKey {
     /// A short, stable label for logs and events: the first 8 bytes of the hash, in hex.
     /// It identifies a client to an operator without revealing the user-agent id.
     pub fn client_label(&self) -> String {
-        self.client[..8]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        // One allocation: it is made for every FAST event, so on every login.
+        crate::xmpp::lower_hex(&self.client[..8])
     }
 
     /// Binary form used as a database key: `u16 BE account length || account || hash`.

@@ -125,7 +125,7 @@ impl ClientAccess {
     pub fn handles(iq: &Element) -> bool {
         iq.name() == "iq"
             && matches!(iq.attr("type"), Some("get" | "set"))
-            && iq.children().any(|c| c.ns() == NS_CAM)
+            && iq.children().any(|c| c.has_ns(NS_CAM))
     }
 
     fn parse(iq: &Element) -> Request {

@@ -403,7 +403,7 @@ impl Negotiator {
                 "authentication already completed on this stream",
             );
         }
-        let profile = if el.ns() == ns::SASL2 {
+        let profile = if el.has_ns(ns::SASL2) {
             SaslProfile::Sasl2
         } else {
             SaslProfile::Rfc6120

@@ -109,7 +109,7 @@ impl Client {
     fn failure_of(e: &Element) -> Result<AuthFailure> {
         let condition = e
             .children()
-            .find(|c| c.ns() == ns::SASL)
+            .find(|c| c.has_ns(ns::SASL))
             .map(|c| c.name().to_owned())
             .ok_or_else(|| ClientError::Protocol("failure without condition".into()))?;
         Ok(AuthFailure {

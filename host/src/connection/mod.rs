@@ -529,7 +529,7 @@ impl Conn {
             debug!(element = el.name(), "element before authentication");
             return self.stream_error(DefinedCondition::NotAuthorized, None);
         }
-        if el.ns() != ns::JABBER_CLIENT || !matches!(el.name(), "iq" | "message" | "presence") {
+        if !el.has_ns(ns::JABBER_CLIENT) || !matches!(el.name(), "iq" | "message" | "presence") {
             return self.stream_error(DefinedCondition::UnsupportedStanzaType, None);
         }
         match self.client_access(el).await {
@@ -558,7 +558,7 @@ impl Conn {
                         left.as_secs().max(1)
                     ),
                 );
-                let element = if el.ns() == ns::SASL {
+                let element = if el.has_ns(ns::SASL) {
                     Element::from(failure.to_rfc6120())
                 } else {
                     failure.to_sasl2()

@@ -37,11 +37,40 @@ enum Phase {
     Closed,
 }
 
-/// A start tag as written, before namespace processing.
+/// A start tag's name as written, before namespace processing (its attributes are in
+/// [`StreamReader::tag_attrs`]).
 struct RawTag {
     prefix: Option<NcName>,
     local: NcName,
-    attrs: Vec<(Option<NcName>, NcName, String)>,
+}
+
+/// An attribute as written: prefix, local name, value.
+type RawAttr = (Option<NcName>, NcName, String);
+
+/// Namespaces a login's elements declare, shared from static strings instead of one
+/// allocation per declaration.
+const WELL_KNOWN_NAMESPACES: &[&str] = &[
+    ns::JABBER_CLIENT,
+    ns::STREAM,
+    ns::SASL2,
+    ns::FAST,
+    ns::BIND2,
+    ns::SASL,
+    ns::TLS,
+    ns::BIND,
+    ns::SM,
+    ns::SASL_CB,
+    ns::PING,
+    ns::CSI,
+    ns::CARBONS,
+];
+
+/// A declared namespace name.
+fn declared_namespace(value: String) -> Namespace<'static> {
+    match WELL_KNOWN_NAMESPACES.iter().find(|k| **k == value) {
+        Some(k) => Namespace::from_str(k),
+        None => Namespace::from(value),
+    }
 }
 
 /// Namespace declarations made on one open element.
@@ -73,6 +102,11 @@ pub struct StreamReader {
     scopes: Vec<Scope>,
     /// The start tag being read.
     tag: Option<RawTag>,
+    /// Its attributes; with `plain_attrs`, buffers kept from tag to tag (two allocations per
+    /// start tag before).
+    tag_attrs: Vec<RawAttr>,
+    /// The attributes of the tag being opened that are not namespace declarations.
+    plain_attrs: Vec<RawAttr>,
     /// rxml's bound on one token, from the limits the reader was created with.
     token_limit: usize,
     /// The last bytes consumed, to tell a markup declaration from a broken comment when
@@ -141,6 +175,8 @@ impl StreamReader {
             stack: Vec::new(),
             scopes: Vec::new(),
             tag: None,
+            tag_attrs: Vec::new(),
+            plain_attrs: Vec::new(),
             recent: Vec::new(),
             leading_space: false,
             started: false,
@@ -247,6 +283,8 @@ impl StreamReader {
         self.stack = Vec::new();
         self.scopes = Vec::new();
         self.tag = None;
+        self.tag_attrs = Vec::new();
+        self.plain_attrs = Vec::new();
         self.raw = RawParser::new();
         e
     }
@@ -374,11 +412,8 @@ impl StreamReader {
                         limits.max_depth
                     )));
                 }
-                self.tag = Some(RawTag {
-                    prefix,
-                    local,
-                    attrs: Vec::new(),
-                });
+                self.tag = Some(RawTag { prefix, local });
+                self.tag_attrs.clear();
                 Ok(None)
             }
             RawEvent::Attribute(_, (prefix, local), value) => {
@@ -388,17 +423,16 @@ impl StreamReader {
                         limits.max_name_bytes
                     )));
                 }
-                let tag = self
-                    .tag
-                    .as_mut()
-                    .ok_or_else(|| nwf("attribute outside a tag"))?;
-                if tag.attrs.len() >= limits.max_attributes {
+                if self.tag.is_none() {
+                    return Err(nwf("attribute outside a tag"));
+                }
+                if self.tag_attrs.len() >= limits.max_attributes {
                     return Err(policy(format!(
                         "more than {} attributes",
                         limits.max_attributes
                     )));
                 }
-                tag.attrs.push((prefix, local, value));
+                self.tag_attrs.push((prefix, local, value));
                 Ok(None)
             }
             RawEvent::ElementHeadClose(_) => {
@@ -464,25 +498,28 @@ impl StreamReader {
             default: None,
             prefixes: Vec::new(),
         };
-        let mut plain = Vec::with_capacity(tag.attrs.len());
-        for (prefix, local, value) in tag.attrs {
+        // Both buffers are empty again when this returns (a failure drops them).
+        let mut as_written = std::mem::take(&mut self.tag_attrs);
+        let mut plain = std::mem::take(&mut self.plain_attrs);
+        for (prefix, local, value) in as_written.drain(..) {
             match prefix {
                 None if local.as_str() == "xmlns" => {
                     if scope.default.is_some() {
                         return Err(nwf("duplicate attribute"));
                     }
-                    scope.default = Some(Namespace::from(value));
+                    scope.default = Some(declared_namespace(value));
                 }
                 Some(p) if p.as_str() == "xmlns" => {
                     // rxml already refused reserved bindings and empty (undeclaring) values.
                     if scope.prefixes.iter().any(|(q, _)| *q == local) {
                         return Err(nwf("duplicate attribute"));
                     }
-                    scope.prefixes.push((local, Namespace::from(value)));
+                    scope.prefixes.push((local, declared_namespace(value)));
                 }
                 other => plain.push((other, local, value)),
             }
         }
+        self.tag_attrs = as_written;
         self.scopes.push(scope);
         let namespace = match &tag.prefix {
             None => self
@@ -503,7 +540,7 @@ impl StreamReader {
             },
         };
         let mut attrs = AttrMap::new();
-        for (prefix, local, value) in plain {
+        for (prefix, local, value) in plain.drain(..) {
             let attr_ns = match &prefix {
                 None => Namespace::NONE,
                 Some(p) => self
@@ -515,6 +552,7 @@ impl StreamReader {
                 return Err(nwf("duplicate attribute"));
             }
         }
+        self.plain_attrs = plain;
         self.depth += 1;
         if at_root {
             if tag.local.as_str() != "stream" || namespace.as_str() != ns::STREAM {

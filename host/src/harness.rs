@@ -154,7 +154,7 @@ impl HostProcess {
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut stderr = child.stderr.take().ok_or("no stderr")?;
         let sink = log.clone();
-        std::thread::spawn(move || {
+        let stderr_reader = std::thread::spawn(move || {
             let mut buf = [0u8; 8192];
             while let Ok(n) = stderr.read(&mut buf) {
                 if n == 0 {
@@ -181,6 +181,10 @@ impl HostProcess {
         });
         let Some(Ok(first)) = first else {
             let _ = child.wait();
+            // The child has exited, so its stderr is at end of file: wait for the reader to
+            // have taken all of it (reading `log` straight after `wait` raced with it and
+            // sometimes gave an empty reason).
+            let _ = stderr_reader.join();
             let log = String::from_utf8_lossy(&log.lock().unwrap_or_else(|e| e.into_inner()))
                 .into_owned();
             return Err(format!("host did not start: {}", log.trim()).into());

@@ -334,6 +334,17 @@ mod tests {
             .is_ok()
     }
 
+    /// What the host does first on a new stream: wait for the client's first bytes, answer.
+    async fn read_then_answer(
+        tls: &mut (impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin),
+    ) {
+        let mut b = [0u8; 1];
+        tls.read_exact(&mut b).await.unwrap();
+        tls.write_all(b"x").await.unwrap();
+        tls.flush().await.unwrap();
+        let _ = tls.read(&mut b).await;
+    }
+
     /// TLS 1.3: the session tickets are held until the server's first write and arrive with
     /// it, also while the server waits to read first. The control, a plain tokio-rustls
     /// server on the same config, sends them at once, so the observation can tell the two
@@ -346,21 +357,12 @@ mod tests {
             let listener = &s.listener;
             let server = async move {
                 let (tcp, _) = listener.accept().await.unwrap();
-                // Like the host: wait for the client's first bytes, then answer.
-                let mut b = [0u8; 1];
                 if held {
                     let mut tls = acceptor.accept(HandshakeSocket::new(tcp)).await.unwrap();
                     handshake_done(&mut tls);
-                    tls.read_exact(&mut b).await.unwrap();
-                    tls.write_all(b"x").await.unwrap();
-                    tls.flush().await.unwrap();
-                    let _ = tls.read(&mut b).await;
+                    read_then_answer(&mut tls).await;
                 } else {
-                    let mut tls = acceptor.accept(tcp).await.unwrap();
-                    tls.read_exact(&mut b).await.unwrap();
-                    tls.write_all(b"x").await.unwrap();
-                    tls.flush().await.unwrap();
-                    let _ = tls.read(&mut b).await;
+                    read_then_answer(&mut acceptor.accept(tcp).await.unwrap()).await;
                 }
             };
             let client = async {
@@ -397,10 +399,7 @@ mod tests {
             let (tcp, _) = listener.accept().await.unwrap();
             let mut tls = acceptor.accept(HandshakeSocket::new(tcp)).await.unwrap();
             handshake_done(&mut tls);
-            let mut b = [0u8; 1];
-            tls.read_exact(&mut b).await.unwrap();
-            tls.write_all(&b).await.unwrap();
-            tls.flush().await.unwrap();
+            read_then_answer(&mut tls).await;
         };
         let client = async {
             let mut tls = connect(&s, client_config(&s.ca_pem, true)).await;
@@ -408,11 +407,12 @@ mod tests {
                 tls.get_ref().1.protocol_version(),
                 Some(rustls::ProtocolVersion::TLSv1_2)
             );
-            tls.write_all(b"y").await.unwrap();
+            tls.write_all(b"g").await.unwrap();
             tls.flush().await.unwrap();
             let mut b = [0u8; 1];
             tls.read_exact(&mut b).await.unwrap();
-            assert_eq!(&b, b"y");
+            assert_eq!(&b, b"x");
+            tls.shutdown().await.unwrap();
         };
         tokio::time::timeout(Duration::from_secs(10), async {
             tokio::join!(server, client)

@@ -345,6 +345,15 @@ mod tests {
         let _ = tls.read(&mut b).await;
     }
 
+    /// The client's side of [`read_then_answer`]: one byte out, the answer back.
+    async fn send_and_hear_the_answer(tls: &mut tokio_rustls::client::TlsStream<TcpStream>) {
+        tls.write_all(b"g").await.unwrap();
+        tls.flush().await.unwrap();
+        let mut b = [0u8; 1];
+        tls.read_exact(&mut b).await.unwrap();
+        assert_eq!(&b, b"x");
+    }
+
     /// TLS 1.3: the session tickets are held until the server's first write and arrive with
     /// it, also while the server waits to read first. The control, a plain tokio-rustls
     /// server on the same config, sends them at once, so the observation can tell the two
@@ -376,11 +385,7 @@ mod tests {
                     early, !held,
                     "held {held}: tickets before the server wrote anything"
                 );
-                tls.write_all(b"g").await.unwrap();
-                tls.flush().await.unwrap();
-                let mut b = [0u8; 1];
-                tls.read_exact(&mut b).await.unwrap();
-                assert_eq!(&b, b"x");
+                send_and_hear_the_answer(&mut tls).await;
                 assert!(tls.get_ref().1.tls13_tickets_received() >= 1, "held {held}");
                 tls.shutdown().await.unwrap();
             };
@@ -407,11 +412,7 @@ mod tests {
                 tls.get_ref().1.protocol_version(),
                 Some(rustls::ProtocolVersion::TLSv1_2)
             );
-            tls.write_all(b"g").await.unwrap();
-            tls.flush().await.unwrap();
-            let mut b = [0u8; 1];
-            tls.read_exact(&mut b).await.unwrap();
-            assert_eq!(&b, b"x");
+            send_and_hear_the_answer(&mut tls).await;
             tls.shutdown().await.unwrap();
         };
         tokio::time::timeout(Duration::from_secs(10), async {

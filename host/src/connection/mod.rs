@@ -112,10 +112,8 @@ pub async fn serve(
             (Some(e), true) => &e.acceptor,
             _ => &shared.acceptor,
         };
-        let socket = transport::HandshakeSocket::new(tcp);
-        match tokio::time::timeout_at(auth_deadline, acceptor.accept(socket)).await {
+        match tokio::time::timeout_at(auth_deadline, transport::accept_tls(acceptor, tcp)).await {
             Ok(Ok(mut s)) => {
-                transport::handshake_done(&mut s);
                 let info = shared.tls.connection_info(s.get_ref().1);
                 if zero_rtt {
                     // Z-8: the handshake is complete; the early data waits in rustls.
@@ -329,10 +327,9 @@ impl Conn {
         let Transport::Plain(tcp) = std::mem::replace(&mut self.io, Transport::Upgrading) else {
             return false;
         };
-        let socket = transport::HandshakeSocket::new(tcp);
-        match tokio::time::timeout_at(deadline, self.shared.acceptor.accept(socket)).await {
-            Ok(Ok(mut s)) => {
-                transport::handshake_done(&mut s);
+        let accept = transport::accept_tls(&self.shared.acceptor, tcp);
+        match tokio::time::timeout_at(deadline, accept).await {
+            Ok(Ok(s)) => {
                 let info = self.shared.tls.connection_info(s.get_ref().1);
                 debug!(version = ?info.version, cb = ?info.channel_bindings, "STARTTLS done");
                 self.tls = Some(info);

@@ -71,7 +71,7 @@ pub struct HandshakeSocket {
 
 impl HandshakeSocket {
     /// `tcp`, holding writes until [`HandshakeSocket::release`].
-    pub fn new(tcp: TcpStream) -> Self {
+    fn new(tcp: TcpStream) -> Self {
         HandshakeSocket {
             tcp,
             held: Vec::new(),
@@ -83,7 +83,7 @@ impl HandshakeSocket {
     /// The handshake is over: flushes are flushes again, and what is held goes out with the
     /// next write (in the same `writev`). `tls13`: the handshake was TLS 1.3, so what is held
     /// is session tickets only and need not go out before the next read waits.
-    pub fn release(&mut self, tls13: bool) {
+    fn release(&mut self, tls13: bool) {
         self.holding = false;
         self.peer_waits = !tls13;
     }
@@ -105,8 +105,20 @@ impl HandshakeSocket {
     }
 }
 
+/// The server side of a TLS handshake on `tcp`, over a [`HandshakeSocket`] that holds the
+/// handshake's writes and is released once the handshake is complete: the one way the host
+/// accepts TLS (direct TLS and STARTTLS), so no path can keep holding after the handshake.
+pub async fn accept_tls(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    tcp: TcpStream,
+) -> io::Result<tokio_rustls::server::TlsStream<HandshakeSocket>> {
+    let mut s = acceptor.accept(HandshakeSocket::new(tcp)).await?;
+    handshake_done(&mut s);
+    Ok(s)
+}
+
 /// Ends the hold on `s`'s socket: its handshake is complete.
-pub fn handshake_done(s: &mut tokio_rustls::server::TlsStream<HandshakeSocket>) {
+fn handshake_done(s: &mut tokio_rustls::server::TlsStream<HandshakeSocket>) {
     use tokio_rustls::rustls::ProtocolVersion;
     let tls13 = s.get_ref().1.protocol_version() == Some(ProtocolVersion::TLSv1_3);
     s.get_mut().0.release(tls13);
@@ -271,7 +283,7 @@ mod tests {
     use tokio::net::{TcpListener, TcpStream};
     use tokio_rustls::rustls;
 
-    use super::{HandshakeSocket, handshake_done};
+    use super::accept_tls;
 
     struct Setup {
         acceptor: tokio_rustls::TlsAcceptor,
@@ -367,9 +379,7 @@ mod tests {
             let server = async move {
                 let (tcp, _) = listener.accept().await.unwrap();
                 if held {
-                    let mut tls = acceptor.accept(HandshakeSocket::new(tcp)).await.unwrap();
-                    handshake_done(&mut tls);
-                    read_then_answer(&mut tls).await;
+                    read_then_answer(&mut accept_tls(&acceptor, tcp).await.unwrap()).await;
                 } else {
                     read_then_answer(&mut acceptor.accept(tcp).await.unwrap()).await;
                 }
@@ -402,9 +412,7 @@ mod tests {
         let listener = &s.listener;
         let server = async move {
             let (tcp, _) = listener.accept().await.unwrap();
-            let mut tls = acceptor.accept(HandshakeSocket::new(tcp)).await.unwrap();
-            handshake_done(&mut tls);
-            read_then_answer(&mut tls).await;
+            read_then_answer(&mut accept_tls(&acceptor, tcp).await.unwrap()).await;
         };
         let client = async {
             let mut tls = connect(&s, client_config(&s.ca_pem, true)).await;
@@ -431,7 +439,7 @@ mod tests {
         let listener = &s.listener;
         let server = async move {
             let (tcp, _) = listener.accept().await.unwrap();
-            let r = acceptor.accept(HandshakeSocket::new(tcp)).await;
+            let r = accept_tls(&acceptor, tcp).await;
             assert!(r.is_err(), "a malformed ClientHello is refused");
         };
         let client = async {

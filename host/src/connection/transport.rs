@@ -430,6 +430,37 @@ mod tests {
         .expect("no deadlock");
     }
 
+    /// After the handshake a flush is a flush again: what the server writes goes out at once,
+    /// also while it is not reading (a stanza routed to an idle session, say).
+    #[tokio::test]
+    async fn after_the_handshake_writes_are_not_held() {
+        for tls12_only in [false, true] {
+            let s = setup().await;
+            let acceptor = s.acceptor.clone();
+            let listener = &s.listener;
+            let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+            let server = async move {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let mut tls = accept_tls(&acceptor, tcp).await.unwrap();
+                tls.write_all(b"x").await.unwrap();
+                tls.flush().await.unwrap();
+                // Not reading: only the flush can have sent the byte.
+                let _ = done_rx.await;
+            };
+            let client = async {
+                let mut tls = connect(&s, client_config(&s.ca_pem, tls12_only)).await;
+                let mut b = [0u8; 1];
+                tokio::time::timeout(Duration::from_secs(2), tls.read_exact(&mut b))
+                    .await
+                    .unwrap_or_else(|_| panic!("TLS 1.2 only {tls12_only}: the byte is held"))
+                    .unwrap();
+                assert_eq!(&b, b"x");
+                let _ = done_tx.send(());
+            };
+            tokio::join!(server, client);
+        }
+    }
+
     /// A handshake that fails still tells the peer why: the alert rustls queued is held, and
     /// written when the socket is dropped.
     #[tokio::test]

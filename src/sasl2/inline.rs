@@ -173,22 +173,37 @@ impl SuccessBuilder {
     /// login_in_process`). `tests/xmpp_parsers_gaps.rs` pins that xmpp-parsers parses
     /// this output.
     pub fn to_element(&self) -> Element {
-        use base64::Engine as _;
-        let mut el = Element::builder("success", crate::xmpp::ns::SASL2);
-        if let Some(data) = &self.additional_data {
-            el = el.append(crate::xmpp::text_child(
-                "additional-data",
-                crate::xmpp::ns::SASL2,
-                base64::engine::general_purpose::STANDARD.encode(data),
-            ));
-        }
-        el = el.append(crate::xmpp::text_child(
-            "authorization-identifier",
-            crate::xmpp::ns::SASL2,
-            self.authorization_identifier.to_string(),
-        ));
-        el.append_all(self.results.iter().cloned()).build()
+        success_element(
+            self.additional_data.as_deref(),
+            &self.authorization_identifier,
+            self.results.iter().cloned(),
+        )
     }
+}
+
+/// [`SuccessBuilder::to_element`] over the builder's parts: the negotiator moves the results
+/// in instead of copying them (a `<token>` result is password-equivalent: no extra copy of
+/// it to leave on the heap, and no deep clone per login).
+pub(crate) fn success_element(
+    additional_data: Option<&[u8]>,
+    authorization_identifier: &Jid,
+    results: impl IntoIterator<Item = Element>,
+) -> Element {
+    use base64::Engine as _;
+    let mut el = Element::builder("success", crate::xmpp::ns::SASL2);
+    if let Some(data) = additional_data {
+        el = el.append(crate::xmpp::text_child(
+            "additional-data",
+            crate::xmpp::ns::SASL2,
+            base64::engine::general_purpose::STANDARD.encode(data),
+        ));
+    }
+    el = el.append(crate::xmpp::text_child(
+        "authorization-identifier",
+        crate::xmpp::ns::SASL2,
+        authorization_identifier.to_string(),
+    ));
+    el.append_all(results).build()
 }
 
 impl fmt::Debug for SuccessBuilder {

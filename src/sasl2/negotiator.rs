@@ -23,6 +23,7 @@ use tracing::{Instrument, debug, info_span};
 use xmpp_parsers::stream_error::{DefinedCondition as StreamCondition, StreamError};
 use zeroize::Zeroizing;
 
+use super::inline::success_element;
 use super::request::{decode_payload, parse_authenticate, parse_rfc6120_auth};
 use super::task::{MAX_TASK_NAME, Sasl2Task, TaskContext, TaskInput, TaskSession, TaskStep};
 use super::{
@@ -426,16 +427,21 @@ impl Negotiator {
             },
             State::Done | State::Closed => Phase::Done,
         };
+        let starts = matches!(
+            (profile, el.name()),
+            (SaslProfile::Sasl2, "authenticate") | (SaslProfile::Rfc6120, "auth")
+        );
+        if starts && matches!(phase, Phase::Ready) {
+            // The request is handed over whole: parsing moves its children, copies nothing.
+            return self.authenticate(el, profile).await;
+        }
         match (profile, el.name()) {
-            (SaslProfile::Sasl2, "authenticate") | (SaslProfile::Rfc6120, "auth") => match phase {
-                Phase::Ready => self.authenticate(&el, profile).await,
-                // S-13: during an exchange only <response> and <abort> are allowed; S-25:
-                // after <continue> no new authentication.
-                _ => stream_error(
-                    StreamCondition::PolicyViolation,
-                    "new authentication during an authentication exchange",
-                ),
-            },
+            // S-13: during an exchange only <response> and <abort> are allowed; S-25: after
+            // <continue> no new authentication.
+            (SaslProfile::Sasl2, "authenticate") | (SaslProfile::Rfc6120, "auth") => stream_error(
+                StreamCondition::PolicyViolation,
+                "new authentication during an authentication exchange",
+            ),
             (_, "response") => match phase {
                 Phase::InProgress => match decode_payload(&el) {
                     Ok(d) => self.step(Some(d)).await,
@@ -491,7 +497,7 @@ impl Negotiator {
         }
     }
 
-    async fn authenticate(&mut self, el: &Element, profile: SaslProfile) -> NegotiatorEvent {
+    async fn authenticate(&mut self, el: Element, profile: SaslProfile) -> NegotiatorEvent {
         if !self.stream.may_authenticate() {
             // S-26: SASL is only offered after TLS.
             return self.fail(
@@ -501,7 +507,7 @@ impl Negotiator {
         }
         let parsed = match profile {
             SaslProfile::Sasl2 => parse_authenticate(el),
-            SaslProfile::Rfc6120 => parse_rfc6120_auth(el),
+            SaslProfile::Rfc6120 => parse_rfc6120_auth(&el),
         };
         let request = match parsed {
             Ok(r) => r,
@@ -807,18 +813,28 @@ impl Negotiator {
             }
         }
         self.state = State::Done;
+        let SuccessBuilder {
+            additional_data,
+            authorization_identifier,
+            results,
+            extensions,
+        } = success;
         let element = match profile {
-            SaslProfile::Sasl2 => success.to_element(),
+            SaslProfile::Sasl2 => success_element(
+                additional_data.as_deref(),
+                &authorization_identifier,
+                results,
+            ),
             SaslProfile::Rfc6120 => Element::from(xmpp_parsers::sasl::Success {
-                data: success.additional_data.clone().unwrap_or_default(),
+                data: additional_data.unwrap_or_default(),
             }),
         };
         let session = AuthenticatedSession {
             username: auth.username,
-            authorization_identifier: success.authorization_identifier,
+            authorization_identifier,
             mechanism: request.mechanism,
             user_agent: request.user_agent,
-            extensions: success.extensions,
+            extensions,
             profile,
         };
         NegotiatorEvent::Success { element, session }

@@ -171,13 +171,17 @@ fn mechanism_attr(el: &Element) -> Result<String, Failure> {
 
 /// Parses `<authenticate>` leniently (protocol.md §4 step 1): `<user-agent>` may be absent
 /// and its id need not be a UUID (S-11, §9 item 18); unknown children are kept for inline
-/// features.
-pub fn parse_authenticate(el: &Element) -> Result<AuthenticateRequest, Failure> {
-    let mechanism = mechanism_attr(el)?;
+/// features. Takes the element: the unknown children move into
+/// [`AuthenticateRequest::inline`] instead of being copied.
+pub fn parse_authenticate(mut el: Element) -> Result<AuthenticateRequest, Failure> {
+    let mechanism = mechanism_attr(&el)?;
     let mut initial_response = None;
     let mut user_agent = None;
     let mut inline = Vec::new();
-    for child in el.children() {
+    for node in el.take_nodes() {
+        let minidom::Node::Element(child) = node else {
+            continue;
+        };
         if child.is("initial-response", ns::SASL2) {
             if initial_response.is_some() {
                 return Err(Failure::with_text(
@@ -185,7 +189,7 @@ pub fn parse_authenticate(el: &Element) -> Result<AuthenticateRequest, Failure> 
                     "more than one initial-response",
                 ));
             }
-            initial_response = Some(decode_payload(child)?);
+            initial_response = Some(decode_payload(&child)?);
         } else if child.is("user-agent", ns::SASL2) {
             let id = child.attr("id").map(str::trim).filter(|s| !s.is_empty());
             if id.is_some_and(|id| id.len() > MAX_USER_AGENT_ID) {
@@ -200,7 +204,7 @@ pub fn parse_authenticate(el: &Element) -> Result<AuthenticateRequest, Failure> 
                 device: bounded_label(child.get_child("device", ns::SASL2)),
             });
         } else {
-            inline.push(child.clone());
+            inline.push(child);
         }
     }
     Ok(AuthenticateRequest {

@@ -80,8 +80,9 @@ struct Conn {
     negotiator: Option<Negotiator>,
     authed: Option<Authed>,
     bound: Option<Bound>,
-    tx: mpsc::Sender<Routed>,
-    rx: mpsc::Receiver<Routed>,
+    /// Stanzas and close requests routed to this session; created when a resource is bound,
+    /// so a connection that never binds allocates no queue.
+    routed: Option<mpsc::Receiver<Routed>>,
     /// Held until the connection authenticates (`max_unauthenticated_per_ip`).
     pre_auth: Option<crate::pre_auth::PreAuthSlot>,
     /// The password login in progress, with the account it names if known (for throttling).
@@ -143,7 +144,6 @@ pub async fn serve(
         Limits::default()
             .with_max_element_bytes(shared.config.server.max_unauthenticated_stanza_bytes),
     );
-    let (tx, rx) = mpsc::channel(QUEUE);
     let gauge = crate::metrics::ConnectionGauge::new(shared.metrics.clone(), tls.is_some());
     let mut conn = Conn {
         shared,
@@ -157,8 +157,7 @@ pub async fn serve(
         negotiator: None,
         authed: None,
         bound: None,
-        tx,
-        rx,
+        routed: None,
         pre_auth: Some(slot),
         password_attempt: None,
         zero_rtt,
@@ -175,12 +174,23 @@ pub async fn serve(
     conn.cleanup().await;
 }
 
+/// The next message routed to a bound session; never ready before one is bound.
+async fn next_routed(routed: &mut Option<mpsc::Receiver<Routed>>) -> Option<Routed> {
+    match routed {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// `<starttls/>` as `write_element` writes it inside `<features>` (pinned by
 /// `features_are_written_as_the_element_would_be`).
 const STARTTLS_XML: &str = "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>";
 /// `<starttls><required/></starttls>`, likewise.
 const STARTTLS_REQUIRED_XML: &str =
     "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls>";
+
+/// `<bind/>` (RFC 6120 §7) in the post-authentication features, likewise.
+const BIND_XML: &str = "<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>";
 
 /// Writes `<stream:features>` around already serialized children. The negotiator's part comes
 /// serialized from its offer cache: building and writing the features as elements for each
@@ -225,17 +235,16 @@ impl Conn {
     async fn run(&mut self, auth_deadline: Instant) {
         let mut shutdown = self.shared.shutdown.clone();
         let idle = self.shared.config.server.idle_timeout;
-        // Small reads before authentication: an idle unauthenticated connection then pins 4 KiB
-        // of read buffer, not 16 (scripts/preauth-rss.py); full-size once logged in.
+        // Small reads: an idle connection pins 4 KiB of read buffer, not 16
+        // (scripts/preauth-rss.py). A logged-in session's buffer grows to full size only when a
+        // read fills it: growing it at login zeroed and copied 16 KiB per login for a client
+        // that may never send more than a few hundred bytes at once (docs/performance.md §8f).
         let mut buf = vec![0u8; 4096];
         let mut last_read = Instant::now();
         if *shutdown.borrow() {
             return;
         }
         loop {
-            if self.authed.is_some() && buf.len() < FEED_SLACK {
-                buf.resize(FEED_SLACK, 0);
-            }
             let deadline = if self.authed.is_none() {
                 auth_deadline.min(last_read + idle)
             } else {
@@ -249,10 +258,14 @@ impl Conn {
                     }
                     Ok(n) => {
                         last_read = Instant::now();
-                        self.on_bytes(&buf[..n]).await
+                        let flow = self.on_bytes(&buf[..n]).await;
+                        if n == buf.len() && self.authed.is_some() && buf.len() < FEED_SLACK {
+                            buf = vec![0u8; FEED_SLACK];
+                        }
+                        flow
                     }
                 },
-                Some(msg) = self.rx.recv() => self.on_routed(msg),
+                Some(msg) = next_routed(&mut self.routed) => self.on_routed(msg),
                 _ = tokio::time::sleep_until(deadline) => {
                     let text = if self.authed.is_none() && deadline == auth_deadline {
                         "authentication took too long"
@@ -497,12 +510,8 @@ impl Conn {
 
     /// `<stream:features>` after authentication: resource binding unless Bind 2 bound one.
     fn post_auth_features(&mut self) {
-        let mut f = Element::builder("features", ns::STREAM);
-        if self.bound.is_none() {
-            f = f.append(Element::bare("bind", ns::BIND));
-        }
-        let features = f.build();
-        self.send(&features);
+        let bind = if self.bound.is_none() { BIND_XML } else { "" };
+        write_features(&mut self.out, &[bind]);
     }
 
     async fn on_element(&mut self, el: Element) -> Flow {
@@ -680,13 +689,15 @@ impl Conn {
 
     fn bind_resource(&mut self, full_jid: FullJid) {
         let Some(a) = &self.authed else { return };
+        let (tx, rx) = mpsc::channel(QUEUE);
         let id = self.shared.router.register_session(
             &a.account,
             full_jid.resource().as_str(),
             a.user_agent_id.as_deref(),
             a.facts.clone(),
-            self.tx.clone(),
+            tx,
         );
+        self.routed = Some(rx);
         info!(jid = %full_jid, "resource bound");
         self.gauge.set_state(crate::metrics::ConnectionState::Bound);
         self.bound = Some(Bound { full_jid, id });
@@ -753,6 +764,22 @@ mod tests {
                 got, expected,
                 "starttls={starttls} required={required} sasl={sasl}"
             );
+        }
+    }
+
+    /// The post-authentication features, as `post_auth_features` built them as elements.
+    #[test]
+    fn post_auth_features_are_written_as_the_element_would_be() {
+        for bind in [true, false] {
+            let mut f = Element::builder("features", ns::STREAM);
+            if bind {
+                f = f.append(Element::bare("bind", ns::BIND));
+            }
+            let mut expected = String::new();
+            write_element(&mut expected, &f.build(), ns::JABBER_CLIENT);
+            let mut got = String::new();
+            write_features(&mut got, &[if bind { BIND_XML } else { "" }]);
+            assert_eq!(got, expected, "bind={bind}");
         }
     }
 }

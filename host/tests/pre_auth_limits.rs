@@ -134,3 +134,46 @@ async fn elements_before_authentication_are_smaller() {
     c.ping().await.unwrap();
     t.shutdown().await;
 }
+
+/// A logged-in session's large stanzas arrive whole over every transport: plaintext reads
+/// through a 4 KiB buffer that grows once a read fills it, TLS feeds the reader from rustls'
+/// records (each at most 16 KiB), so 40 KB spans several reads or records either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_stanzas_after_login_on_every_transport() {
+    let mut config = TestHost::config();
+    config.server.require_tls = false;
+    config.server.max_stanza_bytes = 65_536;
+    let t = TestHost::start(config).await.unwrap();
+    for (tls, mech) in [
+        (Tls::None, "SCRAM-SHA-256"),
+        (Tls::StartTls, "SCRAM-SHA-256-PLUS"),
+        (Tls::Direct, "SCRAM-SHA-256-PLUS"),
+    ] {
+        let mut c = t.connect(tls, None).await.unwrap();
+        c.login_scram(
+            "alice",
+            "alicepass",
+            mech,
+            &LoginOptions::agent("y").bind("big"),
+        )
+        .await
+        .unwrap()
+        .into_success()
+        .unwrap();
+        for n in [40_000, 100, 16_384, 40_000] {
+            let body = "x".repeat(n);
+            let ping = format!(
+                "<iq xmlns='jabber:client' type='get' id='big{n}' to='localhost'>\
+                 <ping xmlns='urn:xmpp:ping'/><x xmlns='urn:example:pad'>{body}</x></iq>"
+            );
+            c.send_raw(ping.as_bytes()).await.unwrap();
+            let reply = c.recv_any().await.unwrap();
+            assert_eq!(
+                reply.attr("id"),
+                Some(format!("big{n}").as_str()),
+                "{tls:?}"
+            );
+        }
+    }
+    t.shutdown().await;
+}

@@ -22,11 +22,11 @@ use sasl2_fast::sasl2::{
     AuthenticatedSession, Negotiator, NegotiatorEvent, SaslProfile, StreamInfo, TlsInfo,
 };
 use sasl2_fast::stream::{
-    FEED_SLACK, Limits, STREAM_FOOTER, StreamEvent, StreamHeader, StreamReader, stream_header_xml,
+    Limits, STREAM_FOOTER, StreamEvent, StreamHeader, StreamReader, stream_header_xml,
     write_element,
 };
 use sasl2_fast::xmpp::ns;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -235,11 +235,11 @@ impl Conn {
     async fn run(&mut self, auth_deadline: Instant) {
         let mut shutdown = self.shared.shutdown.clone();
         let idle = self.shared.config.server.idle_timeout;
-        // Small reads: an idle connection pins 4 KiB of read buffer, not 16
-        // (scripts/preauth-rss.py). A logged-in session's buffer grows to full size only when a
-        // read fills it: growing it at login zeroed and copied 16 KiB per login for a client
-        // that may never send more than a few hundred bytes at once (docs/performance.md §8f).
-        let mut buf = vec![0u8; 4096];
+        // Plaintext reads go through `buf` (4 KiB, grown to 16 only when a logged-in session's
+        // read fills it); TLS reads need none: the reader takes rustls' plaintext directly.
+        // Growing a 16 KiB buffer at login zeroed and copied 16 KiB per login, and every idle
+        // connection pinned it (docs/performance.md §3a, §8f).
+        let mut buf = Vec::new();
         let mut last_read = Instant::now();
         if *shutdown.borrow() {
             return;
@@ -250,19 +250,17 @@ impl Conn {
             } else {
                 last_read + idle
             };
+            let grow = self.authed.is_some();
+            let reader = &mut self.reader;
             let flow = tokio::select! {
-                r = self.io.read(&mut buf) => match r {
-                    Ok(0) | Err(_) => {
+                r = self.io.read_with(&mut buf, grow, |data| reader.feed(data)) => match r {
+                    Ok(None) | Err(_) => {
                         debug!("connection closed by peer");
                         return;
                     }
-                    Ok(n) => {
+                    Ok(Some(fed)) => {
                         last_read = Instant::now();
-                        let flow = self.on_bytes(&buf[..n]).await;
-                        if n == buf.len() && self.authed.is_some() && buf.len() < FEED_SLACK {
-                            buf = vec![0u8; FEED_SLACK];
-                        }
-                        flow
+                        self.on_fed(fed).await
                     }
                 },
                 Some(msg) = next_routed(&mut self.routed) => self.on_routed(msg),
@@ -292,6 +290,8 @@ impl Conn {
                     if !self.upgrade(auth_deadline).await {
                         return;
                     }
+                    // TLS reads need no buffer of their own.
+                    buf = Vec::new();
                     last_read = Instant::now();
                 }
             }
@@ -364,8 +364,9 @@ impl Conn {
         }
     }
 
-    async fn on_bytes(&mut self, data: &[u8]) -> Flow {
-        if let Err(e) = self.reader.feed(data) {
+    /// Handles what the peer's last bytes completed: `fed` is the reader's verdict on them.
+    async fn on_fed(&mut self, fed: Result<(), sasl2_fast::stream::XmlError>) -> Flow {
+        if let Err(e) = fed {
             return self.stream_error(e.condition(), None);
         }
         loop {

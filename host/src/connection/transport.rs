@@ -17,7 +17,54 @@ pub enum Transport {
     Upgrading,
 }
 
+/// What a plaintext connection reads at once (a TLS connection reads what rustls decrypted).
+const PLAIN_READ: usize = 4096;
+/// What a plaintext read may grow to once a read filled the buffer: a logged-in session's
+/// large stanzas come in fewer reads.
+const PLAIN_READ_MAX: usize = sasl2_fast::stream::FEED_SLACK;
+
 impl Transport {
+    /// Waits for the peer's next bytes and hands them to `take`; `None` at the end of the
+    /// stream. TLS: `take` reads rustls' decrypted plaintext where it lies (at most one
+    /// record, 16 KiB), so a TLS connection has no read buffer of its own. Plain TCP reads
+    /// into `buf`, allocated at the first read and grown to 16 KiB when `grow` and a read
+    /// filled it. Cancel-safe: nothing is consumed unless `take` ran.
+    pub async fn read_with<R>(
+        &mut self,
+        buf: &mut Vec<u8>,
+        grow: bool,
+        take: impl FnOnce(&[u8]) -> R,
+    ) -> io::Result<Option<R>> {
+        use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _};
+        match self {
+            Transport::Plain(s) => {
+                if buf.is_empty() {
+                    buf.resize(PLAIN_READ, 0);
+                }
+                let n = s.read(buf).await?;
+                if n == 0 {
+                    return Ok(None);
+                }
+                let r = take(&buf[..n]);
+                if grow && n == buf.len() && buf.len() < PLAIN_READ_MAX {
+                    *buf = vec![0u8; PLAIN_READ_MAX];
+                }
+                Ok(Some(r))
+            }
+            Transport::Tls(s) => {
+                let data = s.fill_buf().await?;
+                if data.is_empty() {
+                    return Ok(None);
+                }
+                let n = data.len();
+                let r = take(data);
+                s.consume(n);
+                Ok(Some(r))
+            }
+            Transport::Upgrading => Err(gone()),
+        }
+    }
+
     /// Writes `last` and closes the write side: TCP FIN, after the TLS `close_notify` on TLS.
     /// On TLS, `last` and the `close_notify` are encrypted into rustls' buffer first and go
     /// out in one write (one TCP segment for a closing stream's footer, not two).

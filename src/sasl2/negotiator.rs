@@ -427,15 +427,13 @@ impl Negotiator {
             },
             State::Done | State::Closed => Phase::Done,
         };
-        let starts = matches!(
-            (profile, el.name()),
-            (SaslProfile::Sasl2, "authenticate") | (SaslProfile::Rfc6120, "auth")
-        );
-        if starts && matches!(phase, Phase::Ready) {
-            // The request is handed over whole: parsing moves its children, copies nothing.
-            return self.authenticate(el, profile).await;
-        }
         match (profile, el.name()) {
+            // The request is handed over whole: parsing moves its children, copies nothing.
+            (SaslProfile::Sasl2, "authenticate") | (SaslProfile::Rfc6120, "auth")
+                if matches!(phase, Phase::Ready) =>
+            {
+                self.authenticate(el, profile).await
+            }
             // S-13: during an exchange only <response> and <abort> are allowed; S-25: after
             // <continue> no new authentication.
             (SaslProfile::Sasl2, "authenticate") | (SaslProfile::Rfc6120, "auth") => stream_error(

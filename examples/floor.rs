@@ -17,7 +17,8 @@
 //! ones included, ns resolution), read before and after each batch over the child's stdin;
 //! the clients' CPU (this process) is not counted. Variants run interleaved (every round runs
 //! each variant once, in a rotated order) because the machine is shared; the table shows the
-//! median of the rounds. "Resumed" clients share one rustls `ClientConfig` per worker, so each
+//! median of the rounds, and each variant's rounds paired with the bare handshake's rounds
+//! (the ratio within one round, whose variants run seconds apart). "Resumed" clients share one rustls `ClientConfig` per worker, so each
 //! connection resumes the previous one's session from its ticket; "full" clients use a fresh
 //! config per connection. Every resumed connection is checked to really be resumed.
 
@@ -520,18 +521,35 @@ async fn measure(args: Args) -> Result<(), BoxError> {
         args.concurrency,
         started.elapsed().as_secs_f64()
     );
+    // Paired: each round's figure over the bare handshake's of the same round. The variants of
+    // one round run within seconds of each other, so a drift of the machine's speed over the
+    // run (other tenants) moves both sides of a paired ratio alike.
+    let paired = |vi: usize, resumed: bool| -> Option<String> {
+        let bi = variants
+            .iter()
+            .position(|v| v.kind == Kind::Bare(1) && v.resumed == resumed)?;
+        let ratios: Vec<f64> = per_conn[vi]
+            .iter()
+            .zip(&per_conn[bi])
+            .map(|(x, b)| x / b)
+            .collect();
+        let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = ratios.iter().copied().fold(0.0, f64::max);
+        Some(format!("{:.2} ({lo:.2}–{hi:.2})", median(ratios)))
+    };
     println!(
-        "| variant | server CPU µs/connection (median) | rounds | × bare handshake | × bare, same round trips |"
+        "| variant | server CPU µs/connection (median) | rounds | × bare handshake | × bare, same round trips | × bare handshake of the same round: median (range) |"
     );
-    println!("|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|");
     for (vi, v) in variants.iter().enumerate() {
         let rounds: Vec<String> = per_conn[vi].iter().map(|x| format!("{x:.0}")).collect();
         let ratio_to =
             |base: Option<f64>| base.map_or("-".into(), |b| format!("{:.2}", medians[vi] / b));
         let ratio = ratio_to(median_of(Kind::Bare(1), v.resumed));
         let same = ratio_to(same_trips(v.kind).and_then(|k| median_of(k, v.resumed)));
+        let paired = paired(vi, v.resumed).unwrap_or_else(|| "-".into());
         println!(
-            "| {} | {:.1} | {} | {ratio} | {same} |",
+            "| {} | {:.1} | {} | {ratio} | {same} | {paired} |",
             v.name(),
             medians[vi],
             rounds.join(", "),

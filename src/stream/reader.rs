@@ -560,13 +560,14 @@ impl StreamReader {
                     "the stream root must be <stream> in http://etherx.jabber.org/streams".into(),
                 ));
             }
+            // The values move into the header; the map is not used again.
             let attrs = attrs
-                .iter()
+                .into_iter()
                 .filter_map(|((attr_ns, n), v)| {
                     if attr_ns.is_none() {
-                        Some((n.as_str().to_owned(), v.clone()))
-                    } else if attr_ns == Namespace::xml() {
-                        Some((format!("xml:{}", n.as_str()), v.clone()))
+                        Some((n.as_str().to_owned(), v))
+                    } else if attr_ns == *Namespace::xml() {
+                        Some((format!("xml:{}", n.as_str()), v))
                     } else {
                         None
                     }

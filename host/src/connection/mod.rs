@@ -74,6 +74,8 @@ struct Conn {
     io: Transport,
     reader: StreamReader,
     out: String,
+    /// The TLS facts of this connection until the stream's negotiator takes them (a TLS
+    /// connection has one unauthenticated stream; `io` tells whether it is encrypted).
     tls: Option<TlsInfo>,
     header_sent: bool,
     stream_open: bool,
@@ -494,12 +496,13 @@ impl Conn {
             .with_plaintext_allowed(!self.shared.config.server.require_tls)
             .with_peer(self.peer)
             .with_zero_rtt(self.zero_rtt);
-        let info = match &self.tls {
-            Some(t) => info.with_tls(t.clone()),
+        // Moved, not copied: the channel-binding bytes are session key material.
+        let info = match self.tls.take() {
+            Some(t) => info.with_tls(t),
             None => info,
         };
         let negotiator = Negotiator::new(self.shared.sasl2.clone(), info);
-        let starttls = match (self.tls.is_none(), self.shared.config.server.require_tls) {
+        let starttls = match (!self.io.is_tls(), self.shared.config.server.require_tls) {
             (false, _) => "",
             (true, true) => STARTTLS_REQUIRED_XML,
             (true, false) => STARTTLS_XML,
@@ -529,7 +532,7 @@ impl Conn {
             return self.on_sasl(el).await;
         }
         if self.authed.is_none() {
-            if el.is("starttls", ns::TLS) && self.tls.is_none() {
+            if el.is("starttls", ns::TLS) && !self.io.is_tls() {
                 self.send(&Element::bare("proceed", ns::TLS));
                 return Flow::StartTls;
             }

@@ -24,6 +24,11 @@ const PLAIN_READ: usize = 4096;
 const PLAIN_READ_MAX: usize = sasl2_fast::stream::FEED_SLACK;
 
 impl Transport {
+    /// True once the connection is encrypted (direct TLS, or STARTTLS done).
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Transport::Tls(_))
+    }
+
     /// Waits for the peer's next bytes and hands them to `take`; `None` at the end of the
     /// stream. TLS: `take` reads rustls' decrypted plaintext where it lies (at most one
     /// record, 16 KiB), so a TLS connection has no read buffer of its own. Plain TCP reads

@@ -282,20 +282,6 @@ fn gone() -> io::Error {
     io::Error::new(io::ErrorKind::NotConnected, "transport is upgrading")
 }
 
-impl AsyncRead for Transport {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Transport::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Transport::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-            Transport::Upgrading => Poll::Ready(Err(gone())),
-        }
-    }
-}
-
 impl AsyncWrite for Transport {
     fn poll_write(
         self: Pin<&mut Self>,

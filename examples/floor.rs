@@ -18,9 +18,9 @@
 //! the clients' CPU (this process) is not counted. Variants run interleaved (every round runs
 //! each variant once, in a rotated order) because the machine is shared; the table shows the
 //! median of the rounds, and each variant's rounds paired with the bare handshake's rounds
-//! (the ratio within one round, whose variants run seconds apart). "Resumed" clients share one rustls `ClientConfig` per worker, so each
-//! connection resumes the previous one's session from its ticket; "full" clients use a fresh
-//! config per connection. Every resumed connection is checked to really be resumed.
+//! (the ratio within one round, whose variants run seconds apart). "Resumed" clients share
+//! one rustls `ClientConfig` per worker, so each connection resumes the previous one's
+//! session from its ticket; "full" clients use a fresh config per connection. Every resumed connection is checked to really be resumed.
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::SocketAddr;

@@ -389,7 +389,8 @@ fn child_fast_counts(dir: &str) {
 }
 
 /// Issue 11 item 6: a `count` accepted before `<success>` is on disk before `<success>`: after
-/// a kill -9 right after the login, the same count is a replay (F-14).
+/// a kill -9 right after the login, the same count is a replay (F-14; Z-4: check and raise are
+/// durable before `<success>`).
 #[test]
 fn accepted_count_survives_kill_9() {
     use sasl2_fast::fast::hooks::RejectReason;

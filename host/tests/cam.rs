@@ -289,6 +289,7 @@ async fn revoking_a_session_closes_it() -> TResult {
 }
 
 // CAM-4: an unknown id is item-not-found; bob neither sees nor revokes alice's clients.
+// S-12: so alice's <software> and <device> never reach bob's list.
 #[tokio::test]
 async fn unknown_ids_and_other_accounts() -> TResult {
     bounded(60, async {

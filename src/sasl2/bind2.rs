@@ -11,7 +11,8 @@ use minidom::Element;
 use xmpp_parsers::bind2::{BindFeature, BindQuery, Bound};
 
 use super::{
-    InlineError, InlineFeature, InlineOrder, Offer, StreamInfo, SuccessBuilder, SuccessContext,
+    InlineError, InlineFeature, InlineOrder, Offer, SessionResumed, StreamInfo, SuccessBuilder,
+    SuccessContext,
 };
 use crate::xmpp::ns;
 
@@ -123,6 +124,11 @@ impl InlineFeature for Bind2 {
         let Some(req) = ctx.request.inline_child("bind", ns::BIND2) else {
             return Ok(());
         };
+        if success.extensions.get::<SessionResumed>().is_some() {
+            // B-6, SM-2: an XEP-0198 session was resumed inline (earlier in InlineOrder); it is
+            // bound already, so the <bind> request is ignored.
+            return Ok(());
+        }
         // xmpp-parsers' BindQuery fits what clients send; an unparsable request still binds,
         // without a tag, rather than failing a login that already succeeded.
         let query = BindQuery::try_from(req.clone()).ok();

@@ -187,7 +187,9 @@ pub enum NegotiatorEvent {
         failure: Failure,
     },
     /// Send `<success>`, then (SASL2) the post-authentication `<stream:features>` with no
-    /// restart (S-20), or (RFC 6120) wait for the client's new stream header.
+    /// restart (S-20), or (RFC 6120) wait for the client's new stream header. After an inline
+    /// XEP-0198 resumption ([`super::SessionResumed`] in the session's extensions) no features
+    /// follow (SM-3).
     Success {
         /// The `<success>` element. It may carry a FAST token: write it, never log it.
         element: Element,

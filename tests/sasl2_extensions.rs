@@ -200,16 +200,23 @@ fn continue_of(ev: NegotiatorEvent) -> Element {
     }
 }
 
+/// S-7: what can be negotiated during authentication is listed in `<inline>`, a direct child
+/// of `<authentication>`; nothing but `<mechanism>`s and that `<inline>` sits beside it.
 #[tokio::test]
 async fn features_carry_the_outside_feature() {
     let n = Negotiator::new(server(), stream());
     let auth = n.features().into_iter().next().unwrap();
+    let direct: Vec<_> = auth.children().map(|c| c.name().to_owned()).collect();
+    assert_eq!(direct, ["mechanism", "inline"]);
     let inline = auth.get_child("inline", ns::SASL2).unwrap();
     let names: Vec<_> = inline.children().map(|c| c.name().to_owned()).collect();
     // Offered in InlineOrder too: bind, greeting, fast.
     assert_eq!(names, ["bind", "greeting", "fast"]);
 }
 
+/// S-24: a task (here a second factor) is announced in `<continue>` and ends in `<success>`.
+/// S-18, B-5: the inline requests (bind, greeting, token) are processed only when the whole
+/// authentication, task included, has succeeded, and their results go inside `<success>`.
 #[tokio::test]
 async fn a_task_runs_before_success_and_tokens_wait_for_it() {
     let mut n = Negotiator::new(server(), stream());
@@ -231,8 +238,12 @@ async fn a_task_runs_before_success_and_tokens_wait_for_it() {
         .map(|t| t.text())
         .collect();
     assert_eq!(tasks, ["OTP-EXAMPLE"]);
-    // F-10: no token, no binding, nothing inline before the task completed.
+    // F-10, B-5: no token, no binding, nothing inline before the task completed.
     assert!(c.get_child("token", ns::FAST).is_none());
+    assert!(
+        c.children().all(|e| e.has_ns(ns::SASL2)),
+        "inline results in <continue>"
+    );
     assert!(!n.is_authenticated());
 
     // S-25: no new <authenticate> once <continue> was sent.
@@ -265,7 +276,8 @@ async fn a_task_runs_before_success_and_tokens_wait_for_it() {
         .unwrap()
         .text();
     assert_eq!(data, b64(b"otp-ok"));
-    // Results in InlineOrder, whatever the registration order: bound, greeted, token.
+    // S-18: the results inside <success>, in InlineOrder whatever the registration order:
+    // bound, greeted, token.
     let results: Vec<_> = element
         .children()
         .filter(|c| c.ns() != ns::SASL2)

@@ -475,6 +475,7 @@ impl Conn {
             );
         }
         if from.is_some() && !from_ok {
+            // S-3 (RFC 6120 §4.9.3.9): a `from` of another domain, or not a JID at all.
             return self.stream_error(
                 DefinedCondition::InvalidFrom,
                 Some("'from' does not match this domain"),
@@ -615,6 +616,8 @@ impl Conn {
             NegotiatorEvent::Challenge(e)
             | NegotiatorEvent::Continue(e)
             | NegotiatorEvent::TaskData(e) => {
+                // S-14: during authentication only the negotiator's elements go out, with
+                // nothing (not even whitespace) between them.
                 self.send(&e);
                 Flow::Continue
             }

@@ -705,7 +705,7 @@ async fn a_failed_resumption_reports_failed_and_then_binds() {
 /// authentication succeeded, SASL2 tasks included, and never for a failed mechanism or task:
 /// no `<bound>` in a `<continue>` or `<failure>`, and the resume stand-in never called.
 #[tokio::test]
-async fn inline_requests_wait_for_the_whole_authentication_and_never_follow_a_failure() {
+async fn inline_requests_wait_for_full_success_and_never_follow_a_failure() {
     let (server, resumer) = sm_server();
     let extra = format!("{}{BIND_ENABLING_SM}", resume(PREVID));
     let inline_result =

@@ -74,7 +74,7 @@ fn offers_counting(n: &Negotiator) -> bool {
 /// S-4: what a stream is offered is a function of its `to` (domain), TLS state and listener
 /// only, computed once per distinct set of those facts, so a client may cache it. S-2, S-29: a
 /// known account in `from`, an unknown one and no `from` at all get the same bytes (every
-/// mechanism here works independently of the JID, S-1).
+/// mechanism here works independently of the JID).
 #[tokio::test]
 async fn offers_are_computed_once_per_distinct_stream_facts() {
     let (server, counting) = counting_server(true);

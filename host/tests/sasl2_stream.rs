@@ -183,7 +183,7 @@ fn assert_elements_only(bytes: &[u8], what: &str) {
 /// `<success>` (or `<failure>`), a FAST login exactly `<success>`, each followed only by what
 /// S-20 requires.
 #[tokio::test]
-async fn during_authentication_only_challenges_and_completion_elements_are_sent() -> TResult {
+async fn only_challenges_and_completion_elements_while_authenticating() -> TResult {
     bounded(30, async {
         let t = host().await?;
         let mut c = t.connect(Tls::StartTls, Some(ALICE)).await?;

@@ -141,6 +141,7 @@ impl InlineFeature for Bind2 {
                     .collect()
             })
             .unwrap_or_default();
+        // B-7: a fresh resource, bound by the host when it registers the session it names.
         let resource = make_resource(tag.as_deref());
         let bare = success.authorization_identifier.to_bare();
         let jid = bare.with_resource(&resource);

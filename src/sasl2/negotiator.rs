@@ -539,7 +539,9 @@ impl Negotiator {
             Some((i, m)) => (Some(i), m),
             None if self.stream.early_data => {
                 // S-27, Z-1: a request in TLS 0-RTT is replayable; only an inline feature that
-                // defines a mitigation (FAST's count) may take one. Password mechanisms never.
+                // defines a mitigation (FAST's count) may take one. Password mechanisms never,
+                // so the inline requests (bind, resumption) of an unclaimed one are never
+                // processed either (B-12, SM-5).
                 return self.fail(
                     Failure::with_text(
                         SaslCondition::MalformedRequest,

@@ -11,7 +11,8 @@ use minidom::Element;
 use xmpp_parsers::bind2::{BindFeature, BindQuery, Bound};
 
 use super::{
-    InlineError, InlineFeature, InlineOrder, Offer, StreamInfo, SuccessBuilder, SuccessContext,
+    InlineError, InlineFeature, InlineOrder, Offer, SessionResumed, StreamInfo, SuccessBuilder,
+    SuccessContext,
 };
 use crate::xmpp::ns;
 
@@ -123,6 +124,11 @@ impl InlineFeature for Bind2 {
         let Some(req) = ctx.request.inline_child("bind", ns::BIND2) else {
             return Ok(());
         };
+        if success.extensions.get::<SessionResumed>().is_some() {
+            // B-6, SM-2: an XEP-0198 session was resumed inline (earlier in InlineOrder); it is
+            // bound already, so the <bind> request is ignored.
+            return Ok(());
+        }
         // xmpp-parsers' BindQuery fits what clients send; an unparsable request still binds,
         // without a tag, rather than failing a login that already succeeded.
         let query = BindQuery::try_from(req.clone()).ok();
@@ -135,6 +141,7 @@ impl InlineFeature for Bind2 {
                     .collect()
             })
             .unwrap_or_default();
+        // B-7: a fresh resource, bound by the host when it registers the session it names.
         let resource = make_resource(tag.as_deref());
         let bare = success.authorization_identifier.to_bare();
         let jid = bare.with_resource(&resource);

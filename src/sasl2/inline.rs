@@ -29,6 +29,15 @@ impl InlineOrder {
     pub const TOKEN: InlineOrder = InlineOrder(300);
 }
 
+/// Put into [`SuccessBuilder::extensions`] by an inline feature that resumed an XEP-0198
+/// session on this `<authenticate>` (it runs at [`InlineOrder::RESUME`], before Bind 2):
+/// [`super::bind2::Bind2`] then binds nothing and ignores the `<bind>` request (B-6, SM-2), and
+/// the host, finding it in [`super::AuthenticatedSession::extensions`], sends no
+/// `<stream:features>` after `<success>` (SM-3). This crate has no resumption feature; this is
+/// the hook one uses without editing the negotiator.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionResumed;
+
 /// What a feature offers on one stream: the element inside `<inline>`, the channel-binding
 /// types it relies on (for the XEP-0440 list), and state it wants back when it claims or
 /// completes an attempt on this stream. Computed once per distinct set of stream facts and

@@ -36,8 +36,8 @@ pub mod task;
 pub use condition::{Failure, SaslCondition};
 pub use credentials::{ScramCredentials, ScramHash};
 pub use inline::{
-    ClaimContext, Extensions, InlineError, InlineFeature, InlineOrder, Offer, SharedInlineFeature,
-    SuccessBuilder, SuccessContext,
+    ClaimContext, Extensions, InlineError, InlineFeature, InlineOrder, Offer, SessionResumed,
+    SharedInlineFeature, SuccessBuilder, SuccessContext,
 };
 pub use mechanism::{Authenticated, Mechanism, MechanismProvider, Step};
 pub use negotiator::{

@@ -187,7 +187,9 @@ pub enum NegotiatorEvent {
         failure: Failure,
     },
     /// Send `<success>`, then (SASL2) the post-authentication `<stream:features>` with no
-    /// restart (S-20), or (RFC 6120) wait for the client's new stream header.
+    /// restart (S-20), or (RFC 6120) wait for the client's new stream header. After an inline
+    /// XEP-0198 resumption ([`super::SessionResumed`] in the session's extensions) no features
+    /// follow (SM-3).
     Success {
         /// The `<success>` element. It may carry a FAST token: write it, never log it.
         element: Element,
@@ -537,7 +539,9 @@ impl Negotiator {
             Some((i, m)) => (Some(i), m),
             None if self.stream.early_data => {
                 // S-27, Z-1: a request in TLS 0-RTT is replayable; only an inline feature that
-                // defines a mitigation (FAST's count) may take one. Password mechanisms never.
+                // defines a mitigation (FAST's count) may take one. Password mechanisms never,
+                // so the inline requests (bind, resumption) of an unclaimed one are never
+                // processed either (B-12, SM-5).
                 return self.fail(
                     Failure::with_text(
                         SaslCondition::MalformedRequest,

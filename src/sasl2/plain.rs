@@ -352,12 +352,17 @@ mod tests {
         );
     }
 
+    /// S-31: a non-empty authzid is a JID, compared after RFC 7622 normalisation (case folded,
+    /// a final dot of the domain dropped); it may only name the user. S-10: when the stream
+    /// `from` is present, an authzid that does not match it fails.
     #[tokio::test]
     async fn authzid_rules() {
         let p = provider();
         let s = tls_stream();
         success(run(&p, &s, b"user@example.com\0user\0pencil").await);
         success(run(&p, &s, b"user\0user\0pencil").await);
+        success(run(&p, &s, b"User@EXAMPLE.com\0user\0pencil").await);
+        success(run(&p, &s, b"user@example.com.\0user\0pencil").await);
         for msg in [
             &b"admin@example.com\0user\0pencil"[..],
             b"admin\0user\0pencil",
@@ -368,6 +373,19 @@ mod tests {
                 SaslCondition::InvalidAuthzid
             );
         }
+        let from = |f: &str| {
+            let mut s = tls_stream();
+            s.from = Some(jid::BareJid::new(f).unwrap());
+            s
+        };
+        let msg = b"user@example.com\0user\0pencil";
+        success(run(&p, &from("user@example.com"), msg).await);
+        assert_eq!(
+            condition(run(&p, &from("other@example.com"), msg).await),
+            SaslCondition::InvalidAuthzid
+        );
+        // An empty authzid asks for nothing: `from` is only a hint then.
+        success(run(&p, &from("other@example.com"), b"\0user\0pencil").await);
     }
 
     #[tokio::test]

@@ -64,6 +64,8 @@ async fn expr_mac_does_not_verify_on_another_connection() {
     );
 }
 
+/// S-23: a failed FAST attempt leaves the stream and session state as they were, so the client
+/// retries on the same stream (with a password, §9 item 12).
 #[tokio::test]
 async fn failed_fast_attempt_processes_nothing_and_allows_a_password_retry() {
     let f = fixture();

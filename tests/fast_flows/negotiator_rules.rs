@@ -2,6 +2,10 @@
 
 use super::*;
 
+/// S-9: authentication fails with `invalid-mechanism` when the `mechanism` attribute names a
+/// mechanism the features did not announce on this stream: an HT name without `<fast/>` (HT is
+/// announced only inside `<fast>`), a mechanism the server does not have, and one it has but
+/// did not offer here (`-PLUS` without channel binding).
 #[tokio::test]
 async fn request_rules_of_the_negotiator() {
     let f = fixture();
@@ -46,6 +50,23 @@ async fn request_rules_of_the_negotiator() {
         other => panic!("{other:?}"),
     }
 
+    // Registered, but not announced on a stream without channel binding.
+    let mut no_cb = s.clone();
+    no_cb.tls.as_mut().unwrap().channel_bindings = ChannelBindings::none();
+    let mut n = Negotiator::new(f.server.clone(), no_cb);
+    assert_eq!(
+        failure(
+            n.handle(authenticate(
+                "SCRAM-SHA-256-PLUS",
+                b"p=tls-exporter,,n=alice,r=abc",
+                Some(UA),
+                vec![]
+            ))
+            .await
+        ),
+        SaslCondition::InvalidMechanism
+    );
+
     let mut n = Negotiator::new(f.server.clone(), s.clone());
     // Bad base64.
     let bad = el("authenticate", NS_SASL2)
@@ -80,6 +101,8 @@ async fn request_rules_of_the_negotiator() {
     ));
 }
 
+/// S-23: after an aborted exchange the stream is as it was: the next `<authenticate>` on it
+/// succeeds.
 #[tokio::test]
 async fn only_response_or_abort_during_an_exchange() {
     // S-13: during a SCRAM exchange a new <authenticate> closes the stream.
@@ -145,6 +168,8 @@ async fn only_response_or_abort_during_an_exchange() {
     );
 }
 
+/// S-23: a failed attempt (FAST or password) leaves the stream and session state unchanged:
+/// the retry on the same stream succeeds and inherits nothing of the failed request.
 #[tokio::test]
 async fn retries_on_one_stream_do_not_inherit_earlier_requests() {
     // Prosody kept `fast_token_request` for the whole stream, so a retry without

@@ -356,6 +356,9 @@ pub struct Client {
     /// The features of the plaintext stream before STARTTLS.
     pub pre_tls_features: Option<Element>,
     next_id: u64,
+    /// A copy of the stream bytes received since [`Client::capture_received`] (the XML as the
+    /// server wrote it, after TLS), for tests of what is on the wire.
+    received: Option<Vec<u8>>,
 }
 
 impl fmt::Debug for Client {
@@ -464,6 +467,7 @@ impl Client {
             tls_resumed: false,
             pre_tls_features: None,
             next_id: 0,
+            received: None,
         };
         match c.opts.tls {
             Tls::None => {}
@@ -524,6 +528,22 @@ impl Client {
     fn reset_stream(&mut self) {
         self.reader = ClientReader::new();
         self.stash.clear();
+    }
+
+    /// Starts keeping a copy of every stream byte read from the server from now on (what TLS
+    /// decrypted; bytes already read and buffered are not included). The copy may hold a FAST
+    /// token: compare it, never print it.
+    pub fn capture_received(&mut self) {
+        self.received = Some(Vec::new());
+    }
+
+    /// The bytes captured since [`Client::capture_received`] or the last call; capturing goes
+    /// on.
+    pub fn take_received(&mut self) -> Vec<u8> {
+        self.received
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// Changes the bound on each single wait.
@@ -642,6 +662,9 @@ impl Client {
         };
         if n == 0 {
             return Err(ClientError::Closed);
+        }
+        if let Some(r) = &mut self.received {
+            r.extend_from_slice(&buf[..n]);
         }
         self.reader.feed(&buf[..n]).map_err(ClientError::Xml)?;
         Ok(())

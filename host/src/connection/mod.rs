@@ -475,6 +475,7 @@ impl Conn {
             );
         }
         if from.is_some() && !from_ok {
+            // S-3 (RFC 6120 §4.9.3.9): a `from` of another domain, or not a JID at all.
             return self.stream_error(
                 DefinedCondition::InvalidFrom,
                 Some("'from' does not match this domain"),
@@ -512,7 +513,9 @@ impl Conn {
         Flow::Continue
     }
 
-    /// `<stream:features>` after authentication: resource binding unless Bind 2 bound one.
+    /// `<stream:features>` after authentication: RFC 6120 resource binding unless Bind 2 bound
+    /// one (B-3: legacy binding is offered beside Bind 2, which is only ever offered inside
+    /// SASL2's `<inline>`).
     fn post_auth_features(&mut self) {
         let bind = if self.bound.is_none() { BIND_XML } else { "" };
         write_features(&mut self.out, &[bind]);
@@ -615,6 +618,8 @@ impl Conn {
             NegotiatorEvent::Challenge(e)
             | NegotiatorEvent::Continue(e)
             | NegotiatorEvent::TaskData(e) => {
+                // S-14: during authentication only the negotiator's elements go out, with
+                // nothing (not even whitespace) between them.
                 self.send(&e);
                 Flow::Continue
             }

@@ -20,8 +20,9 @@ pub(super) type OfferCache = std::sync::Mutex<Vec<(OfferFacts, Arc<Advertised>)>
 const OFFER_CACHE_ENTRIES: usize = 16;
 
 /// The facts of a stream that mechanism availability and inline offers may depend on (the
-/// contract of [`MechanismProvider::available`] and [`InlineFeature::offer`]): not `from`,
-/// not the peer address, not the channel-binding bytes.
+/// contract of [`MechanismProvider::available`] and [`InlineFeature::offer`]): not `from`
+/// (S-2, S-29: the untrusted hint never changes the offer, so every mechanism offered must
+/// work whatever JID it names), not the peer address, not the channel-binding bytes.
 #[derive(Clone, PartialEq, Eq)]
 pub(super) struct OfferFacts {
     domain: String,
@@ -141,6 +142,7 @@ fn build_features(
         authentication = authentication.append(text_child("mechanism", ns::SASL2, n));
     }
     let mut cb_used = Vec::new();
+    // S-7: inline features are listed in <inline>, a direct child of <authentication>.
     let mut inline = Element::builder("inline", ns::SASL2);
     let mut any_inline = false;
     for offer in offers.inline.iter().flatten() {

@@ -392,6 +392,9 @@ async fn wrong_password_not_authorized() {
     );
 }
 
+/// S-29: the answers do not reveal whether an account exists: an unknown user gets a challenge
+/// of the same shape as a real one (stable fake salt, same iteration count), then the same
+/// `not-authorized` as a wrong password.
 #[tokio::test]
 async fn unknown_user_gets_normal_challenge_then_not_authorized() {
     let p = provider(ScramHash::Sha256, false, accounts());
@@ -644,6 +647,8 @@ async fn y_flag_downgrade_detection() {
     success(run_client(&p, &cb_stream(), &mut c).await);
 }
 
+/// S-31: a non-empty authzid is a JID compared after RFC 7622 normalisation and may only name
+/// the user. S-10: an authzid that does not match a present stream `from` fails.
 #[tokio::test]
 async fn authzid_rules() {
     let p = provider(ScramHash::Sha256, false, accounts());

@@ -169,8 +169,9 @@ impl FastTokens {
         let Some(rec) = view.record else {
             return Err(self.reject(Some(key), None, mech_name, RejectReason::UnknownToken));
         };
-        // Newest first. A slot bound to another mechanism is skipped even if its MAC would
-        // verify (F-15, N1). The MAC comparison is constant-time (F-31).
+        // Newest first (F-29: `new`, then `current`). A slot bound to another mechanism is
+        // skipped even if its MAC would verify (F-15, N1). The MAC comparison is
+        // constant-time (F-31, F-34): its verdict stays a `subtle::Choice` up to this `if`.
         let mut matched = None;
         for (name, slot) in [
             (SlotName::New, rec.value.new.as_ref()),
@@ -181,9 +182,11 @@ impl FastTokens {
                 continue;
             }
             let token = self.token_for(key, slot);
-            if a.mechanism
-                .verify_initiator(token.expose().as_bytes(), &a.cb_data, &a.mac)
-            {
+            if bool::from(a.mechanism.verify_initiator(
+                token.expose().as_bytes(),
+                &a.cb_data,
+                &a.mac,
+            )) {
                 matched = Some((name, slot.clone(), token));
                 break;
             }

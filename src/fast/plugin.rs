@@ -248,7 +248,8 @@ fn parse_count(v: Option<&str>) -> Result<Option<u32>, Failure> {
     }
 }
 
-/// The request form of `<fast>` in `<authenticate>`: `count` and `invalidate`.
+/// The request form of `<fast>` in `<authenticate>`: `count` and `invalidate` (F-21, and H-11:
+/// the client's way to revoke its token).
 ///
 /// Parsed over minidom: xmpp-parsers' `fast::FastResponse` requires `count`, which XEP-0484
 /// only requires for TLS 0-RTT (F-13), and Conversations and xmpp.js never send it (pinned in
@@ -530,6 +531,7 @@ impl InlineFeature for FastPlugin {
             Some(v) => {
                 // A FAST login: its own state change and any token in one write.
                 let want = match requested {
+                    // H-11: a token on request, rotation due or not (XEP-0484 §3.6).
                     Some(Ok(m)) => Some(labels(m, IssueKind::Requested)),
                     // F-22: no token after invalidation unless one was requested.
                     _ if v.invalidated => None,

@@ -282,7 +282,8 @@ impl FastTokens {
                     }
                 }
             };
-            // F-19: an unused `new` is simply overwritten. `current` is untouched (F-17).
+            // F-29: a new token goes to `new`. F-19: an unused `new` is simply overwritten.
+            // `current` is untouched (F-17).
             rec.new = Some(slot.clone());
             rec.last_used_at = now;
             request.label(&mut rec);

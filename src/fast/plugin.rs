@@ -145,7 +145,7 @@ impl FastPlugin {
 
     /// The HT mechanisms offered on this stream, in configured order: each only where the
     /// connection can bind to it (protocol.md §7); none when FAST is off or the stream is not
-    /// allowed SASL2 (F-32). The negotiator asks once per stream, through
+    /// allowed SASL2 (F-32, H-2). The negotiator asks once per stream, through
     /// [`InlineFeature::offer`].
     pub fn offered(&self, stream: &StreamInfo) -> Vec<HtMechanism> {
         let cfg = self.tokens.config();

@@ -195,9 +195,10 @@ impl FastTokens {
             return Err(self.reject(Some(key), None, mech_name, RejectReason::UnknownToken));
         };
 
-        // F-28, F-30: a token we issued but no longer trust answers credentials-expired. The
-        // slot stays until the sweep removes it at expiry, so a second attempt gets the same
-        // answer instead of a misleading not-authorized.
+        // F-28, F-30: a token we issued but no longer trust answers credentials-expired
+        // (revoked, expired, or, H-13, at the end of its chain). The slot stays until the
+        // sweep removes it at expiry, so a second attempt gets the same answer instead of a
+        // misleading not-authorized.
         let cutoff = view.revoked_before.max(rec.value.revoked_before);
         let distrust = if used.issued_at < cutoff {
             Some(RejectReason::Revoked)

@@ -229,8 +229,9 @@ impl FastTokens {
         self.pepper.derive_token(&slot.nonce, key)
     }
 
-    /// A fresh token slot for `mechanism` in a chain that began at `chain` (F-9), or `None`
-    /// when the chain has reached `token_max_chain_age` and no further token may be issued.
+    /// A fresh token slot for `mechanism` in a chain that began at `chain` (F-9), living
+    /// `token_ttl` (F-27), or `None` when the chain has reached `token_max_chain_age` (H-13)
+    /// and no further token may be issued.
     pub(super) fn new_slot(
         &self,
         mechanism: HtMechanism,

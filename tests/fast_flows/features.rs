@@ -175,7 +175,7 @@ async fn fast_speaks_the_urn_xmpp_fast_0_namespace() {
 /// connection can bind to, strongest first, for every combination the host can report
 /// (`tls-unique` only on TLS 1.2), and is absent when there are none.
 #[test]
-fn the_channel_binding_list_is_exactly_what_the_connection_binds_to() {
+fn channel_binding_list_is_exactly_what_the_connection_binds_to() {
     let f = fixture();
     for version in [TlsVersion::Tls13, TlsVersion::Tls12] {
         for mask in 0u8..8 {

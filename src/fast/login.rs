@@ -354,6 +354,7 @@ impl FastTokens {
                 issued = Some((r.kind, slot));
             }
             if next != plan.before {
+                // A record left without tokens is deleted, its labels with it (CAM-6).
                 let write = (!next.is_empty()).then_some(next);
                 match self
                     .store()

@@ -480,8 +480,9 @@ impl FastTokens {
             .collect())
     }
 
-    /// Removes records whose tokens have all expired. Work is proportional to what expired:
-    /// the store serves the candidates from its expiry index.
+    /// Removes records whose tokens have all expired, with the client's labels (CAM-6: kept
+    /// no longer than the tokens). Work is proportional to what expired: the store serves the
+    /// candidates from its expiry index.
     pub async fn sweep_expired(&self) -> Result<usize, StoreError> {
         const BATCH: usize = 512;
         let now = self.clock.now_ms();

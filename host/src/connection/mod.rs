@@ -512,7 +512,8 @@ impl Conn {
         Flow::Continue
     }
 
-    /// `<stream:features>` after authentication: resource binding unless Bind 2 bound one.
+    /// `<stream:features>` after authentication: resource binding unless Bind 2 bound
+    /// one, and no SASL of either kind.
     fn post_auth_features(&mut self) {
         let bind = if self.bound.is_none() { BIND_XML } else { "" };
         write_features(&mut self.out, &[bind]);

@@ -240,9 +240,10 @@ pub struct InitiatorMessage<'a> {
     pub mac: &'a [u8],
 }
 
-/// Parses `authcid || 0x00 || MAC` (protocol.md §6.1): split at the **first** NUL, because the
-/// MAC itself may contain zero bytes (V1, N3); reject an empty or non-UTF-8 authcid, an authcid
-/// over [`MAX_AUTHCID_BYTES`], and a MAC whose length is not the hash size (N5, N6).
+/// Parses `authcid || 0x00 || MAC` (protocol.md §6.1; no authzid, H-4): split at the **first**
+/// NUL, because the MAC itself may contain zero bytes (V1, N3); reject an empty or non-UTF-8
+/// authcid, an authcid over [`MAX_AUTHCID_BYTES`], and a MAC whose length is not the hash size
+/// (N5, N6).
 pub fn parse_initiator(hash: HtHash, msg: &[u8]) -> Result<InitiatorMessage<'_>, Failure> {
     let malformed = |t: &str| Failure::with_text(SaslCondition::MalformedRequest, t);
     let Some(nul) = msg.iter().position(|b| *b == 0) else {

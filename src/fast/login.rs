@@ -171,7 +171,8 @@ impl FastTokens {
         };
         // Newest first (F-29: `new`, then `current`). A slot bound to another mechanism is
         // skipped even if its MAC would verify (F-15, N1). The MAC comparison is
-        // constant-time (F-31, F-34): its verdict stays a `subtle::Choice` up to this `if`.
+        // constant-time (F-31, F-34, H-14): its verdict stays a `subtle::Choice` up to this
+        // `if`.
         let mut matched = None;
         for (name, slot) in [
             (SlotName::New, rec.value.new.as_ref()),

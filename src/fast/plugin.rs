@@ -324,7 +324,7 @@ impl Mechanism for HtAttempt {
             return Step::Failure(Failure::new(SaslCondition::MalformedRequest));
         }
         let Some(input) = input else {
-            // §9 item 20: HT is client-first and one round trip (F-3); no empty challenge.
+            // §9 item 20, H-4: HT is client-first and one round trip (F-3); no empty challenge.
             self.tokens
                 .report_rejection(None, name, RejectReason::Malformed);
             return Step::Failure(Failure::with_text(

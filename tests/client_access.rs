@@ -334,6 +334,48 @@ async fn revoke_as_get_changes_nothing() {
     assert_eq!(stanza_error(&r).1, "bad-request");
 }
 
+/// CAM-6: what the owner's list shows of a FAST client (its `<user-agent>` labels) is kept in
+/// its FAST record and nowhere else. Logged out (`invalidate`), the record and its labels are
+/// gone at once; expired, the client leaves the list and the expiry sweep deletes the record
+/// and its labels; the same client's next token starts without them.
+#[tokio::test]
+async fn client_information_lives_as_long_as_the_fast_record() {
+    use sasl2_fast::fast::login::VerifyRequest;
+    let f = fixture();
+    let mech = HtMechanism::from_name("HT-SHA-256-NONE").unwrap();
+    issue(&f, "alice", UA_PHONE, "Phone App", "Alice's phone").await;
+    let laptop = ClientKey::new("alice", UA_LAPTOP).unwrap();
+    let mut req = TokenRequest::new(mech, IssueKind::Requested);
+    req.software = Some("Laptop App".into());
+    let token = f.tokens.issue(&laptop, &req).await.unwrap().unwrap().token;
+    assert_eq!(list(&f, "alice").await.clients.len(), 2);
+
+    let mac = mech.initiator_mac(token.expose().as_bytes(), &[]);
+    let logout = VerifyRequest::new("alice", UA_LAPTOP, mech, &mac, &[]).with_invalidate(true);
+    let verified = f.tokens.verify(&logout).await.unwrap();
+    f.tokens.commit(verified, None).await.unwrap();
+    assert_eq!(f.tokens.store().get(&laptop).await.unwrap(), None);
+    let left = list(&f, "alice").await.clients;
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].user_agent.software, "Phone App");
+
+    let phone = ClientKey::new("alice", UA_PHONE).unwrap();
+    f.clock.advance(FastConfig::default().token_ttl);
+    assert!(list(&f, "alice").await.clients.is_empty(), "expired");
+    assert_eq!(f.tokens.sweep_expired().await.unwrap(), 1);
+    assert_eq!(f.tokens.store().get(&phone).await.unwrap(), None);
+    assert_eq!(f.tokens.store().len().await.unwrap(), 0);
+
+    let bare = TokenRequest::new(mech, IssueKind::Requested);
+    f.tokens.issue(&phone, &bare).await.unwrap().unwrap();
+    let rec = f.tokens.store().get(&phone).await.unwrap().unwrap().value;
+    assert_eq!(
+        (rec.software, rec.device),
+        (None, None),
+        "no labels come back"
+    );
+}
+
 #[test]
 fn handles_only_cam_requests() {
     assert!(ClientAccess::handles(&iq(

@@ -141,7 +141,8 @@ impl Router {
         id
     }
 
-    /// Removes a session (no-op if it was already replaced).
+    /// Removes a session (no-op if it was already replaced), and with it everything its owner's
+    /// client list showed of it (CAM-6).
     pub fn unregister(&self, account: &str, id: u64) {
         let mut map = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(list) = map.get_mut(account) {
@@ -294,6 +295,31 @@ impl LiveSessions for Router {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// CAM-6: what a session tells its owner's list (its labels, how it logged in) lives in
+    /// the router's entry for it and nowhere else: listed while the session is bound, gone
+    /// with every trace of it once the session unregisters.
+    #[test]
+    fn session_facts_live_only_while_the_session_is_bound() {
+        let r = Router::new();
+        let (tx, _rx) = mpsc::channel(QUEUE);
+        let facts = SessionFacts {
+            software: Some("Phone App".into()),
+            device: Some("Alice's phone".into()),
+            password: true,
+        };
+        let id = r.register_session("alice", "phone", Some("ua-1"), facts, tx);
+        let listed = r.sessions("alice");
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].software.as_deref(), Some("Phone App"));
+        assert_eq!(listed[0].device.as_deref(), Some("Alice's phone"));
+        assert!(listed[0].password);
+        r.unregister("alice", id);
+        assert!(r.sessions("alice").is_empty());
+        assert_eq!(r.session_count(), 0);
+        let map = r.sessions.lock().unwrap();
+        assert!(map.is_empty(), "no entry is kept for the account");
+    }
 
     /// XEP-0494 (CAM-2): a closed session leaves the owner's list at once, before its task
     /// has read the close, and the task's later `unregister` changes nothing else.

@@ -155,7 +155,8 @@ pub fn setup(
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
         .with_single_cert(chain, key)?;
-    // H-12 / RFC 9266: tls-exporter on TLS 1.2 is only safe with extended master secret.
+    // H-12 / RFC 9266: HT and tls-exporter on TLS 1.2 are only safe with extended master
+    // secret, so a TLS 1.2 client that does not offer it gets a handshake_failure alert.
     config.require_ems = true;
     // XMPP has no ALPN requirement on the STARTTLS port; XEP-0368 clients may send "xmpp-client".
     config.alpn_protocols = vec![b"xmpp-client".to_vec()];
@@ -184,17 +185,20 @@ impl TlsSetup {
     }
 }
 
-/// Channel-binding data of an established server connection. Correct on resumed sessions
-/// too: the exporter is derived from this connection's own key schedule (fresh per
-/// connection, RFC 8446 §7.5, so CB-3's `tls-exporter` is never shared between the original
-/// and the resumed connection), and `tls-server-end-point` is always the hash of the server's
-/// own certificate (CB-5), whichever handshake produced the session.
+/// Channel-binding data of an established server connection: `tls-server-end-point` (CB-1)
+/// and `tls-exporter` (CB-2; RFC 9266's label and empty context, CB-3), never `tls-unique`
+/// (CB-4: rustls does not expose the Finished message), so the types the host advertises are
+/// exactly those this connection binds to (CB-6). Correct on resumed sessions too: the
+/// exporter is derived from this connection's own key schedule (fresh per connection, RFC 8446
+/// §7.5, so CB-3's `tls-exporter` is never shared between the original and the resumed
+/// connection), and `tls-server-end-point` is always the hash of the server's own certificate
+/// (CB-5), whichever handshake produced the session.
 pub fn tls_info(conn: &rustls::ServerConnection, server_end_point: Option<&[u8]>) -> TlsInfo {
     let version = match conn.protocol_version() {
         Some(rustls::ProtocolVersion::TLSv1_3) => TlsVersion::Tls13,
         _ => TlsVersion::Tls12,
     };
-    // TLS 1.3 always has it; TLS 1.2 only with EMS, which `require_ems` guarantees.
+    // TLS 1.3 always has it; TLS 1.2 only with EMS, which `require_ems` guarantees (H-12).
     let tls_exporter = conn
         .export_keying_material([0u8; 32], b"EXPORTER-Channel-Binding", Some(b""))
         .ok()
@@ -295,11 +299,32 @@ fn signature_hash(cert: &[u8]) -> Option<EndPointHash> {
 
 #[cfg(test)]
 mod tests {
+    use sha2::Digest as _;
+
+    /// CB-5: `tls-server-end-point` is the hash of the whole DER certificate, with the hash of
+    /// its signature algorithm: SHA-256 for the certificate the host generates (rcgen's ECDSA
+    /// P-256 with SHA-256), SHA-384 for ECDSA P-384 with SHA-384, and undefined for Ed25519,
+    /// whose signature names no hash.
     #[test]
     fn rcgen_cert_uses_sha256() {
         let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
         let der = ck.cert.der().to_vec();
         let ep = super::server_end_point(&der).unwrap();
-        assert_eq!(ep.len(), 32);
+        assert_eq!(ep, sha2::Sha256::digest(&der).to_vec());
+
+        let cert_with = |alg| {
+            let key = rcgen::KeyPair::generate_for(alg).unwrap();
+            let params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+            params.self_signed(&key).unwrap().der().to_vec()
+        };
+        let p384 = cert_with(&rcgen::PKCS_ECDSA_P384_SHA384);
+        assert_eq!(
+            super::server_end_point(&p384),
+            Some(sha2::Sha384::digest(&p384).to_vec())
+        );
+        assert_eq!(
+            super::server_end_point(&cert_with(&rcgen::PKCS_ED25519)),
+            None
+        );
     }
 }

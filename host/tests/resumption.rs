@@ -128,16 +128,21 @@ async fn fast_over_resumed(tls: Tls) -> TResult {
     Ok(())
 }
 
+/// CB-3: each resumed connection has its own `tls-exporter`, and the host binds to it; H-6:
+/// a MAC bound to another connection's exporter fails; CB-5: `tls-server-end-point` is the
+/// host's certificate hash on a resumed session too (`fast_over_resumed`).
 #[tokio::test]
 async fn fast_expr_and_endp_over_resumed_starttls_sessions() -> TResult {
     bounded(60, fast_over_resumed(Tls::StartTls)).await
 }
 
+/// CB-3, H-6 and CB-5 as over STARTTLS, on the direct-TLS port.
 #[tokio::test]
 async fn fast_expr_and_endp_over_resumed_direct_tls_sessions() -> TResult {
     bounded(60, fast_over_resumed(Tls::Direct)).await
 }
 
+/// CB-3: SCRAM-SHA-256-PLUS binds to each resumed connection's own `tls-exporter`.
 #[tokio::test]
 async fn scram_sha_256_plus_over_a_resumed_session() -> TResult {
     bounded(60, async {

@@ -90,13 +90,14 @@ pub enum PepperRecovery {
 pub struct FastConfig {
     /// Offer FAST at all.
     pub enabled: bool,
-    /// Token lifetime from issue.
+    /// Token lifetime from issue: the deployment's policy for idle devices (F-27).
     #[serde(deserialize_with = "duration")]
     pub token_ttl: Duration,
     /// Rotate a token used when older than this (F-16).
     #[serde(deserialize_with = "duration")]
     pub token_min_ttl: Duration,
-    /// Absolute lifetime of a chain of rotated tokens; `None` (0 in the file) = off.
+    /// Absolute lifetime of a chain of rotated tokens, after which the client must use its
+    /// password again (H-13); `None` (0 in the file) = off.
     #[serde(deserialize_with = "optional_duration")]
     pub token_max_chain_age: Option<Duration>,
     /// Mechanisms offered, in advertisement order (duplicates dropped).
@@ -401,6 +402,48 @@ mod tests {
         assert_eq!(c.max_clients_per_account, 100);
         assert_eq!(c.token_max_chain_age, None);
         c.validate().unwrap();
+    }
+
+    /// F-27: token lifetimes are the deployment's choice (short for more rotation and
+    /// re-logins, long for less), within bounds that keep them coherent: any positive
+    /// `token_ttl`, a `token_min_ttl` below it (or a token would expire before it is ever
+    /// rotated), and an optional `token_max_chain_age` (0 = off).
+    #[test]
+    fn token_lifetimes_are_policy_within_bounds() {
+        for (input, ttl, min_ttl, chain) in [
+            (
+                "token_ttl = \"1h\"\ntoken_min_ttl = \"30m\"",
+                3600,
+                1800,
+                None,
+            ),
+            (
+                "token_ttl = 2\ntoken_min_ttl = 1\ntoken_max_chain_age = 0",
+                2,
+                1,
+                None,
+            ),
+            (
+                "token_ttl = \"365d\"\ntoken_min_ttl = \"7d\"\ntoken_max_chain_age = \"90d\"",
+                365 * 86400,
+                7 * 86400,
+                Some(90 * 86400),
+            ),
+        ] {
+            let c = parse(input).unwrap();
+            assert_eq!(c.token_ttl.as_secs(), ttl, "{input}");
+            assert_eq!(c.token_min_ttl.as_secs(), min_ttl, "{input}");
+            assert_eq!(c.token_max_chain_age.map(|d| d.as_secs()), chain, "{input}");
+        }
+        for (input, key) in [
+            ("token_ttl = 0", "token_ttl"),
+            ("token_ttl = 60\ntoken_min_ttl = 60", "token_min_ttl"),
+            ("token_ttl = 60\ntoken_min_ttl = 61", "token_min_ttl"),
+            ("token_min_ttl = -1", "token_min_ttl"),
+            ("token_max_chain_age = \"1y\"", "token_max_chain_age"),
+        ] {
+            assert_eq!(parse(input).unwrap_err().key, key, "{input}");
+        }
     }
 
     #[test]

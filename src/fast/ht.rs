@@ -12,7 +12,7 @@ use std::fmt;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Sha256, Sha512};
 use sha3::Sha3_512;
-use subtle::ConstantTimeEq;
+use subtle::{Choice, ConstantTimeEq};
 
 use crate::sasl2::{ChannelBindingType, Failure, SaslCondition, StreamInfo, TlsVersion};
 
@@ -195,10 +195,13 @@ impl HtMechanism {
         self.hash.hmac(token, b"Responder", cb)
     }
 
-    /// Constant-time check of a client's initiator MAC (F-31, F-34, H-14).
-    pub fn verify_initiator(self, token: &[u8], cb: &[u8], mac: &[u8]) -> bool {
-        let expected = self.initiator_mac(token, cb);
-        expected.len() == mac.len() && bool::from(expected.ct_eq(mac))
+    /// Constant-time check of a client's initiator MAC (F-31, F-34, H-14): `subtle`'s
+    /// comparison, and the verdict a [`Choice`] rather than a `bool`, so the type says how it
+    /// was reached and nothing on the way branches on the MAC's bytes (`bool::from` it where
+    /// the decision is made). A MAC of another length fails at once: its length is not secret
+    /// (the hash fixes it, and [`parse_initiator`] already refuses others).
+    pub fn verify_initiator(self, token: &[u8], cb: &[u8], mac: &[u8]) -> Choice {
+        self.initiator_mac(token, cb).ct_eq(mac)
     }
 
     /// Builds an initiator message (client side; used by tests and the load generator).
@@ -237,9 +240,10 @@ pub struct InitiatorMessage<'a> {
     pub mac: &'a [u8],
 }
 
-/// Parses `authcid || 0x00 || MAC` (protocol.md §6.1): split at the **first** NUL, because the
-/// MAC itself may contain zero bytes (V1, N3); reject an empty or non-UTF-8 authcid, an authcid
-/// over [`MAX_AUTHCID_BYTES`], and a MAC whose length is not the hash size (N5, N6).
+/// Parses `authcid || 0x00 || MAC` (protocol.md §6.1; no authzid, H-4): split at the **first**
+/// NUL, because the MAC itself may contain zero bytes (V1, N3); reject an empty or non-UTF-8
+/// authcid, an authcid over [`MAX_AUTHCID_BYTES`], and a MAC whose length is not the hash size
+/// (N5, N6).
 pub fn parse_initiator(hash: HtHash, msg: &[u8]) -> Result<InitiatorMessage<'_>, Failure> {
     let malformed = |t: &str| Failure::with_text(SaslCondition::MalformedRequest, t);
     let Some(nul) = msg.iter().position(|b| *b == 0) else {
@@ -293,7 +297,10 @@ mod tests {
         );
         let msg = parse_initiator(m.hash, &ir).unwrap();
         assert_eq!(msg.authcid, authcid);
-        assert!(m.verify_initiator(token, cb, msg.mac), "{mech} verify");
+        assert!(
+            bool::from(m.verify_initiator(token, cb, msg.mac)),
+            "{mech} verify"
+        );
         assert_eq!(m.responder_mac(token, cb), b64(ad), "{mech} responder");
     }
 
@@ -393,6 +400,8 @@ mod tests {
         );
     }
 
+    /// H-1: every name is `HT-`, the upper-cased IANA hash name, `-` and the binding
+    /// (assembled independently by `compose_name`), and only those names parse.
     #[test]
     fn n1_mechanism_pinning_is_a_name_check() {
         // The math of N1 verifies for NONE; pinning (F-15) is enforced by the token slot's
@@ -405,6 +414,8 @@ mod tests {
         assert_eq!(HtMechanism::from_name("ht-sha-256-none"), None);
     }
 
+    /// H-6: the responder recomputes the initiator MAC over its own cb-data; another
+    /// connection's exporter gives another MAC, and authentication fails.
     #[test]
     fn n2_channel_binding_mismatch_fails() {
         let m = HtMechanism::from_name("HT-SHA-256-EXPR").unwrap();
@@ -412,9 +423,11 @@ mod tests {
         let msg = parse_initiator(m.hash, &ir).unwrap();
         let mut other = cb32();
         other[0] ^= 1;
-        assert!(!m.verify_initiator(TOKEN, &other, msg.mac));
+        assert!(!bool::from(m.verify_initiator(TOKEN, &other, msg.mac)));
     }
 
+    /// H-6: a MAC computed with another key (the base64-decoded token) differs from the
+    /// recomputed one and fails.
     #[test]
     fn n4_base64_decoded_key_fails() {
         let m = HtMechanism::from_name("HT-SHA-256-NONE").unwrap();
@@ -424,7 +437,7 @@ mod tests {
             wrong,
             hex("7d658c71119a8bb11449c87654d8112267d801329f9410f68a3e6b27ef51ff7c")
         );
-        assert!(!m.verify_initiator(TOKEN, &[], &wrong));
+        assert!(!bool::from(m.verify_initiator(TOKEN, &[], &wrong)));
     }
 
     #[test]
@@ -454,6 +467,7 @@ mod tests {
         }
     }
 
+    /// H-5: an authcid of up to 255 octets is accepted (and up to MAX_AUTHCID_BYTES).
     #[test]
     fn authcid_of_255_and_1023_bytes_is_accepted_1024_is_not() {
         for (len, ok) in [(255, true), (300, true), (1023, true), (1024, false)] {
@@ -461,6 +475,38 @@ mod tests {
             msg.push(0);
             msg.extend([1u8; 32]);
             assert_eq!(parse_initiator(HtHash::Sha256, &msg).is_ok(), ok, "{len}");
+        }
+    }
+
+    /// F-31, F-34, H-14: the initiator MAC is compared with `subtle`'s `ConstantTimeEq`.
+    /// Pinned: the verdict is a `subtle::Choice` (with a `bool` this does not compile), and it
+    /// is right for the equal MAC, one differing only in its first or only in its last byte,
+    /// and MACs one byte shorter, one byte longer or empty, for every mechanism. Not pinned:
+    /// the timing itself (no timing tests here), nor that the compiler keeps `subtle`'s code
+    /// free of branches on the bytes.
+    #[test]
+    fn initiator_macs_are_compared_in_constant_time() {
+        for m in HtMechanism::all() {
+            let cb = cb32();
+            let good = m.initiator_mac(TOKEN, &cb);
+            let verdict: Choice = m.verify_initiator(TOKEN, &cb, &good);
+            assert_eq!(verdict.unwrap_u8(), 1, "{m}: equal");
+            let mut first = good.clone();
+            first[0] ^= 0x01;
+            let mut last = good.clone();
+            *last.last_mut().unwrap() ^= 0x80;
+            let mut longer = good.clone();
+            longer.push(0);
+            for (what, mac) in [
+                ("first byte differs", &first[..]),
+                ("last byte differs", &last[..]),
+                ("one byte shorter", &good[..good.len() - 1]),
+                ("one byte longer", &longer[..]),
+                ("empty", &[][..]),
+            ] {
+                let verdict: Choice = m.verify_initiator(TOKEN, &cb, mac);
+                assert_eq!(verdict.unwrap_u8(), 0, "{m}: {what}");
+            }
         }
     }
 

@@ -169,8 +169,10 @@ impl FastTokens {
         let Some(rec) = view.record else {
             return Err(self.reject(Some(key), None, mech_name, RejectReason::UnknownToken));
         };
-        // Newest first. A slot bound to another mechanism is skipped even if its MAC would
-        // verify (F-15, N1). The MAC comparison is constant-time (F-31).
+        // Newest first (F-29: `new`, then `current`). A slot bound to another mechanism is
+        // skipped even if its MAC would verify (F-15, N1). The MAC comparison is
+        // constant-time (F-31, F-34, H-14): its verdict stays a `subtle::Choice` up to this
+        // `if`.
         let mut matched = None;
         for (name, slot) in [
             (SlotName::New, rec.value.new.as_ref()),
@@ -181,9 +183,11 @@ impl FastTokens {
                 continue;
             }
             let token = self.token_for(key, slot);
-            if a.mechanism
-                .verify_initiator(token.expose().as_bytes(), &a.cb_data, &a.mac)
-            {
+            if bool::from(a.mechanism.verify_initiator(
+                token.expose().as_bytes(),
+                &a.cb_data,
+                &a.mac,
+            )) {
                 matched = Some((name, slot.clone(), token));
                 break;
             }
@@ -192,9 +196,10 @@ impl FastTokens {
             return Err(self.reject(Some(key), None, mech_name, RejectReason::UnknownToken));
         };
 
-        // F-28, F-30: a token we issued but no longer trust answers credentials-expired. The
-        // slot stays until the sweep removes it at expiry, so a second attempt gets the same
-        // answer instead of a misleading not-authorized.
+        // F-28, F-30: a token we issued but no longer trust answers credentials-expired
+        // (revoked, expired, or, H-13, at the end of its chain). The slot stays until the
+        // sweep removes it at expiry, so a second attempt gets the same answer instead of a
+        // misleading not-authorized.
         let cutoff = view.revoked_before.max(rec.value.revoked_before);
         let distrust = if used.issued_at < cutoff {
             Some(RejectReason::Revoked)
@@ -350,6 +355,7 @@ impl FastTokens {
                 issued = Some((r.kind, slot));
             }
             if next != plan.before {
+                // A record left without tokens is deleted, its labels with it (CAM-6).
                 let write = (!next.is_empty()).then_some(next);
                 match self
                     .store()

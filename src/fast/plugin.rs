@@ -145,7 +145,7 @@ impl FastPlugin {
 
     /// The HT mechanisms offered on this stream, in configured order: each only where the
     /// connection can bind to it (protocol.md §7); none when FAST is off or the stream is not
-    /// allowed SASL2 (F-32). The negotiator asks once per stream, through
+    /// allowed SASL2 (F-32, H-2). The negotiator asks once per stream, through
     /// [`InlineFeature::offer`].
     pub fn offered(&self, stream: &StreamInfo) -> Vec<HtMechanism> {
         let cfg = self.tokens.config();
@@ -248,7 +248,8 @@ fn parse_count(v: Option<&str>) -> Result<Option<u32>, Failure> {
     }
 }
 
-/// The request form of `<fast>` in `<authenticate>`: `count` and `invalidate`.
+/// The request form of `<fast>` in `<authenticate>`: `count` and `invalidate` (F-21, and H-11:
+/// the client's way to revoke its token).
 ///
 /// Parsed over minidom: xmpp-parsers' `fast::FastResponse` requires `count`, which XEP-0484
 /// only requires for TLS 0-RTT (F-13), and Conversations and xmpp.js never send it (pinned in
@@ -323,7 +324,7 @@ impl Mechanism for HtAttempt {
             return Step::Failure(Failure::new(SaslCondition::MalformedRequest));
         }
         let Some(input) = input else {
-            // §9 item 20: HT is client-first and one round trip (F-3); no empty challenge.
+            // §9 item 20, H-4: HT is client-first and one round trip (F-3); no empty challenge.
             self.tokens
                 .report_rejection(None, name, RejectReason::Malformed);
             return Step::Failure(Failure::with_text(
@@ -530,6 +531,7 @@ impl InlineFeature for FastPlugin {
             Some(v) => {
                 // A FAST login: its own state change and any token in one write.
                 let want = match requested {
+                    // H-11: a token on request, rotation due or not (XEP-0484 §3.6).
                     Some(Ok(m)) => Some(labels(m, IssueKind::Requested)),
                     // F-22: no token after invalidation unless one was requested.
                     _ if v.invalidated => None,

@@ -229,8 +229,9 @@ impl FastTokens {
         self.pepper.derive_token(&slot.nonce, key)
     }
 
-    /// A fresh token slot for `mechanism` in a chain that began at `chain` (F-9), or `None`
-    /// when the chain has reached `token_max_chain_age` and no further token may be issued.
+    /// A fresh token slot for `mechanism` in a chain that began at `chain` (F-9), living
+    /// `token_ttl` (F-27), or `None` when the chain has reached `token_max_chain_age` (H-13)
+    /// and no further token may be issued.
     pub(super) fn new_slot(
         &self,
         mechanism: HtMechanism,
@@ -282,7 +283,8 @@ impl FastTokens {
                     }
                 }
             };
-            // F-19: an unused `new` is simply overwritten. `current` is untouched (F-17).
+            // F-29: a new token goes to `new`. F-19: an unused `new` is simply overwritten.
+            // `current` is untouched (F-17).
             rec.new = Some(slot.clone());
             rec.last_used_at = now;
             request.label(&mut rec);
@@ -478,8 +480,9 @@ impl FastTokens {
             .collect())
     }
 
-    /// Removes records whose tokens have all expired. Work is proportional to what expired:
-    /// the store serves the candidates from its expiry index.
+    /// Removes records whose tokens have all expired, with the client's labels (CAM-6: kept
+    /// no longer than the tokens). Work is proportional to what expired: the store serves the
+    /// candidates from its expiry index.
     pub async fn sweep_expired(&self) -> Result<usize, StoreError> {
         const BATCH: usize = 512;
         let now = self.clock.now_ms();

@@ -36,7 +36,8 @@ use offers::{Advertised, OfferCache};
 
 mod offers;
 
-/// Default number of failed attempts before the stream is closed (RFC 6120 §6.4.5: 2 to 5).
+/// Default number of failed attempts before the stream is closed (R-2, RFC 6120 §6.4.5: 2 to
+/// 5).
 pub const DEFAULT_MAX_FAILURES: u32 = 3;
 
 /// The mechanisms, inline features and tasks a host offers; shared by all its streams.
@@ -880,7 +881,7 @@ impl Negotiator {
         self.failures += 1;
         let element = Self::failure_element(&f, profile);
         if self.failures >= self.server.max_failures {
-            // RFC 6120 §6.4.5: a bounded number of retries, then the stream is closed.
+            // R-2 (RFC 6120 §6.4.5): a bounded number of retries, then the stream is closed.
             return NegotiatorEvent::StreamError {
                 send: Some(element),
                 failure: Some(f),

@@ -256,7 +256,7 @@ impl StreamInfo {
         self.tls.is_some()
     }
 
-    /// True when authentication may run on this stream at all (S-26, F-32).
+    /// True when authentication may run on this stream at all (S-26, F-32, H-2).
     pub fn may_authenticate(&self) -> bool {
         self.is_secure() || self.allow_plaintext
     }

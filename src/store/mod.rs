@@ -166,7 +166,9 @@ impl fmt::Debug for TokenSlot {
     }
 }
 
-/// Everything stored for one (account, client).
+/// Everything stored for one (account, client): XEP-0484's two slots (F-29, protocol.md §8)
+/// and the labels its owner's client list shows, which live exactly as long as the record
+/// (CAM-6).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ClientRecord {
     /// The token in use.

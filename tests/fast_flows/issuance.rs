@@ -1,4 +1,4 @@
-//! Tokens issued after password logins: when, for what, how long, how many per account (F-9..F-11, F-19, H-9).
+//! Tokens issued after password logins: when, for what, how long, how many per account (F-9..F-11, F-19, F-27, H-9, H-13).
 
 use super::*;
 
@@ -119,6 +119,8 @@ async fn a_second_password_login_replaces_an_unused_token() {
     success(fast_login(&f, &s, "HT-SHA-256-NONE", &b, vec![]).await);
 }
 
+/// H-13: with `token_max_chain_age` set, a chain of rotated tokens ends however often it was
+/// rotated, and the client must authenticate with its password again (off by default, F-27).
 #[tokio::test]
 async fn chain_age_forces_a_password_login() {
     let mut config = FastConfig::default();
@@ -179,4 +181,38 @@ async fn clients_per_account_are_capped_dropping_the_least_recently_used() {
             "client {i}"
         );
     }
+}
+
+/// F-27: token lifetimes are the deployment's policy, not constants: `token_ttl` sets the
+/// expiry a token is issued with and when it stops working, `token_min_ttl` when a used token
+/// is rotated (`token_max_chain_age`: H-13; the bounds of all three:
+/// `src/fast/config.rs::token_lifetimes_are_policy_within_bounds`).
+#[tokio::test]
+async fn token_lifetimes_follow_the_configured_policy() {
+    use sasl2_fast::fast::clock::xep0082;
+    let mut config = FastConfig::default();
+    config.token_ttl = Duration::from_secs(3 * 86400);
+    config.token_min_ttl = Duration::from_secs(6 * 3600);
+    let f = fixture_with(config, Arc::new(MemoryStore::new()), None);
+    let s = tls13(1);
+    let mech = "HT-SHA-256-NONE";
+    let ok = password_login(&f, s.clone(), vec![request_token(mech)]).await;
+    let (t1, expiry) = token_of(&ok).unwrap();
+    assert_eq!(expiry, xep0082(T0 + 3 * 86_400_000));
+
+    f.clock.advance(Duration::from_secs(6 * 3600 - 1));
+    let ok = success(fast_login(&f, &s, mech, &t1, vec![]).await);
+    assert!(token_of(&ok).is_none(), "younger than token_min_ttl");
+    f.clock.advance(Duration::from_secs(1));
+    let ok = success(fast_login(&f, &s, mech, &t1, vec![]).await);
+    let (t2, expiry) = token_of(&ok).expect("rotated at token_min_ttl");
+    assert_eq!(expiry, xep0082(T0 + 6 * 3_600_000 + 3 * 86_400_000));
+
+    f.clock.advance(Duration::from_secs(3 * 86400 - 6 * 3600));
+    assert_eq!(
+        failure(fast_login(&f, &s, mech, &t1, vec![]).await),
+        SaslCondition::CredentialsExpired,
+        "token_ttl after its issue"
+    );
+    success(fast_login(&f, &s, mech, &t2, vec![]).await);
 }

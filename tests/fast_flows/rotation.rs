@@ -1,4 +1,4 @@
-//! Rotation and invalidation: the two slots (F-16..F-22).
+//! Rotation and invalidation: the two slots (F-16..F-22, F-29, H-11).
 
 use super::*;
 
@@ -121,4 +121,92 @@ async fn invalidate_with_the_new_token_also_kills_current() {
             SaslCondition::NotAuthorized
         );
     }
+}
+
+/// The client's record as (`current`, `new`), each slot named by its issue time.
+async fn slots(f: &Fixture) -> (Option<u64>, Option<u64>) {
+    let key = ClientKey::new("alice", UA).unwrap();
+    let rec = f.plugin.tokens().store().get(&key).await.unwrap().unwrap();
+    (
+        rec.value.current.map(|s| s.issued_at),
+        rec.value.new.map(|s| s.issued_at),
+    )
+}
+
+/// F-29 (protocol.md §8): two slots per client. A token is issued into `new` and leaves
+/// `current` alone; a login with `new` moves it to `current`, and the old `current` dies; a
+/// login with `current` while `new` waits keeps both; both slots are verified. (The order in
+/// which they are tried, `new` first, cannot be seen from outside: two slots never hold the
+/// same token.)
+#[tokio::test]
+async fn tokens_live_in_two_slots_current_and_new() {
+    let f = fixture();
+    let s = tls13(1);
+    let mech = "HT-SHA-256-NONE";
+    let t1 = get_token(&f, s.clone(), mech).await;
+    let at1 = T0;
+    assert_eq!(slots(&f).await, (None, Some(at1)), "issued into new");
+    f.clock.advance(Duration::from_secs(60));
+    success(fast_login(&f, &s, mech, &t1, vec![]).await);
+    assert_eq!(slots(&f).await, (Some(at1), None), "new moved to current");
+
+    f.clock.advance(Duration::from_secs(60));
+    let at2 = T0 + 120_000;
+    let ok = success(fast_login(&f, &s, mech, &t1, vec![request_token(mech)]).await);
+    let (t2, _) = token_of(&ok).expect("requested");
+    assert_eq!(slots(&f).await, (Some(at1), Some(at2)), "current stays");
+    f.clock.advance(Duration::from_secs(60));
+    success(fast_login(&f, &s, mech, &t1, vec![]).await);
+    assert_eq!(
+        slots(&f).await,
+        (Some(at1), Some(at2)),
+        "current used: both kept"
+    );
+
+    success(fast_login(&f, &s, mech, &t2, vec![]).await);
+    assert_eq!(slots(&f).await, (Some(at2), None), "new used: promoted");
+    assert_eq!(
+        failure(fast_login(&f, &s, mech, &t1, vec![]).await),
+        SaslCondition::NotAuthorized,
+        "the old current died"
+    );
+}
+
+/// H-11: the client can ask for a new token (`<request-token>` on a FAST login, though no
+/// rotation is due) and for revocation (`<fast invalidate>`), and gets what it asked for.
+#[tokio::test]
+async fn the_client_can_ask_for_rotation_and_for_revocation() {
+    let f = fixture();
+    let s = tls13(1);
+    let mech = "HT-SHA-256-NONE";
+    let t1 = get_token(&f, s.clone(), mech).await;
+    // Younger than token_min_ttl: the server would not rotate on its own.
+    let ok = success(fast_login(&f, &s, mech, &t1, vec![]).await);
+    assert!(token_of(&ok).is_none(), "no rotation due");
+    let ok = success(fast_login(&f, &s, mech, &t1, vec![request_token(mech)]).await);
+    let (t2, _) = token_of(&ok).expect("rotation on request");
+    assert_ne!(t1, t2);
+    success(fast_login(&f, &s, mech, &t2, vec![]).await);
+    assert_eq!(
+        failure(fast_login(&f, &s, mech, &t1, vec![]).await),
+        SaslCondition::NotAuthorized,
+        "t2 replaced t1"
+    );
+
+    let mut n = Negotiator::new(f.server.clone(), s.clone());
+    let invalidate = el("fast", NS_FAST).with_attr("invalidate", "true");
+    success(
+        n.handle(authenticate(
+            mech,
+            &ht(mech, "alice", &t2, &s),
+            Some(UA),
+            vec![invalidate],
+        ))
+        .await,
+    );
+    assert_eq!(
+        failure(fast_login(&f, &s, mech, &t2, vec![]).await),
+        SaslCondition::NotAuthorized,
+        "revoked on request"
+    );
 }

@@ -513,9 +513,9 @@ impl Conn {
         Flow::Continue
     }
 
-    /// `<stream:features>` after authentication: RFC 6120 resource binding unless Bind 2 bound
-    /// one (B-3: legacy binding is offered beside Bind 2, which is only ever offered inside
-    /// SASL2's `<inline>`).
+    /// `<stream:features>` after authentication: RFC 6120 resource binding unless Bind 2
+    /// bound one, and no SASL of either kind (B-3: legacy binding is offered beside Bind 2,
+    /// which is only ever offered inside SASL2's `<inline>`).
     fn post_auth_features(&mut self) {
         let bind = if self.bound.is_none() { BIND_XML } else { "" };
         write_features(&mut self.out, &[bind]);

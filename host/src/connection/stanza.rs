@@ -61,7 +61,9 @@ fn error_reply(req: &Element, to: Option<&Jid>, condition: DefinedCondition) -> 
 }
 
 impl Conn {
-    /// RFC 6120 §7 resource binding, for clients without Bind 2.
+    /// RFC 6120 §7 resource binding, for clients without Bind 2: the submitted resource
+    /// when it is free, a generated one when none was submitted or it is taken (§7.7.2.2), and
+    /// the full JID in the result.
     fn legacy_bind(&mut self, el: &Element) -> Flow {
         let Some(a) = &self.authed else {
             return self.stream_error(

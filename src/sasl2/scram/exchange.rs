@@ -86,7 +86,8 @@ impl ScramMechanism {
             Err(ParseError::Malformed) => return Err(fail(MalformedRequest)),
         };
 
-        // Channel binding (RFC 5802 §6).
+        // Channel binding (RFC 5802 §6). R-6: a type this stream cannot produce (tls-unique:
+        // rustls has no Finished message) fails, never succeeds unbound.
         let cb_data: &[u8] = match (self.plus, cf.cb) {
             (true, CbFlag::Type(name)) => {
                 match ChannelBindingType::from_name(name)

@@ -571,6 +571,28 @@ fn results(success: &Element) -> Vec<String> {
         .collect()
 }
 
+/// A password login (after the handshake) that asks for an `HT-SHA-256-NONE` token, and the
+/// initiator message of a FAST login with it.
+async fn none_token_initiator(server: &Arc<Sasl2Server>) -> Vec<u8> {
+    let mut n = Negotiator::new(server.clone(), stream());
+    let (element, _) = success_of(
+        n.handle(authenticate(
+            "PLAIN",
+            &plain("alice", "alicepass"),
+            "<request-token xmlns='urn:xmpp:fast:0' mechanism='HT-SHA-256-NONE'/>",
+        ))
+        .await,
+    );
+    let token = element
+        .get_child("token", ns::FAST)
+        .and_then(|t| t.attr("token"))
+        .unwrap()
+        .to_owned();
+    HtMechanism::from_name("HT-SHA-256-NONE")
+        .unwrap()
+        .initiator_message("alice", token.as_bytes(), &[])
+}
+
 fn success_of(ev: NegotiatorEvent) -> (Element, sasl2_fast::sasl2::AuthenticatedSession) {
     match ev {
         NegotiatorEvent::Success { element, session } => (element, session),
@@ -654,23 +676,7 @@ async fn a_successful_resumption_comes_first_and_skips_the_bind() {
 #[tokio::test]
 async fn a_failed_resumption_reports_failed_and_then_binds() {
     let (server, resumer) = sm_server();
-    let mut n = Negotiator::new(server.clone(), stream());
-    let (element, _) = success_of(
-        n.handle(authenticate(
-            "PLAIN",
-            &plain("alice", "alicepass"),
-            "<request-token xmlns='urn:xmpp:fast:0' mechanism='HT-SHA-256-NONE'/>",
-        ))
-        .await,
-    );
-    let token = element
-        .get_child("token", ns::FAST)
-        .and_then(|t| t.attr("token"))
-        .unwrap()
-        .to_owned();
-    let ir = HtMechanism::from_name("HT-SHA-256-NONE")
-        .unwrap()
-        .initiator_message("alice", token.as_bytes(), &[]);
+    let ir = none_token_initiator(&server).await;
     let extra = format!(
         "<fast xmlns='urn:xmpp:fast:0'/>{}{BIND_ENABLING_SM}",
         resume("expired-session")
@@ -769,23 +775,7 @@ async fn nothing_inline_is_processed_from_early_data_without_fasts_count() {
     assert_eq!(refused(ev), SaslCondition::MalformedRequest);
 
     // A token from a login after the handshake, then FAST in early data.
-    let mut n = Negotiator::new(server.clone(), stream());
-    let (element, _) = success_of(
-        n.handle(authenticate(
-            "PLAIN",
-            &plain("alice", "alicepass"),
-            "<request-token xmlns='urn:xmpp:fast:0' mechanism='HT-SHA-256-NONE'/>",
-        ))
-        .await,
-    );
-    let token = element
-        .get_child("token", ns::FAST)
-        .and_then(|t| t.attr("token"))
-        .unwrap()
-        .to_owned();
-    let ir = HtMechanism::from_name("HT-SHA-256-NONE")
-        .unwrap()
-        .initiator_message("alice", token.as_bytes(), &[]);
+    let ir = none_token_initiator(&server).await;
     let without_count = format!("<fast xmlns='urn:xmpp:fast:0'/>{extra}");
     let mut n = Negotiator::new(server.clone(), early());
     let ev = n

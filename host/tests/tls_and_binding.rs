@@ -46,6 +46,22 @@ fn client_config(
     Arc::new(config)
 }
 
+/// Alice's password login on `c` asking for a token for `mechanism`; the token.
+async fn password_token(
+    c: &mut Client,
+    mechanism: &str,
+) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+    let success = c
+        .login_plain(
+            "alice",
+            "alicepass",
+            &LoginOptions::agent(UA).request_token(mechanism),
+        )
+        .await?
+        .into_success()?;
+    Ok(success.token.ok_or("no token")?.token)
+}
+
 /// Alice over STARTTLS, pinned to one TLS version.
 async fn connect(
     t: &TestHost,
@@ -103,17 +119,7 @@ async fn each_tls_version_advertises_exactly_what_it_binds() -> TResult {
             assert!(!fast.iter().any(|m| m.ends_with("-UNIQ")), "{fast:?}");
 
             for mech in [EXPR, ENDP] {
-                let token = c
-                    .login_plain(
-                        "alice",
-                        "alicepass",
-                        &LoginOptions::agent(UA).request_token(mech),
-                    )
-                    .await?
-                    .into_success()?
-                    .token
-                    .ok_or("no token")?
-                    .token;
+                let token = password_token(&mut c, mech).await?;
                 c.close().await?;
                 c = connect(&t, version).await?;
                 // login_fast checks the responder MAC over this session's bytes (H-7).
@@ -238,17 +244,7 @@ async fn fast_is_neither_offered_nor_accepted_on_a_plaintext_stream() -> TResult
     bounded(30, async {
         let t = TestHost::start(TestHost::config()).await?;
         let mut c = connect(&t, &rustls::version::TLS13).await?;
-        let token = c
-            .login_plain(
-                "alice",
-                "alicepass",
-                &LoginOptions::agent(UA).request_token(NONE),
-            )
-            .await?
-            .into_success()?
-            .token
-            .ok_or("no token")?
-            .token;
+        let token = password_token(&mut c, NONE).await?;
         c.close().await?;
 
         let mut p = t.connect(Tls::None, Some("alice@localhost")).await?;

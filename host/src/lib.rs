@@ -20,6 +20,7 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod audit;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -31,7 +32,6 @@ pub mod metrics_server;
 pub mod pre_auth;
 pub mod router;
 pub mod server;
-pub mod throttle;
 pub mod tls;
 
 pub use accounts::HostAccounts;

@@ -6,6 +6,10 @@
 //! - `sasl2_fast_host_logins_total{mechanism,result}`: finished SASL attempts, `result` =
 //!   `success` | `failure`.
 //! - `sasl2_fast_host_login_failures_total{condition}`: failures by SASL condition.
+//! - `sasl2_fast_host_password_failures_total{reason}`: failed password logins by the reason
+//!   of their audit line (crate::audit): `held` (held back by the login throttle, not
+//!   checked), `rejected` (a wrong password), `undecided` (backend failure), or the SASL
+//!   condition of a request that never reached a check.
 //! - `sasl2_fast_host_login_duration_seconds{kind}`: from the `<authenticate>` (`<auth>`)
 //!   that started an attempt to its `<success>`, `kind` = `password` | `fast`.
 //! - `sasl2_fast_host_connections{state,tls}`: open client connections, `state` =
@@ -47,6 +51,9 @@ const PASSWORD_MECHANISMS: [&str; 5] = [
 
 /// The label of a mechanism name that is not one of ours (or absent).
 const OTHER: &str = "other";
+
+/// The reasons of a failed password check ([`sasl2_fast::sasl2::CheckReport::reason`]).
+const PASSWORD_CHECK_REASONS: [&str; 3] = ["held", "rejected", "undecided"];
 
 /// How a login authenticated, for the latency histogram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +108,8 @@ pub struct HostMetrics {
     logins: HashMap<&'static str, MechanismCounters>,
     /// Indexed like [`SaslCondition::ALL`]; the last one for a condition added later.
     failures: Vec<Counter>,
+    /// Keyed by the audit reasons ([`PASSWORD_CHECK_REASONS`] and the SASL conditions).
+    password_failures: HashMap<&'static str, Counter>,
     password_duration: Histogram,
     fast_duration: Histogram,
     /// `[state][tls as usize]`.
@@ -158,6 +167,21 @@ impl HostMetrics {
             .map(|c| failures.get_or_create_owned(&[("condition", c)]))
             .collect();
 
+        let password_failures = Family::<[(&'static str, &'static str); 1], Counter>::default();
+        registry.register(
+            "sasl2_fast_host_password_failures",
+            "Failed password logins by reason: held (held back by the login throttle, not \
+             checked), rejected, undecided, or the SASL condition of a request that never \
+             reached a check",
+            password_failures.clone(),
+        );
+        let password_failures = PASSWORD_CHECK_REASONS
+            .into_iter()
+            .chain(SaslCondition::ALL.iter().map(|c| c.as_str()))
+            .chain([OTHER])
+            .map(|r| (r, password_failures.get_or_create_owned(&[("reason", r)])))
+            .collect();
+
         let durations =
             Family::<[(&'static str, &'static str); 1], Histogram>::new_with_constructor(
                 (|| Histogram::new(login_buckets())) as fn() -> Histogram,
@@ -186,6 +210,7 @@ impl HostMetrics {
             store,
             logins,
             failures,
+            password_failures,
             password_duration: durations.get_or_create_owned(&[("kind", "password")]),
             fast_duration: durations.get_or_create_owned(&[("kind", "fast")]),
             connections,
@@ -249,6 +274,14 @@ impl HostMetrics {
         self.failures[i].inc();
     }
 
+    /// A password login failed for `reason` (an audit reason; unknown ones count as `other`).
+    pub fn password_failed(&self, reason: &str) {
+        self.password_failures
+            .get(reason)
+            .unwrap_or_else(|| &self.password_failures[OTHER])
+            .inc();
+    }
+
     fn connection_gauge(&self, state: ConnectionState, tls: bool) -> &Gauge {
         &self.connections[state as usize][tls as usize]
     }
@@ -269,6 +302,11 @@ pub struct LoginAttempt {
 }
 
 impl LoginAttempt {
+    /// Our name of the mechanism it named, if it is one of ours.
+    pub fn mechanism(&self) -> Option<&'static str> {
+        self.mechanism
+    }
+
     /// The attempt `el` starts, if it is an `<authenticate>` or RFC 6120 `<auth>`.
     pub fn starts(el: &Element) -> Option<LoginAttempt> {
         if !(el.is("authenticate", ns::SASL2) || el.is("auth", ns::SASL)) {

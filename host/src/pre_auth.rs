@@ -9,31 +9,8 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
-/// The unit a limit applies to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Source {
-    /// One IPv4 address (IPv4-mapped IPv6 addresses included).
-    V4([u8; 4]),
-    /// One IPv6 /64.
-    V6Prefix([u8; 8]),
-}
-
-impl Source {
-    /// The source an address belongs to.
-    pub fn of(ip: IpAddr) -> Source {
-        match ip {
-            IpAddr::V4(v4) => Source::V4(v4.octets()),
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => Source::V4(v4.octets()),
-                None => {
-                    let mut prefix = [0u8; 8];
-                    prefix.copy_from_slice(&v6.octets()[..8]);
-                    Source::V6Prefix(prefix)
-                }
-            },
-        }
-    }
-}
+// The same unit as the login throttle's and the log budget's (an IPv4 address, an IPv6 /64).
+use sasl2_fast::sasl2::throttle::SourceKey as Source;
 
 /// Unauthenticated connections per source, at most `max` each.
 #[derive(Debug)]

@@ -19,7 +19,7 @@ use sasl2_fast::sasl2::bind2::Bind2;
 use sasl2_fast::sasl2::credentials::FakeKey;
 use sasl2_fast::sasl2::plain::PlainProvider;
 use sasl2_fast::sasl2::scram::ScramProvider;
-use sasl2_fast::sasl2::{Sasl2Server, ScramHash};
+use sasl2_fast::sasl2::{BackoffThrottle, Sasl2Server, ScramHash};
 use sasl2_fast::stream::{STREAM_FOOTER, stream_header_xml};
 use sasl2_fast::xmpp::ns;
 use tokio::net::TcpListener;
@@ -107,8 +107,6 @@ pub struct Shared {
     pub pre_auth_log: crate::log_budget::LogBudget,
     /// Unauthenticated connections per source address (`max_unauthenticated_per_ip`).
     pub pre_auth_slots: Arc<crate::pre_auth::PreAuthSlots>,
-    /// Failed-login throttling of password mechanisms.
-    pub throttle: crate::throttle::LoginThrottle,
     /// Login, connection, FAST and store metrics (served when `metrics_listen` is set).
     pub metrics: Arc<crate::metrics::HostMetrics>,
     /// Logins counted for `host ctl stats`.
@@ -278,9 +276,18 @@ impl Host {
                     .with_fake_key(fake_key.clone()),
             ));
         }
+        // Password guessing is bounded inside the SASL layer, before every credential check;
+        // FAST's client records tell it which devices are the owners' (never locked out by
+        // strangers).
+        let mut throttle = BackoffThrottle::new(
+            server.login_throttle_failures,
+            server.login_throttle_max_backoff,
+        );
         if let Some(f) = &fast {
             builder = builder.inline_feature(Arc::new(f.clone()));
+            throttle = throttle.with_known_devices(f.tokens().clone());
         }
+        builder = builder.login_throttle(Arc::new(throttle));
         let sasl2 = Arc::new(builder.build());
         let sweeper = fast.as_ref().map(|f| f.tokens().spawn_sweeper());
 
@@ -306,10 +313,6 @@ impl Host {
         let acceptor = tokio_rustls::TlsAcceptor::from(tls.config.clone());
         let limit = Arc::new(Semaphore::new(server.max_connections));
         let pre_auth_slots = crate::pre_auth::PreAuthSlots::new(server.max_unauthenticated_per_ip);
-        let throttle = crate::throttle::LoginThrottle::new(
-            server.login_throttle_failures,
-            server.login_throttle_max_backoff,
-        );
         let router = Arc::new(Router::new());
         let client_access = sasl2_fast::fast::cam::ClientAccess::new(
             fast.as_ref().map(|f| f.tokens().clone()),
@@ -333,7 +336,6 @@ impl Host {
             // 20 lines a second, bursts of 100: an attack is visible, the disk is safe.
             pre_auth_log: crate::log_budget::LogBudget::new(20, 100),
             pre_auth_slots,
-            throttle,
             metrics: host_metrics,
             logins: Default::default(),
             conn_ids: AtomicU64::new(0),
@@ -589,7 +591,7 @@ async fn accept_loop(
             }
         };
         let Ok(permit) = limit.clone().try_acquire_owned() else {
-            crate::budgeted!(shared.pre_auth_log, warn, %peer, "connection limit reached, closing");
+            crate::budgeted!(shared.pre_auth_log, peer.ip(), warn, %peer, "connection limit reached, closing");
             if !direct_tls {
                 // Say why before closing (RFC 6120 §4.9.1.2: the header first, then the
                 // error). `try_write` never waits: a fresh socket's send buffer takes these few
@@ -603,6 +605,7 @@ async fn accept_loop(
         let Some(slot) = shared.pre_auth_slots.try_take(peer.ip()) else {
             crate::budgeted!(
                 shared.pre_auth_log,
+                peer.ip(),
                 warn,
                 %peer,
                 "too many unauthenticated connections from this address, closing"

@@ -6,6 +6,8 @@
 //! - [`tokens`]: the lifecycle over a [`crate::store::TokenStore`]; [`login`]: a FAST login's
 //!   one read and one write.
 //! - [`plugin`]: the SASL2 inline feature a host registers.
+//! - `known_devices`: FAST's client records tell the login throttle which devices are the
+//!   owner's ([`crate::sasl2::KnownDevices`]).
 //! - [`cam`]: XEP-0494 Client Access Management (the owner lists and revokes clients).
 //! - [`hooks`]: observers of lifecycle events; [`config`]: options and validation.
 
@@ -14,6 +16,7 @@ pub mod clock;
 pub mod config;
 pub mod hooks;
 pub mod ht;
+mod known_devices;
 pub mod login;
 pub mod plugin;
 pub mod token;

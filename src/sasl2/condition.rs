@@ -130,6 +130,9 @@ pub struct Failure {
     pub condition: SaslCondition,
     /// Optional text for humans (never contains a secret).
     pub text: Option<String>,
+    /// Set by the negotiator on the failure of a password check: whose credential it was and
+    /// whether the throttle held it back, for audit logs and metrics. Not sent.
+    pub check: Option<super::CheckReport>,
 }
 
 impl Failure {
@@ -138,6 +141,7 @@ impl Failure {
         Failure {
             condition,
             text: None,
+            check: None,
         }
     }
 
@@ -146,6 +150,7 @@ impl Failure {
         Failure {
             condition,
             text: Some(text.into()),
+            check: None,
         }
     }
 

@@ -68,10 +68,30 @@ impl fmt::Debug for Authenticated {
 pub enum Step {
     /// Send a `<challenge>` with these bytes and wait for a `<response>`.
     Challenge(Vec<u8>),
+    /// The input carries a credential of this identity: the negotiator asks its
+    /// [`super::LoginThrottle`], then calls [`Mechanism::verify`] to check it, or does not.
+    Verify(CredentialCheck),
     /// Authentication succeeded.
     Success(Authenticated),
     /// Authentication failed; the stream stays open for a retry (S-23).
     Failure(Failure),
+}
+
+/// A credential received and not yet checked: whose it is, as the mechanism normalized the
+/// authentication identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialCheck {
+    /// The normalized authentication identity (the account localpart).
+    pub identity: String,
+}
+
+impl CredentialCheck {
+    /// A pending check of `identity`'s credential.
+    pub fn new(identity: impl Into<String>) -> Self {
+        CredentialCheck {
+            identity: identity.into(),
+        }
+    }
 }
 
 /// One server-side SASL authentication attempt.
@@ -79,6 +99,11 @@ pub enum Step {
 /// # Security contract
 /// - Every byte of `input` is attacker-controlled: never panic, never allocate without bound
 ///   (the negotiator already caps input at [`super::MAX_SASL_PAYLOAD`]).
+/// - A mechanism that checks a guessable credential (a password) never checks it in
+///   [`step`](Self::step): it returns [`Step::Verify`] with the identity and checks it in
+///   [`verify`](Self::verify), which the negotiator calls only when its
+///   [`super::LoginThrottle`] admits the check. That is what bounds guessing on every path.
+///   Only token mechanisms, whose secrets are not guessable, decide in `step`.
 /// - Compare secrets (proofs, MACs) in constant time (F-31, F-34).
 /// - Never put a secret into a [`Failure`] text or a log line.
 #[async_trait]
@@ -86,6 +111,24 @@ pub trait Mechanism: Send {
     /// Processes the client's next message: first the initial response (`None` if the client
     /// sent none), then each `<response>`.
     async fn step(&mut self, input: Option<&[u8]>) -> Step;
+
+    /// Checks the credential announced by the last [`Step::Verify`]: [`Step::Success`] or
+    /// [`Step::Failure`] (`not-authorized` for a wrong credential, `temporary-auth-failure`
+    /// when the backend could not tell). Called at most once per `Verify`, or never when the
+    /// attempt is held back. The default, for mechanisms that never return `Verify`, fails.
+    async fn verify(&mut self) -> Step {
+        Step::Failure(Failure::new(super::SaslCondition::MalformedRequest))
+    }
+}
+
+/// Runs `input` through `mechanism` and, if it asks for a credential check, runs the check at
+/// once: what a negotiator without a throttle would do. For tests, fuzzing and tools; a server
+/// goes through [`super::Negotiator`], which asks its throttle first.
+pub async fn step_unthrottled(mechanism: &mut (dyn Mechanism + '_), input: Option<&[u8]>) -> Step {
+    match mechanism.step(input).await {
+        Step::Verify(_) => mechanism.verify().await,
+        other => other,
+    }
 }
 
 /// Creates [`Mechanism`] attempts for one mechanism name, e.g. `SCRAM-SHA-256-PLUS`.

@@ -11,6 +11,8 @@
 //!   for the host included ([`Extensions`]). [`bind2::Bind2`] is one.
 //! - [`Sasl2Task`] / [`TaskSession`]: a step after the mechanism (`<continue>`, `<next>`,
 //!   `<task-data>`), such as a second factor.
+//! - [`LoginThrottle`]: the policy on password guessing, asked before every credential check
+//!   ([`BackoffThrottle`] unless the host installs another).
 //!
 //! Everything on the wire is a [`minidom::Element`] built from, or parsed into,
 //! [`xmpp_parsers`] types where one fits (see [`request`] for where it does not). The same
@@ -32,6 +34,7 @@ pub mod request;
 pub mod scram;
 mod stream_info;
 pub mod task;
+pub mod throttle;
 
 pub use condition::{Failure, SaslCondition};
 pub use credentials::{ScramCredentials, ScramHash};
@@ -39,13 +42,19 @@ pub use inline::{
     ClaimContext, Extensions, InlineError, InlineFeature, InlineOrder, Offer, SessionResumed,
     SharedInlineFeature, SuccessBuilder, SuccessContext,
 };
-pub use mechanism::{Authenticated, Mechanism, MechanismProvider, Step};
+pub use mechanism::{
+    Authenticated, CredentialCheck, Mechanism, MechanismProvider, Step, step_unthrottled,
+};
 pub use negotiator::{
     AuthenticatedSession, Negotiator, NegotiatorEvent, Sasl2Server, Sasl2ServerBuilder,
 };
 pub use request::{AuthenticateRequest, SaslProfile, UserAgent};
 pub use stream_info::{ChannelBindingType, ChannelBindings, StreamInfo, TlsInfo, TlsVersion};
 pub use task::{Sasl2Task, TaskContext, TaskInput, TaskSession, TaskStep};
+pub use throttle::{
+    Admission, BackoffThrottle, CheckOutcome, CheckReport, CredentialAttempt, KnownDevices,
+    LoginThrottle, Ticket, Verdict,
+};
 
 /// Upper bound on a decoded `<initial-response>` / `<response>` payload. SCRAM messages are a
 /// few hundred bytes, HT messages at most 1 KiB plus a 64-byte MAC; anything much larger is an

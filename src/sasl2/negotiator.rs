@@ -26,10 +26,14 @@ use zeroize::Zeroizing;
 use super::inline::success_element;
 use super::request::{decode_payload, parse_authenticate, parse_rfc6120_auth};
 use super::task::{MAX_TASK_NAME, Sasl2Task, TaskContext, TaskInput, TaskSession, TaskStep};
+use super::throttle::{
+    Admission, BackoffThrottle, CheckOutcome, CheckReport, CredentialAttempt, LoginThrottle,
+    Ticket, Verdict,
+};
 use super::{
-    AuthenticateRequest, Authenticated, ClaimContext, Extensions, Failure, InlineError,
-    InlineFeature, Mechanism, MechanismProvider, SaslCondition, SaslProfile, SharedInlineFeature,
-    Step, StreamInfo, SuccessBuilder, SuccessContext, UserAgent,
+    AuthenticateRequest, Authenticated, ClaimContext, CredentialCheck, Extensions, Failure,
+    InlineError, InlineFeature, Mechanism, MechanismProvider, SaslCondition, SaslProfile,
+    SharedInlineFeature, Step, StreamInfo, SuccessBuilder, SuccessContext, UserAgent,
 };
 use crate::xmpp::{Redacted, RedactedList, ns};
 use offers::{Advertised, OfferCache};
@@ -47,6 +51,7 @@ pub struct Sasl2Server {
     tasks: Vec<Arc<dyn Sasl2Task>>,
     max_failures: u32,
     rfc6120: bool,
+    throttle: Arc<dyn LoginThrottle>,
     /// What streams with the same [`OfferFacts`] are offered, computed once (None = off,
     /// [`Sasl2ServerBuilder::cache_offers`]).
     offer_cache: Option<OfferCache>,
@@ -63,6 +68,7 @@ impl fmt::Debug for Sasl2Server {
             .field("tasks", &self.tasks)
             .field("max_failures", &self.max_failures)
             .field("rfc6120", &self.rfc6120)
+            .field("throttle", &self.throttle)
             .finish()
     }
 }
@@ -76,6 +82,7 @@ pub struct Sasl2ServerBuilder {
     max_failures: Option<u32>,
     rfc6120: bool,
     no_offer_cache: bool,
+    throttle: Option<Arc<dyn LoginThrottle>>,
 }
 
 impl Sasl2ServerBuilder {
@@ -112,6 +119,15 @@ impl Sasl2ServerBuilder {
         self
     }
 
+    /// The policy on password guessing, asked before every credential check (see
+    /// [`super::throttle`]). Without this call the server gets a [`BackoffThrottle`] with its
+    /// defaults (5 failures, backoff up to 300 s); `BackoffThrottle::new(0, ..)` turns
+    /// throttling off.
+    pub fn login_throttle(mut self, throttle: Arc<dyn LoginThrottle>) -> Self {
+        self.throttle = Some(throttle);
+        self
+    }
+
     /// Whether offers are computed once per distinct set of stream facts (the domain, the TLS
     /// version, the channel-binding types available, whether plaintext is allowed) and reused
     /// for every stream with the same facts, together with the serialized features (on by
@@ -135,6 +151,9 @@ impl Sasl2ServerBuilder {
             tasks: self.tasks,
             max_failures: self.max_failures.unwrap_or(DEFAULT_MAX_FAILURES),
             rfc6120: self.rfc6120,
+            throttle: self
+                .throttle
+                .unwrap_or_else(|| Arc::new(BackoffThrottle::default())),
             offer_cache: (!self.no_offer_cache).then(|| std::sync::Mutex::new(Vec::new())),
         }
     }
@@ -146,9 +165,51 @@ impl Sasl2Server {
         Sasl2ServerBuilder::default()
     }
 
-    /// True if RFC 6120 SASL is offered beside SASL2.
-    pub fn speaks_rfc6120(&self) -> bool {
-        self.rfc6120
+    /// The policy on password guessing this server's negotiators ask.
+    pub fn login_throttle(&self) -> &Arc<dyn LoginThrottle> {
+        &self.throttle
+    }
+}
+
+/// An admitted credential check: settled with its verdict, or, when the stream goes away
+/// while the check runs (the negotiator's future is dropped), as undecided, so the throttle's
+/// reservation is always released.
+struct Reservation {
+    throttle: Arc<dyn LoginThrottle>,
+    attempt: CredentialAttempt,
+    ticket: Option<Ticket>,
+}
+
+impl Reservation {
+    fn settle(mut self, verdict: Verdict) {
+        if let Some(ticket) = self.ticket.take() {
+            self.throttle.settle(&self.attempt, ticket, verdict);
+        }
+    }
+}
+
+/// Who is attempting a login on `stream` with `request`, for the throttle.
+fn credential_attempt(
+    stream: &StreamInfo,
+    request: &AuthenticateRequest,
+    identity: &str,
+) -> CredentialAttempt {
+    let mut who = CredentialAttempt::new(identity, &request.mechanism, request.profile);
+    who.source = stream.peer.map(|p| p.ip());
+    who.user_agent_id = request
+        .user_agent
+        .as_ref()
+        .and_then(|u| u.id.clone())
+        .filter(|id| !id.is_empty());
+    who
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.ticket.take() {
+            self.throttle
+                .settle(&self.attempt, ticket, Verdict::Undecided);
+        }
     }
 }
 
@@ -597,6 +658,13 @@ impl Negotiator {
             .mechanism
             .step(input.as_deref().map(|v| &v[..]))
             .await;
+        let step = match step {
+            Step::Verify(check) => match self.check(check).await {
+                Ok(step) => step,
+                Err(held) => return held,
+            },
+            other => other,
+        };
         match step {
             Step::Challenge(data) => NegotiatorEvent::Challenge(match profile {
                 SaslProfile::Sasl2 => {
@@ -609,6 +677,12 @@ impl Negotiator {
                 // retry on this stream, e.g. with a password after a failed FAST attempt.
                 self.state = State::Ready;
                 self.fail(f, profile)
+            }
+            Step::Verify(_) => {
+                // A mechanism's verify() asked for another check: a bug in it, never a
+                // second unthrottled check.
+                self.state = State::Ready;
+                self.fail(Failure::new(SaslCondition::TemporaryAuthFailure), profile)
             }
             Step::Success(auth) => {
                 let State::InProgress(attempt) = std::mem::replace(&mut self.state, State::Ready)
@@ -631,6 +705,59 @@ impl Negotiator {
                 self.after_step(phase).await
             }
         }
+    }
+
+    /// A credential is about to be checked: the throttle admits the check (then it runs, and
+    /// the throttle hears the verdict) or holds it (then the credential is never looked at).
+    /// `Err` is the event for a held attempt.
+    async fn check(&mut self, check: CredentialCheck) -> Result<Step, NegotiatorEvent> {
+        let State::InProgress(attempt) = &self.state else {
+            unreachable!("checks happen during an exchange");
+        };
+        let profile = attempt.request.profile;
+        let who = credential_attempt(&self.stream, &attempt.request, &check.identity);
+        let throttle = self.server.throttle.clone();
+        let ticket = match throttle.admit(&who).await {
+            Admission::Admit(ticket) => ticket,
+            Admission::Hold { retry_after } => {
+                // Round up: "try again in 0 s" would invite a retry that is held again.
+                let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                let mut f = Failure::with_text(
+                    SaslCondition::TemporaryAuthFailure,
+                    format!("too many failed logins; try again in {} s", secs.max(1)),
+                );
+                f.check = Some(CheckReport {
+                    identity: check.identity,
+                    outcome: CheckOutcome::Held(retry_after),
+                });
+                self.state = State::Ready;
+                return Err(self.fail(f, profile));
+            }
+        };
+        let reservation = Reservation {
+            throttle,
+            attempt: who,
+            ticket: Some(ticket),
+        };
+        let State::InProgress(attempt) = &mut self.state else {
+            unreachable!("the state does not change while the throttle decides");
+        };
+        let mut step = attempt.mechanism.verify().await;
+        let (verdict, outcome) = match &step {
+            Step::Success(_) => (Verdict::Accepted, None),
+            Step::Failure(f) if f.condition == SaslCondition::TemporaryAuthFailure => {
+                (Verdict::Undecided, Some(CheckOutcome::Undecided))
+            }
+            _ => (Verdict::Rejected, Some(CheckOutcome::Rejected)),
+        };
+        reservation.settle(verdict);
+        if let (Step::Failure(f), Some(outcome)) = (&mut step, outcome) {
+            f.check = Some(CheckReport {
+                identity: check.identity,
+                outcome,
+            });
+        }
+        Ok(step)
     }
 
     /// After the mechanism or a task completed: another `<continue>` if a task is still
@@ -816,6 +943,11 @@ impl Negotiator {
             }
         }
         self.state = State::Done;
+        if claimed_by.is_some() {
+            // A token login (FAST): the throttle learns the device is the owner's.
+            let who = credential_attempt(&self.stream, &request, &auth.username);
+            self.server.throttle.logged_in(&who);
+        }
         let SuccessBuilder {
             additional_data,
             authorization_identifier,

@@ -29,8 +29,8 @@ use super::credentials::{
 };
 use super::scram::DEFAULT_FAKE_ITERATIONS;
 use super::{
-    AuthenticateRequest, Authenticated, Failure, MAX_SASL_PAYLOAD, Mechanism, MechanismProvider,
-    SaslCondition, Step, StreamInfo,
+    AuthenticateRequest, Authenticated, CredentialCheck, Failure, MAX_SASL_PAYLOAD, Mechanism,
+    MechanismProvider, SaslCondition, Step, StreamInfo,
 };
 
 /// Longest accepted password in bytes (RFC 4616 suggests servers accept at least 255 octets).
@@ -98,10 +98,14 @@ impl MechanismProvider for PlainProvider {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
 enum State {
     Start,
     SentEmptyChallenge,
+    /// The credentials arrived; the check waits for the throttle ([`Step::Verify`]).
+    Received {
+        username: String,
+        password: Zeroizing<Vec<u8>>,
+    },
     Done,
 }
 
@@ -205,7 +209,8 @@ impl PlainMechanism {
         }
     }
 
-    async fn authenticate(&self, input: &[u8]) -> Step {
+    /// Parses the message; the password waits, prepared, for [`Mechanism::verify`].
+    fn receive(&mut self, input: &[u8]) -> Step {
         let Some(msg) = parse(input) else {
             return fail(SaslCondition::MalformedRequest);
         };
@@ -218,11 +223,17 @@ impl PlainMechanism {
         if let Err(f) = check_authzid(msg.authzid, &username, &self.stream) {
             return Step::Failure(f);
         }
+        let password: Zeroizing<Vec<u8>> = prepare_password(msg.password);
+        let check = CredentialCheck::new(username.clone());
+        self.state = State::Received { username, password };
+        Step::Verify(check)
+    }
+
+    async fn check(&self, username: String, password: Zeroizing<Vec<u8>>) -> Step {
         let (hash, creds, known) = match self.credentials(&username).await {
             Ok(c) => c,
             Err(step) => return step,
         };
-        let password: Zeroizing<Vec<u8>> = prepare_password(msg.password);
         let Some(matches) = run_blocking(move || verify(hash, &password, &creds)).await else {
             return fail(SaslCondition::TemporaryAuthFailure);
         };
@@ -243,9 +254,14 @@ impl Mechanism for PlainMechanism {
                 self.state = State::SentEmptyChallenge;
                 Step::Challenge(Vec::new())
             }
-            (State::Start | State::SentEmptyChallenge, Some(input)) => {
-                self.authenticate(input).await
-            }
+            (State::Start | State::SentEmptyChallenge, Some(input)) => self.receive(input),
+            _ => fail(SaslCondition::MalformedRequest),
+        }
+    }
+
+    async fn verify(&mut self) -> Step {
+        match std::mem::replace(&mut self.state, State::Done) {
+            State::Received { username, password } => self.check(username, password).await,
             _ => fail(SaslCondition::MalformedRequest),
         }
     }
@@ -287,7 +303,7 @@ mod tests {
 
     async fn run(p: &PlainProvider, s: &StreamInfo, msg: &[u8]) -> Step {
         let mut m = p.start(s, &request());
-        m.step(Some(msg)).await
+        crate::sasl2::step_unthrottled(&mut *m, Some(msg)).await
     }
 
     fn condition(step: Step) -> SaslCondition {
@@ -421,16 +437,18 @@ mod tests {
     async fn empty_challenge_then_credentials_and_nothing_after() {
         let p = provider();
         let mut m = p.start(&tls_stream(), &request());
-        assert!(matches!(m.step(None).await, Step::Challenge(c) if c.is_empty()));
-        success(m.step(Some(b"\0user\0pencil")).await);
+        assert!(
+            matches!(crate::sasl2::step_unthrottled(&mut *m, None).await, Step::Challenge(c) if c.is_empty())
+        );
+        success(crate::sasl2::step_unthrottled(&mut *m, Some(b"\0user\0pencil")).await);
         assert_eq!(
-            condition(m.step(Some(b"\0user\0pencil")).await),
+            condition(crate::sasl2::step_unthrottled(&mut *m, Some(b"\0user\0pencil")).await),
             SaslCondition::MalformedRequest
         );
         let mut m = p.start(&tls_stream(), &request());
-        condition(m.step(Some(b"\0user\0bad")).await);
+        condition(crate::sasl2::step_unthrottled(&mut *m, Some(b"\0user\0bad")).await);
         assert_eq!(
-            condition(m.step(Some(b"\0user\0pencil")).await),
+            condition(crate::sasl2::step_unthrottled(&mut *m, Some(b"\0user\0pencil")).await),
             SaslCondition::MalformedRequest
         );
     }
@@ -495,9 +513,9 @@ mod tests {
                 let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
                 rt.block_on(async {
                     let mut m = p.start(&tls_stream(), &request());
-                    let _ = m.step(Some(&first)).await;
-                    let _ = m.step(Some(&second)).await;
-                    let _ = m.step(None).await;
+                    let _ = crate::sasl2::step_unthrottled(&mut *m, Some(&first)).await;
+                    let _ = crate::sasl2::step_unthrottled(&mut *m, Some(&second)).await;
+                    let _ = crate::sasl2::step_unthrottled(&mut *m, None).await;
                 });
             }
         }

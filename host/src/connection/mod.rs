@@ -87,8 +87,6 @@ struct Conn {
     routed: Option<mpsc::Receiver<Routed>>,
     /// Held until the connection authenticates (`max_unauthenticated_per_ip`).
     pre_auth: Option<crate::pre_auth::PreAuthSlot>,
-    /// The password login in progress, with the account it names if known (for throttling).
-    password_attempt: Option<Option<String>>,
     /// This listener accepts TLS 1.3 early data (direct TLS with `tls_early_data`).
     zero_rtt: bool,
     /// This connection in `sasl2_fast_host_connections` (until it is dropped).
@@ -161,7 +159,6 @@ pub async fn serve(
         bound: None,
         routed: None,
         pre_auth: Some(slot),
-        password_attempt: None,
         zero_rtt,
         gauge,
         attempt: None,
@@ -422,7 +419,7 @@ impl Conn {
         if self.authed.is_some() {
             info!(%condition, "stream error");
         } else {
-            crate::budgeted!(self.shared.pre_auth_log, info, %condition, "stream error");
+            crate::budgeted!(self.shared.pre_auth_log, self.peer.ip(), info, %condition, "stream error");
         }
         if !self.stream_open {
             return Flow::Close;
@@ -555,64 +552,31 @@ impl Conn {
         if let Some(a) = crate::metrics::LoginAttempt::starts(&el) {
             self.attempt = Some(a);
         }
-        if let Some(account) = crate::throttle::password_attempt(&el) {
-            if let Some(left) = self
-                .shared
-                .throttle
-                .blocked(self.peer.ip(), account.as_deref())
-            {
-                // Held back without running the mechanism: no guess is checked. FAST logins
-                // never get here.
-                crate::budgeted!(self.shared.pre_auth_log, info, "password login held back");
-                let failure = sasl2_fast::sasl2::Failure::with_text(
-                    sasl2_fast::sasl2::SaslCondition::TemporaryAuthFailure,
-                    format!(
-                        "too many failed logins; try again in {} s",
-                        left.as_secs().max(1)
-                    ),
-                );
-                let element = if el.has_ns(ns::SASL) {
-                    Element::from(failure.to_rfc6120())
-                } else {
-                    failure.to_sasl2()
-                };
-                self.send(&element);
-                crate::metrics::LoginAttempt::failed(
-                    self.attempt.take(),
-                    &self.shared.metrics,
-                    failure.condition,
-                );
-                return Flow::Continue;
-            }
-            self.password_attempt = Some(account);
-        }
         let Some(neg) = self.negotiator.as_mut() else {
             return self.stream_error(DefinedCondition::NotAuthorized, None);
         };
+        // Throttling happens inside: the negotiator asks the login throttle before every
+        // password check (sasl2_fast::sasl2::throttle).
         let event = neg.handle(el).await;
-        if let Some(condition) = event.failure_condition() {
-            crate::metrics::LoginAttempt::failed(
-                self.attempt.take(),
-                &self.shared.metrics,
-                condition,
-            );
-        }
-        match &event {
-            NegotiatorEvent::Failure { .. }
+        let failure = match &event {
+            NegotiatorEvent::Failure { failure, .. }
             | NegotiatorEvent::StreamError {
-                failure: Some(_), ..
-            } => {
-                self.shared.logins.failed();
-                if let Some(account) = self.password_attempt.take() {
-                    self.shared
-                        .throttle
-                        .failed(self.peer.ip(), account.as_deref());
-                }
-            }
-            NegotiatorEvent::Success { session, .. } if self.password_attempt.take().is_some() => {
-                self.shared.throttle.succeeded(&session.username);
-            }
-            _ => {}
+                failure: Some(failure),
+                ..
+            } => Some(failure),
+            _ => None,
+        };
+        if let Some(failure) = failure {
+            let attempt = self.attempt.take();
+            crate::audit::login_failed(
+                &self.shared.pre_auth_log,
+                &self.shared.metrics,
+                self.peer.ip(),
+                attempt.and_then(|a| a.mechanism()),
+                failure,
+            );
+            crate::metrics::LoginAttempt::failed(attempt, &self.shared.metrics, failure.condition);
+            self.shared.logins.failed();
         }
         match event {
             NegotiatorEvent::Challenge(e)
@@ -623,13 +587,7 @@ impl Conn {
                 self.send(&e);
                 Flow::Continue
             }
-            NegotiatorEvent::Failure { element, failure } => {
-                crate::budgeted!(
-                    self.shared.pre_auth_log,
-                    info,
-                    condition = %failure.condition,
-                    "authentication failed"
-                );
+            NegotiatorEvent::Failure { element, .. } => {
                 self.send(&element);
                 Flow::Continue
             }

@@ -14,7 +14,8 @@ use super::super::credentials::{
     FakeKey, ScramCredentials, ScramHash, credentials_usable, digest, hash_len, hmac,
 };
 use super::super::{
-    Authenticated, ChannelBindingType, Failure, Mechanism, SaslCondition, Step, StreamInfo,
+    Authenticated, ChannelBindingType, CredentialCheck, Failure, Mechanism, SaslCondition, Step,
+    StreamInfo,
 };
 use super::mechanism_name;
 use super::message::{CbFlag, ParseError, message_text, parse_client_final, parse_client_first};
@@ -49,9 +50,20 @@ pub(super) struct Pending {
 }
 
 pub(super) enum State {
-    Start { sent_empty_challenge: bool },
+    Start {
+        sent_empty_challenge: bool,
+    },
     WaitFinal(Box<Pending>),
+    /// client-final arrived and is well-formed; the proof check waits for the throttle
+    /// ([`Step::Verify`]).
+    Received(Box<Pending>, Box<ReceivedProof>),
     Done,
+}
+
+/// A parsed client-final: the proof and what it signs.
+pub(super) struct ReceivedProof {
+    proof: Zeroizing<Vec<u8>>,
+    auth_message: Vec<u8>,
 }
 
 pub(super) struct ScramMechanism {
@@ -175,32 +187,36 @@ impl ScramMechanism {
         })
     }
 
-    fn client_final(&self, p: &Pending, input: &[u8]) -> Step {
+    /// Parses client-final and checks what is not a credential (channel binding, nonce).
+    fn client_final(&self, p: &Pending, input: &[u8]) -> Result<ReceivedProof, Step> {
         use SaslCondition::*;
         let Some(text) = message_text(input) else {
-            return fail(MalformedRequest);
+            return Err(fail(MalformedRequest));
         };
         let cf = match parse_client_final(text) {
             Ok(cf) => cf,
             Err(ParseError::MandatoryExtension) => {
-                return fail_text(MalformedRequest, "unsupported mandatory extension");
+                return Err(fail_text(
+                    MalformedRequest,
+                    "unsupported mandatory extension",
+                ));
             }
-            Err(ParseError::Malformed) => return fail(MalformedRequest),
+            Err(ParseError::Malformed) => return Err(fail(MalformedRequest)),
         };
         let (Ok(cbind), Ok(proof)) = (B64.decode(cf.cbind), B64.decode(cf.proof)) else {
-            return fail(MalformedRequest);
+            return Err(fail(MalformedRequest));
         };
         let proof = Zeroizing::new(proof);
         if proof.len() != hash_len(self.hash) {
-            return fail(MalformedRequest);
+            return Err(fail(MalformedRequest));
         }
         let cb_ok = cbind.len() == p.expected_cbind.len()
             && bool::from(cbind.as_slice().ct_eq(p.expected_cbind.as_slice()));
         if !cb_ok {
-            return fail_text(NotAuthorized, "channel binding mismatch");
+            return Err(fail_text(NotAuthorized, "channel binding mismatch"));
         }
         if cf.nonce != p.nonce {
-            return fail_text(NotAuthorized, "nonce mismatch");
+            return Err(fail_text(NotAuthorized, "nonce mismatch"));
         }
 
         let mut auth_message = Vec::with_capacity(
@@ -211,8 +227,17 @@ impl ScramMechanism {
         auth_message.extend_from_slice(p.server_first.as_bytes());
         auth_message.push(b',');
         auth_message.extend_from_slice(cf.without_proof.as_bytes());
+        Ok(ReceivedProof {
+            proof,
+            auth_message,
+        })
+    }
 
-        let client_signature = hmac(self.hash, &p.creds.stored_key, &auth_message);
+    /// The proof check (RFC 5802 §3): the credential, run only when the throttle admits it.
+    fn check_proof(&self, p: &Pending, r: &ReceivedProof) -> Step {
+        use SaslCondition::*;
+        let (proof, auth_message) = (&r.proof, &r.auth_message);
+        let client_signature = hmac(self.hash, &p.creds.stored_key, auth_message);
         let client_key: Zeroizing<Vec<u8>> = Zeroizing::new(
             proof
                 .iter()
@@ -225,7 +250,7 @@ impl ScramMechanism {
         if !(proof_ok && p.known) {
             return fail(NotAuthorized);
         }
-        let server_signature = hmac(self.hash, &p.creds.server_key, &auth_message);
+        let server_signature = hmac(self.hash, &p.creds.server_key, auth_message);
         let mut additional = b"v=".to_vec();
         additional.extend_from_slice(B64.encode(server_signature.as_slice()).as_bytes());
         Step::Success(Authenticated::new(p.username.clone(), Some(additional)))
@@ -258,7 +283,21 @@ impl Mechanism for ScramMechanism {
                 }
                 Err(step) => step,
             },
-            (State::WaitFinal(pending), Some(input)) => self.client_final(&pending, input),
+            (State::WaitFinal(pending), Some(input)) => match self.client_final(&pending, input) {
+                Ok(proof) => {
+                    let check = CredentialCheck::new(pending.username.clone());
+                    self.state = State::Received(pending, Box::new(proof));
+                    Step::Verify(check)
+                }
+                Err(step) => step,
+            },
+            _ => fail(SaslCondition::MalformedRequest),
+        }
+    }
+
+    async fn verify(&mut self) -> Step {
+        match std::mem::replace(&mut self.state, State::Done) {
+            State::Received(pending, proof) => self.check_proof(&pending, &proof),
             _ => fail(SaslCondition::MalformedRequest),
         }
     }

@@ -175,12 +175,12 @@ impl Client {
 
 async fn run_client(p: &ScramProvider, s: &StreamInfo, client: &mut Client) -> Step {
     let mut m = start(p, s);
-    let sf = match m.step(Some(&client.first())).await {
+    let sf = match crate::sasl2::step_unthrottled(&mut *m, Some(&client.first())).await {
         Step::Challenge(c) => String::from_utf8(c).unwrap(),
         other => return other,
     };
     let fin = client.fin(&sf, None);
-    m.step(Some(&fin)).await
+    crate::sasl2::step_unthrottled(&mut *m, Some(&fin)).await
 }
 
 // --- RFC vectors --------------------------------------------------------------------
@@ -197,13 +197,16 @@ async fn rfc5802_sha1_vector() {
     let p = ScramProvider::new(ScramHash::Sha1, false, a)
         .dangerous_fixed_nonce_for_tests("3rfcNHYJY1ZVvWVs7j");
     let mut m = start(&p, &plain_stream());
-    let c = challenge(m.step(Some(b"n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL")).await);
+    let c = challenge(
+        crate::sasl2::step_unthrottled(&mut *m, Some(b"n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL"))
+            .await,
+    );
     assert_eq!(
         c,
         "r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,s=QSXCR+Q6sek8bf92,i=4096"
     );
     let ok = success(
-        m.step(Some(
+        crate::sasl2::step_unthrottled(&mut *m, Some(
             b"c=biws,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts=",
         ))
         .await,
@@ -216,7 +219,7 @@ async fn rfc5802_sha1_vector() {
     assert!(ok.state.is_none());
     // Nothing may follow completion.
     assert_eq!(
-        condition(m.step(Some(b"c=biws")).await),
+        condition(crate::sasl2::step_unthrottled(&mut *m, Some(b"c=biws")).await),
         SaslCondition::MalformedRequest
     );
 }
@@ -233,13 +236,15 @@ async fn rfc7677_sha256_vector() {
     let p = ScramProvider::new(ScramHash::Sha256, false, a)
         .dangerous_fixed_nonce_for_tests("%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0");
     let mut m = start(&p, &plain_stream());
-    let c = challenge(m.step(Some(b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO")).await);
+    let c = challenge(
+        crate::sasl2::step_unthrottled(&mut *m, Some(b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO")).await,
+    );
     assert_eq!(
         c,
         "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096"
     );
     let ok = success(
-        m.step(Some(
+        crate::sasl2::step_unthrottled(&mut *m, Some(
             b"c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=",
         ))
         .await,
@@ -262,10 +267,11 @@ async fn rfc7677_vector_with_wrong_proof_fails() {
     let p = ScramProvider::new(ScramHash::Sha256, false, a)
         .dangerous_fixed_nonce_for_tests("%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0");
     let mut m = start(&p, &plain_stream());
-    challenge(m.step(Some(b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO")).await);
+    challenge(
+        crate::sasl2::step_unthrottled(&mut *m, Some(b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO")).await,
+    );
     // Last proof byte changed.
-    let step = m
-        .step(Some(
+    let step = crate::sasl2::step_unthrottled(&mut *m, Some(
             b"c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVU=",
         ))
         .await;
@@ -364,7 +370,7 @@ async fn escaped_usernames() {
     for bad in [&b"n,,n=a=41,r=abc"[..], b"n,,n=a=,r=abc", b"n,,n=a=2,r=abc"] {
         let mut m = start(&p, &plain_stream());
         assert_eq!(
-            condition(m.step(Some(bad)).await),
+            condition(crate::sasl2::step_unthrottled(&mut *m, Some(bad)).await),
             SaslCondition::MalformedRequest
         );
     }
@@ -376,7 +382,7 @@ async fn invalid_username_not_authorized() {
     for bad in [&b"n,,n=a@b,r=abc"[..], b"n,,n=a b,r=abc", b"n,,n=a/b,r=abc"] {
         let mut m = start(&p, &plain_stream());
         assert_eq!(
-            condition(m.step(Some(bad)).await),
+            condition(crate::sasl2::step_unthrottled(&mut *m, Some(bad)).await),
             SaslCondition::NotAuthorized
         );
     }
@@ -400,9 +406,11 @@ async fn unknown_user_gets_normal_challenge_then_not_authorized() {
     let p = provider(ScramHash::Sha256, false, accounts());
     let s = plain_stream();
     let mut real = start(&p, &s);
-    let rc = challenge(real.step(Some(b"n,,n=user,r=abcdef")).await);
+    let rc =
+        challenge(crate::sasl2::step_unthrottled(&mut *real, Some(b"n,,n=user,r=abcdef")).await);
     let mut m = start(&p, &s);
-    let fc = challenge(m.step(Some(b"n,,n=nobody,r=abcdef")).await);
+    let fc =
+        challenge(crate::sasl2::step_unthrottled(&mut *m, Some(b"n,,n=nobody,r=abcdef")).await);
 
     let shape = |c: &str| {
         let parts: Vec<&str> = c.split(',').collect();
@@ -417,10 +425,12 @@ async fn unknown_user_gets_normal_challenge_then_not_authorized() {
     // The fake salt is stable per username and differs between usernames.
     let salt_of = |c: &str| c.split(',').nth(1).unwrap().to_owned();
     let mut again = start(&p, &s);
-    let fc2 = challenge(again.step(Some(b"n,,n=nobody,r=xyz")).await);
+    let fc2 =
+        challenge(crate::sasl2::step_unthrottled(&mut *again, Some(b"n,,n=nobody,r=xyz")).await);
     assert_eq!(salt_of(&fc), salt_of(&fc2));
     let mut other = start(&p, &s);
-    let oc = challenge(other.step(Some(b"n,,n=somebody,r=xyz")).await);
+    let oc =
+        challenge(crate::sasl2::step_unthrottled(&mut *other, Some(b"n,,n=somebody,r=xyz")).await);
     assert_ne!(salt_of(&fc), salt_of(&oc));
 
     // Whatever password the client uses, it fails like a wrong password.
@@ -428,14 +438,14 @@ async fn unknown_user_gets_normal_challenge_then_not_authorized() {
     c.client_first_bare = "n=nobody,r=abcdef".into();
     let fin = c.fin(&fc, None);
     assert_eq!(
-        failure_text(m.step(Some(&fin)).await),
+        failure_text(crate::sasl2::step_unthrottled(&mut *m, Some(&fin)).await),
         (SaslCondition::NotAuthorized, None)
     );
     let mut c = Client::new(ScramHash::Sha256, "user", "wrong", "n,,", &[]);
     c.client_first_bare = "n=user,r=abcdef".into();
     let fin = c.fin(&rc, None);
     assert_eq!(
-        failure_text(real.step(Some(&fin)).await),
+        failure_text(crate::sasl2::step_unthrottled(&mut *real, Some(&fin)).await),
         (SaslCondition::NotAuthorized, None)
     );
 }
@@ -449,7 +459,8 @@ async fn fake_salts_survive_a_restart_with_a_key_file() {
     let salt = async |key: crate::sasl2::credentials::FakeKey| {
         let p = provider(ScramHash::Sha256, false, accounts()).with_fake_key(key);
         let mut m = start(&p, &plain_stream());
-        let c = challenge(m.step(Some(b"n,,n=nobody,r=abc")).await);
+        let c =
+            challenge(crate::sasl2::step_unthrottled(&mut *m, Some(b"n,,n=nobody,r=abc")).await);
         c.split(',').nth(1).unwrap().to_owned()
     };
     use crate::sasl2::credentials::FakeKey;
@@ -473,16 +484,21 @@ fn failure_text(step: Step) -> (SaslCondition, Option<String>) {
 async fn no_initial_response_gets_empty_challenge_once() {
     let p = provider(ScramHash::Sha256, false, accounts());
     let mut m = start(&p, &plain_stream());
-    assert!(matches!(m.step(None).await, Step::Challenge(c) if c.is_empty()));
+    assert!(
+        matches!(crate::sasl2::step_unthrottled(&mut *m, None).await, Step::Challenge(c) if c.is_empty())
+    );
     let mut c = Client::new(ScramHash::Sha256, "user", "pencil", "n,,", &[]);
-    let sf = challenge(m.step(Some(&c.first())).await);
+    let sf = challenge(crate::sasl2::step_unthrottled(&mut *m, Some(&c.first())).await);
     let fin = c.fin(&sf, None);
-    success(m.step(Some(&fin)).await);
+    success(crate::sasl2::step_unthrottled(&mut *m, Some(&fin)).await);
 
     let mut m = start(&p, &plain_stream());
-    assert!(matches!(m.step(None).await, Step::Challenge(_)));
+    assert!(matches!(
+        crate::sasl2::step_unthrottled(&mut *m, None).await,
+        Step::Challenge(_)
+    ));
     assert_eq!(
-        condition(m.step(None).await),
+        condition(crate::sasl2::step_unthrottled(&mut *m, None).await),
         SaslCondition::MalformedRequest
     );
 }
@@ -494,29 +510,29 @@ async fn tampered_cbind_rejected() {
     // Client says n,, but claims y,, in c= (a MITM rewrote the header).
     let mut c = Client::new(ScramHash::Sha256, "user", "pencil", "n,,", &[]);
     let mut m = start(&p, &s);
-    let sf = challenge(m.step(Some(&c.first())).await);
+    let sf = challenge(crate::sasl2::step_unthrottled(&mut *m, Some(&c.first())).await);
     let fin = c.fin(&sf, Some(b"y,,"));
     assert_eq!(
-        condition(m.step(Some(&fin)).await),
+        condition(crate::sasl2::step_unthrottled(&mut *m, Some(&fin)).await),
         SaslCondition::NotAuthorized
     );
 
     // c= with trailing cb bytes on a non-PLUS attempt.
     let mut m = start(&p, &s);
-    let sf = challenge(m.step(Some(&c.first())).await);
+    let sf = challenge(crate::sasl2::step_unthrottled(&mut *m, Some(&c.first())).await);
     let fin = c.fin(&sf, Some(b"n,,x"));
     assert_eq!(
-        condition(m.step(Some(&fin)).await),
+        condition(crate::sasl2::step_unthrottled(&mut *m, Some(&fin)).await),
         SaslCondition::NotAuthorized
     );
 
     // c= that is not base64.
     let mut m = start(&p, &s);
-    let sf = challenge(m.step(Some(&c.first())).await);
+    let sf = challenge(crate::sasl2::step_unthrottled(&mut *m, Some(&c.first())).await);
     let r = sf.split(',').next().unwrap();
     let bad = format!("c=!!!,{r},p={}", B64.encode([0u8; 32]));
     assert_eq!(
-        condition(m.step(Some(bad.as_bytes())).await),
+        condition(crate::sasl2::step_unthrottled(&mut *m, Some(bad.as_bytes())).await),
         SaslCondition::MalformedRequest
     );
 }
@@ -526,12 +542,12 @@ async fn nonce_mismatch_rejected() {
     let p = provider(ScramHash::Sha256, false, accounts());
     let mut c = Client::new(ScramHash::Sha256, "user", "pencil", "n,,", &[]);
     let mut m = start(&p, &plain_stream());
-    let sf = challenge(m.step(Some(&c.first())).await);
+    let sf = challenge(crate::sasl2::step_unthrottled(&mut *m, Some(&c.first())).await);
     // A valid proof over the real AuthMessage, but r= is not the nonce the server sent.
     c.nonce_override = Some("clientnonce123".into());
     let fin = c.fin(&sf, None);
     assert_eq!(
-        failure_text(m.step(Some(&fin)).await),
+        failure_text(crate::sasl2::step_unthrottled(&mut *m, Some(&fin)).await),
         (SaslCondition::NotAuthorized, Some("nonce mismatch".into()))
     );
 }
@@ -609,13 +625,20 @@ async fn plus_rules() {
     ];
     for (msg, cond) in cases {
         let mut m = start(&p, &only_endpoint);
-        assert_eq!(condition(m.step(Some(msg)).await), cond, "{msg:?}");
+        assert_eq!(
+            condition(crate::sasl2::step_unthrottled(&mut *m, Some(msg)).await),
+            cond,
+            "{msg:?}"
+        );
     }
     let mut m = start(&p, &only_endpoint);
-    challenge(m.step(Some(b"p=tls-server-end-point,,n=user,r=abc")).await);
+    challenge(
+        crate::sasl2::step_unthrottled(&mut *m, Some(b"p=tls-server-end-point,,n=user,r=abc"))
+            .await,
+    );
     let mut m = start(&p, &only_endpoint);
     assert_eq!(
-        condition(m.step(Some(b"p=bad_name,,n=user,r=abc")).await),
+        condition(crate::sasl2::step_unthrottled(&mut *m, Some(b"p=bad_name,,n=user,r=abc")).await),
         SaslCondition::MalformedRequest
     );
 }
@@ -625,7 +648,9 @@ async fn non_plus_rejects_p_flag() {
     let p = provider(ScramHash::Sha256, false, accounts());
     let mut m = start(&p, &cb_stream());
     assert_eq!(
-        condition(m.step(Some(b"p=tls-exporter,,n=user,r=abc")).await),
+        condition(
+            crate::sasl2::step_unthrottled(&mut *m, Some(b"p=tls-exporter,,n=user,r=abc")).await
+        ),
         SaslCondition::MalformedRequest
     );
 }
@@ -682,7 +707,7 @@ async fn authzid_rules() {
     }
     let mut m = start(&p, &plain_stream());
     assert_eq!(
-        condition(m.step(Some(b"n,x=user,n=user,r=abc")).await),
+        condition(crate::sasl2::step_unthrottled(&mut *m, Some(b"n,x=user,n=user,r=abc")).await),
         SaslCondition::MalformedRequest
     );
 }
@@ -712,20 +737,20 @@ async fn malformed_client_first() {
     for msg in cases {
         let mut m = start(&p, &plain_stream());
         assert_eq!(
-            condition(m.step(Some(msg)).await),
+            condition(crate::sasl2::step_unthrottled(&mut *m, Some(msg)).await),
             SaslCondition::MalformedRequest,
             "{:?}",
             String::from_utf8_lossy(msg)
         );
         // A failed attempt is over.
         assert_eq!(
-            condition(m.step(Some(b"n,,n=user,r=abc")).await),
+            condition(crate::sasl2::step_unthrottled(&mut *m, Some(b"n,,n=user,r=abc")).await),
             SaslCondition::MalformedRequest
         );
     }
     // Optional extensions are ignored.
     let mut m = start(&p, &plain_stream());
-    challenge(m.step(Some(b"n,,n=user,r=abc,x=1")).await);
+    challenge(crate::sasl2::step_unthrottled(&mut *m, Some(b"n,,n=user,r=abc,x=1")).await);
 }
 
 #[tokio::test]
@@ -733,7 +758,7 @@ async fn malformed_client_final() {
     let p = provider(ScramHash::Sha256, false, accounts());
     let s = plain_stream();
     let mut probe = start(&p, &s);
-    let sf = challenge(probe.step(Some(b"n,,n=user,r=abc")).await);
+    let sf = challenge(crate::sasl2::step_unthrottled(&mut *probe, Some(b"n,,n=user,r=abc")).await);
     let r = sf.split(',').next().unwrap().to_owned();
     let proof = B64.encode([0u8; 32]);
     let cases = vec![
@@ -750,17 +775,17 @@ async fn malformed_client_final() {
     ];
     for msg in cases {
         let mut m = start(&p, &s);
-        challenge(m.step(Some(b"n,,n=user,r=abc")).await);
+        challenge(crate::sasl2::step_unthrottled(&mut *m, Some(b"n,,n=user,r=abc")).await);
         assert_eq!(
-            condition(m.step(Some(msg.as_bytes())).await),
+            condition(crate::sasl2::step_unthrottled(&mut *m, Some(msg.as_bytes())).await),
             SaslCondition::MalformedRequest,
             "{msg}"
         );
     }
     let mut m = start(&p, &s);
-    challenge(m.step(Some(b"n,,n=user,r=abc")).await);
+    challenge(crate::sasl2::step_unthrottled(&mut *m, Some(b"n,,n=user,r=abc")).await);
     assert_eq!(
-        condition(m.step(None).await),
+        condition(crate::sasl2::step_unthrottled(&mut *m, None).await),
         SaslCondition::MalformedRequest
     );
 }
@@ -801,7 +826,7 @@ async fn backend_errors_are_temporary() {
         let p = ScramProvider::new(ScramHash::Sha256, false, store);
         let mut m = start(&p, &plain_stream());
         assert_eq!(
-            condition(m.step(Some(b"n,,n=user,r=abc")).await),
+            condition(crate::sasl2::step_unthrottled(&mut *m, Some(b"n,,n=user,r=abc")).await),
             SaslCondition::TemporaryAuthFailure
         );
     }
@@ -820,12 +845,12 @@ async fn sasl_interop<S: sasl::common::scram::ScramProvider>(
     let mut client = Scram::<S>::new("user", "pencil", cb).unwrap();
     assert_eq!(client.name(), p.name());
     let mut m = start(&p, &cb_stream());
-    let sf = match m.step(Some(&client.initial())).await {
+    let sf = match crate::sasl2::step_unthrottled(&mut *m, Some(&client.initial())).await {
         Step::Challenge(c) => c,
         other => panic!("{other:?}"),
     };
     let fin = client.response(&sf).unwrap();
-    let ok = success(m.step(Some(&fin)).await);
+    let ok = success(crate::sasl2::step_unthrottled(&mut *m, Some(&fin)).await);
     assert_eq!(ok.username, "user");
     client.success(&ok.additional_data.unwrap()).unwrap();
 
@@ -834,10 +859,10 @@ async fn sasl_interop<S: sasl::common::scram::ScramProvider>(
         Scram::<S>::new("user", "pencil!", sasl::common::ChannelBinding::None).unwrap();
     let p = provider(hash, false, accounts());
     let mut m = start(&p, &cb_stream());
-    let sf = challenge(m.step(Some(&client.initial())).await);
+    let sf = challenge(crate::sasl2::step_unthrottled(&mut *m, Some(&client.initial())).await);
     let fin = client.response(sf.as_bytes()).unwrap();
     assert_eq!(
-        condition(m.step(Some(&fin)).await),
+        condition(crate::sasl2::step_unthrottled(&mut *m, Some(&fin)).await),
         SaslCondition::NotAuthorized
     );
 }
@@ -892,16 +917,16 @@ mod props {
             rt().block_on(async {
                 for s in [cb_stream(), plain_stream()] {
                     let mut m = start(&p, &s);
-                    let _ = m.step(Some(&first)).await;
-                    let _ = m.step(Some(&second)).await;
-                    let _ = m.step(Some(&third)).await;
-                    let _ = m.step(None).await;
+                    let _ = crate::sasl2::step_unthrottled(&mut *m, Some(&first)).await;
+                    let _ = crate::sasl2::step_unthrottled(&mut *m, Some(&second)).await;
+                    let _ = crate::sasl2::step_unthrottled(&mut *m, Some(&third)).await;
+                    let _ = crate::sasl2::step_unthrottled(&mut *m, None).await;
 
                     // A valid first message followed by arbitrary finals.
                     let mut m = start(&p, &s);
-                    let _ = m.step(Some(b"n,,n=user,r=abc")).await;
-                    let _ = m.step(Some(&second)).await;
-                    let _ = m.step(Some(&third)).await;
+                    let _ = crate::sasl2::step_unthrottled(&mut *m, Some(b"n,,n=user,r=abc")).await;
+                    let _ = crate::sasl2::step_unthrottled(&mut *m, Some(&second)).await;
+                    let _ = crate::sasl2::step_unthrottled(&mut *m, Some(&third)).await;
                 }
             });
         }
@@ -916,12 +941,12 @@ mod props {
                 let s = plain_stream();
                 let mut c = Client::new(ScramHash::Sha256, "user", "pencil", "n,,", &[]);
                 let mut m = start(&p, &s);
-                let sf = challenge(m.step(Some(&c.first())).await);
+                let sf = challenge(crate::sasl2::step_unthrottled(&mut *m, Some(&c.first())).await);
                 let mut fin = c.fin(&sf, None);
                 let i = idx % fin.len();
                 prop_assume!(fin[i] != byte);
                 fin[i] = byte;
-                let step = m.step(Some(&fin)).await;
+                let step = crate::sasl2::step_unthrottled(&mut *m, Some(&fin)).await;
                 prop_assert!(matches!(step, Step::Failure(_)), "mutated final accepted");
                 Ok(())
             })?;

@@ -1,6 +1,7 @@
 //! The audit line of every failed or held-back login, and its counters.
 //!
-//! One line per `<failure>`, at INFO under the target `sasl2_fast_host::audit`, with the
+//! One line per `<failure>`, at INFO under the target `sasl2_fast::audit` (with the library's
+//! revocation lines, so one filter keeps every audit line), with the
 //! account (as the mechanism normalized it; `-` when the request never named one), the
 //! mechanism, the source address and the reason:
 //!
@@ -41,6 +42,7 @@ pub fn login_failed(
             budget,
             source,
             info,
+            target: "sasl2_fast::audit",
             mechanism = %mechanism_label,
             %source,
             reason = %failure.condition,
@@ -54,6 +56,7 @@ pub fn login_failed(
             budget,
             source,
             info,
+            target: "sasl2_fast::audit",
             account = %"-",
             mechanism = %mechanism_label,
             %source,
@@ -68,6 +71,7 @@ pub fn login_failed(
             budget,
             source,
             info,
+            target: "sasl2_fast::audit",
             account = %check.identity,
             mechanism = %mechanism_label,
             %source,
@@ -79,6 +83,7 @@ pub fn login_failed(
             budget,
             source,
             info,
+            target: "sasl2_fast::audit",
             account = %check.identity,
             mechanism = %mechanism_label,
             %source,

@@ -6,7 +6,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -642,9 +642,4 @@ async fn accept_loop(
             .instrument(span),
         );
     }
-}
-
-/// Where `<data_dir>/tls/cert.pem` is (when generated).
-pub fn generated_cert_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("tls").join("cert.pem")
 }

@@ -326,6 +326,11 @@ async fn logins_fast_events_store_latency_and_connections_are_scraped() -> TResu
             s2.moved(&s0, "sasl2_fast_rejected_total"),
             map(&[("reason=replay", 1.0)])
         );
+        // The wrong password is a rejected check; the FAST replay is not a password login.
+        assert_eq!(
+            s2.moved(&s0, "sasl2_fast_host_password_failures_total"),
+            map(&[("reason=rejected", 1.0)])
+        );
         let events = s2.moved(&s0, "sasl2_fast_token_events_total");
         assert_eq!(events.get("event=issued"), Some(&1.0), "{events:?}");
         assert_eq!(events.get("event=used"), Some(&1.0), "{events:?}");
@@ -494,6 +499,40 @@ async fn the_host_binary_serves_metrics_listen_from_its_config_file() -> TResult
         );
         let status = host.stop()?;
         assert!(status.success(), "{status}");
+        Ok(())
+    })
+    .await
+}
+
+/// Held-back password logins are counted apart from checked ones
+/// (`sasl2_fast_host_password_failures_total{reason}`), and so are requests that never reached
+/// a check.
+#[tokio::test]
+async fn held_back_logins_are_counted_by_reason() -> TResult {
+    bounded(120, async {
+        let mut config = metrics_config();
+        config.server.login_throttle_failures = 1;
+        let t = TestHost::start(config).await?;
+        let s0 = scrape(&t.host).await?;
+        for _ in 0..2 {
+            let mut c = t.connect(Tls::StartTls, None).await?;
+            c.login_plain("alice", "guess", &LoginOptions::agent(UA))
+                .await?
+                .into_failure()?;
+        }
+        let mut c = t.connect(Tls::StartTls, None).await?;
+        c.send(&"<abort xmlns='urn:xmpp:sasl:2'/>".parse()?).await?;
+        c.recv().await?;
+        let s1 = scrape(&t.host).await?;
+        assert_eq!(
+            s1.moved(&s0, "sasl2_fast_host_password_failures_total"),
+            map(&[
+                ("reason=rejected", 1.0),
+                ("reason=held", 1.0),
+                ("reason=aborted", 1.0)
+            ])
+        );
+        t.shutdown().await;
         Ok(())
     })
     .await

@@ -9,6 +9,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use minidom::Element;
 use sasl::client::Mechanism as _;
+use sasl2_fast::sasl2::SaslProfile;
 use sasl2_fast::xmpp::ns;
 use sasl2_fast_host::client::{Client, LoginOptions, Outcome, Tls};
 use sasl2_fast_host::harness::TestHost;
@@ -46,85 +47,29 @@ fn stranger(i: u32) -> String {
     format!("5742a7e1-0000-4000-8000-{:012x}", u64::from(i) * 7919 + 13)
 }
 
-#[derive(Clone, Copy, Debug)]
-enum Profile {
-    Sasl2,
-    Rfc6120,
-}
-
-/// A login whose first message carries no credentials: `<authenticate mechanism='M'/>` (or
-/// `<auth mechanism='M'/>`), the credentials only in `<response>`s. Returns `success` or the
-/// failure condition, and the failure text.
+/// A login whose first message carries no credentials; `success` or the failure condition,
+/// and the failure text.
 async fn login_without_initial_response(
     c: &mut Client,
-    profile: Profile,
+    profile: SaslProfile,
     mechanism: &str,
     user: &str,
     password: &str,
     agent: &str,
 ) -> (String, String) {
-    let namespace = match profile {
-        Profile::Sasl2 => ns::SASL2,
-        Profile::Rfc6120 => ns::SASL,
-    };
-    let start = match profile {
-        Profile::Sasl2 => {
-            Client::authenticate_element(mechanism, None, &LoginOptions::agent(agent), false)
-        }
-        Profile::Rfc6120 => format!("<auth xmlns='{}' mechanism='{mechanism}'/>", ns::SASL)
-            .parse()
-            .unwrap(),
-    };
-    let mut scram: Option<Box<dyn sasl::client::Mechanism + Send>> =
-        mechanism.starts_with("SCRAM-").then(|| {
-            let creds = sasl::common::Credentials::default()
-                .with_username(user)
-                .with_password(password)
-                .with_channel_binding(sasl::common::ChannelBinding::None);
-            Box::new(
-                sasl::client::mechanisms::Scram::<sasl::common::scram::Sha256>::from_credentials(
-                    creds,
-                )
-                .unwrap(),
-            ) as Box<dyn sasl::client::Mechanism + Send>
-        });
-    c.send(&start).await.unwrap();
-    loop {
-        let e = c.recv().await.unwrap();
-        match e.name() {
-            "challenge" => {
-                let text: String = e.text().split_ascii_whitespace().collect();
-                let data = if text.is_empty() || text == "=" {
-                    Vec::new()
-                } else {
-                    B64.decode(text).unwrap()
-                };
-                let response = match &mut scram {
-                    Some(m) if data.is_empty() => m.initial(),
-                    Some(m) => m.response(&data).unwrap(),
-                    None => format!("\0{user}\0{password}").into_bytes(),
-                };
-                let r = Element::builder("response", namespace)
-                    .append(B64.encode(response))
-                    .build();
-                c.send(&r).await.unwrap();
-            }
-            "success" => return ("success".into(), String::new()),
-            "failure" => {
-                let condition = e
-                    .children()
-                    .find(|c| c.name() != "text")
-                    .map(|c| c.name().to_owned())
-                    .unwrap_or_default();
-                let text = e
-                    .children()
-                    .find(|c| c.name() == "text")
-                    .map(|c| c.text())
-                    .unwrap_or_default();
-                return (condition, text);
-            }
-            other => panic!("unexpected <{other}>"),
-        }
+    match c
+        .login_without_initial_response(
+            profile,
+            mechanism,
+            user,
+            password,
+            &LoginOptions::agent(agent),
+        )
+        .await
+        .unwrap()
+    {
+        Outcome::Success(_) => ("success".into(), String::new()),
+        Outcome::Failure(f) => (f.condition, f.text.unwrap_or_default()),
     }
 }
 
@@ -207,10 +152,10 @@ async fn every_path_without_an_initial_response_is_held() {
     config.server.login_throttle_failures = 2;
     let t = TestHost::start(config).await.unwrap();
     let paths = [
-        (Profile::Sasl2, "PLAIN"),
-        (Profile::Sasl2, "SCRAM-SHA-256"),
-        (Profile::Rfc6120, "PLAIN"),
-        (Profile::Rfc6120, "SCRAM-SHA-256"),
+        (SaslProfile::Sasl2, "PLAIN"),
+        (SaslProfile::Sasl2, "SCRAM-SHA-256"),
+        (SaslProfile::Rfc6120, "PLAIN"),
+        (SaslProfile::Rfc6120, "SCRAM-SHA-256"),
     ];
     // Wrong guesses without initial response count: two of them, on two different paths
     // and addresses, hold the account.
@@ -302,13 +247,15 @@ async fn pipelined_exchanges_check_no_more_guesses_than_the_limit() {
     t.shutdown().await;
 }
 
-/// Strangers cannot lock the owner out (item 2): after 50 wrong guesses for alice from 50
-/// addresses with random user-agent ids, alice's known device (its user-agent id logged in
-/// before) from her address logs in with her password at once, and so does her laptop that
-/// sends no user-agent id, known by the address it logged in from; an unknown device from a
-/// new address is held.
+/// Strangers cannot lock the owner out (item 2): while strangers keep guessing alice's
+/// password from 50 addresses with random user-agent ids (the account held for them the
+/// whole time), alice's known device (its user-agent id logged in before) from her address
+/// logs in with her password at once, and so does her laptop that sends no user-agent id,
+/// known by the address it logged in from; an unknown device from a new address is held.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strangers_do_not_lock_out_a_known_device() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
     let t = TestHost::start(TestHost::config()).await.unwrap();
     let home = "127.0.4.1";
     assert_eq!(
@@ -322,17 +269,39 @@ async fn strangers_do_not_lock_out_a_known_device() {
         .unwrap();
     assert_eq!(condition(&o), "success");
 
-    let mut outcomes = Vec::new();
-    for i in 0..50u32 {
-        let source = format!("127.0.5.{}", i + 1);
-        outcomes.push(scram(&t, &source, &stranger(1000 + i), "alice", "guess").await);
+    // The strangers: 5 tasks guessing without pause, so that whenever a backoff ends one
+    // guess is admitted at once and the next backoff starts.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (guessed, checked) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+    let mut strangers = tokio::task::JoinSet::new();
+    for task in 0..5u32 {
+        let base = t.opts(Tls::StartTls, None).unwrap();
+        let (stop, guessed, checked) = (stop.clone(), guessed.clone(), checked.clone());
+        strangers.spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let i = guessed.fetch_add(1, Ordering::Relaxed);
+                let mut opts = base.clone();
+                opts.source = Some(format!("127.0.5.{}", i % 50 + 1).parse().unwrap());
+                let o = Client::connect(opts)
+                    .await
+                    .unwrap()
+                    .login_scram(
+                        "alice",
+                        "guess",
+                        "SCRAM-SHA-256-PLUS",
+                        &LoginOptions::agent(&stranger(1000 + task * 10_000 + i)),
+                    )
+                    .await
+                    .unwrap();
+                if condition(&o) == "not-authorized" {
+                    checked.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
     }
-    let checked = outcomes
-        .iter()
-        .filter(|o| condition(o) == "not-authorized")
-        .count();
-    // 5 before the hold, then one per expired backoff (1 s, 2 s, 4 s, ... while the 50 run).
-    assert!((5..10).contains(&checked), "{checked} guesses checked");
+    while guessed.load(Ordering::Relaxed) < 50 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     let o = scram(&t, home, PHONE, "alice", "alicepass").await;
     assert_eq!(
@@ -351,6 +320,17 @@ async fn strangers_do_not_lock_out_a_known_device() {
         condition(&o),
         "temporary-auth-failure",
         "an unknown device from a new address is held"
+    );
+    stop.store(true, Ordering::Relaxed);
+    while strangers.join_next().await.is_some() {}
+    // 5 before the hold, then one per expired backoff (1 s, 2 s, 4 s, ...).
+    let (guessed, checked) = (
+        guessed.load(Ordering::Relaxed),
+        checked.load(Ordering::Relaxed),
+    );
+    assert!(
+        (5..12).contains(&checked),
+        "{checked} of {guessed} guesses checked"
     );
     t.shutdown().await;
 }

@@ -410,21 +410,6 @@ impl Negotiator {
         self.stream.early_data = early;
     }
 
-    /// True if SASL2 is offered on this stream: only after TLS unless the host allows
-    /// plaintext for loopback testing (S-26), and only with a usable mechanism (S-5).
-    pub fn offers_sasl(&self) -> bool {
-        !self.advertised.offers.mechanisms.is_empty()
-    }
-
-    /// Names of the top-level mechanisms offered on this stream, in advertisement order.
-    pub fn mechanism_names(&self) -> impl Iterator<Item = &str> {
-        self.advertised
-            .offers
-            .mechanisms
-            .iter()
-            .map(|&i| self.server.mechanisms[i].name())
-    }
-
     /// The SASL part of the pre-authentication `<stream:features>`: SASL2 `<authentication>`
     /// (with `<inline>`), the RFC 6120 `<mechanisms>` when enabled, and the XEP-0440
     /// `<sasl-channel-binding>` list. Empty when authentication is not offered.
@@ -442,11 +427,6 @@ impl Negotiator {
     /// True once `<success>` has been produced.
     pub fn is_authenticated(&self) -> bool {
         matches!(self.state, State::Done)
-    }
-
-    /// Failed attempts so far on this stream (aborts included).
-    pub fn failures(&self) -> u32 {
-        self.failures
     }
 
     /// True for elements the host must hand to [`Negotiator::handle`]: everything in the SASL2

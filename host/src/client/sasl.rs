@@ -302,6 +302,71 @@ impl Client {
         }
     }
 
+    /// A password login whose first message carries no credentials: `<authenticate
+    /// mechanism='M'/>` (SASL2) or `<auth mechanism='M'/>` (RFC 6120), the credentials only in
+    /// `<response>`s, as RFC 4422 §5 allows. `mechanism` is `PLAIN` or a SCRAM mechanism. An
+    /// RFC 6120 success is returned before the stream restart, with an empty JID.
+    pub async fn login_without_initial_response(
+        &mut self,
+        profile: sasl2_fast::sasl2::SaslProfile,
+        mechanism: &str,
+        user: &str,
+        password: &str,
+        opts: &LoginOptions,
+    ) -> Result<Outcome> {
+        use sasl2_fast::sasl2::SaslProfile;
+        let sasl_err = |e: sasl::client::MechanismError| ClientError::Sasl(e.to_string());
+        let mut scram = match mechanism {
+            "PLAIN" => None,
+            _ => Some(self.scram(user, password, mechanism)?),
+        };
+        let (start, namespace) = match profile {
+            SaslProfile::Sasl2 => (
+                Self::authenticate_element(mechanism, None, opts, false),
+                ns::SASL2,
+            ),
+            _ => (
+                with_attr(Element::bare("auth", ns::SASL), "mechanism", mechanism),
+                ns::SASL,
+            ),
+        };
+        self.send(&start).await?;
+        loop {
+            let e = self.recv().await?;
+            if e.is("challenge", namespace) {
+                let text: String = e.text().split_ascii_whitespace().collect();
+                let data = match text.as_str() {
+                    "" | "=" => Vec::new(),
+                    t => B64
+                        .decode(t)
+                        .map_err(|_| ClientError::Protocol("challenge is not base64".into()))?,
+                };
+                let response = match &mut scram {
+                    Some(m) if data.is_empty() => m.initial(),
+                    Some(m) => m.response(&data).map_err(sasl_err)?,
+                    None => format!("\0{user}\0{password}").into_bytes(),
+                };
+                let r = Element::builder("response", namespace)
+                    .append(B64.encode(response))
+                    .build();
+                self.send(&r).await?;
+            } else if e.is("failure", namespace) {
+                return Ok(Outcome::Failure(Self::failure_of(&e)?));
+            } else if e.is("success", namespace) {
+                return Ok(Outcome::Success(Success {
+                    jid: String::new(),
+                    token: None,
+                    additional_data: None,
+                    bound: None,
+                    element: Redacted(e),
+                    features: None,
+                }));
+            } else {
+                return Err(Self::unexpected(e, "challenge, success or failure"));
+            }
+        }
+    }
+
     /// PLAIN login (`\0user\0password`).
     pub async fn login_plain(
         &mut self,

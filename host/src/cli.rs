@@ -81,6 +81,12 @@ enum Command {
     Ctl(crate::admin::ctl::CtlArgs),
 }
 
+/// The definition of the `host` command line (its subcommands and options), for checks such
+/// as `tests/docs_names/` that every command the docs name exists.
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
+}
+
 fn load(path: &std::path::Path) -> Result<HostConfig, ExitCode> {
     HostConfig::load(path).map_err(|e| {
         eprintln!("error: {e}");

@@ -7,8 +7,8 @@
 //!
 //! # Sealed at rest
 //! A [`TokenSlot`] holds a random per-token nonce, never the token a client presents: the
-//! token is derived from the nonce and a server-side pepper (see `fast::sealing`), so a copy of
-//! the store alone cannot log anyone in.
+//! token is derived from the nonce and a server-side pepper (see [`crate::fast::token`]), so a
+//! copy of the store alone cannot log anyone in.
 
 mod codec;
 pub mod memory;

@@ -208,6 +208,35 @@ fn prefixed_elements_and_attributes() {
     assert_eq!(q.text(), "t");
 }
 
+/// Inside a stream, elements of the streams namespace are written with the `stream:` prefix
+/// the header declares (`<stream:features>`, `<stream:error>`, as RFC 6120's examples and every
+/// peer server write them), their children against the stream's default namespace; on its own
+/// an element declares its namespace.
+#[test]
+fn stream_namespace_elements_take_the_stream_prefix() {
+    let features = Element::builder("features", NS_STREAM)
+        .append(Element::bare("bind", "urn:ietf:params:xml:ns:xmpp-bind"))
+        .append(Element::bare("c", NS_CLIENT))
+        .build();
+    assert_eq!(
+        in_client(&features),
+        "<stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/><c/></stream:features>"
+    );
+    assert_eq!(
+        in_client(&Element::bare("features", NS_STREAM)),
+        "<stream:features/>"
+    );
+    assert_eq!(
+        to_xml(&Element::bare("error", NS_STREAM)),
+        format!("<error xmlns='{NS_STREAM}'/>")
+    );
+    let header = stream_header_xml(NS_CLIENT, None, None, None, None, None);
+    let input = format!("{header}{}", in_client(&features));
+    let (events, err) = run_chunks(input.as_bytes(), &[input.len()], Limits::default());
+    assert_eq!(err, None, "{input}");
+    assert_eq!(events.get(1), Some(&StreamEvent::Element(features)));
+}
+
 /// Fuzzer finding (xml_reader target): a prefixed attribute whose prefix was declared on
 /// the element (or an ancestor) serialized with an undeclared prefix, so the element did not
 /// parse back, e.g. when a host relays it to another stream.
@@ -762,6 +791,8 @@ fn arb_name() -> impl Strategy<Value = String> {
 fn arb_ns() -> impl Strategy<Value = String> {
     prop_oneof![
         Just(NS_CLIENT.to_owned()),
+        // Written with the `stream:` prefix, its children against the default namespace.
+        Just(NS_STREAM.to_owned()),
         Just(NS_SASL2.to_owned()),
         Just("urn:a".to_owned()),
         Just(String::new()),

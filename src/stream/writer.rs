@@ -1,7 +1,9 @@
 //! Writing elements into a stream: what the reader reads back exactly.
 //!
 //! A top-level element whose namespace is the stream's default (`jabber:client`) carries no
-//! `xmlns`; a child declares its namespace where it differs from its parent's. Attributes in
+//! `xmlns`; a child declares its namespace where it differs from its parent's. Elements of the
+//! streams namespace (`<stream:features>`, `<stream:error>`) take the `stream:` prefix the
+//! stream header declares, as RFC 6120's examples do. Attributes in
 //! a namespace other than `xml` get a prefix declared on the element itself. Text and
 //! attribute values are escaped, with `\t`, `\n` and `\r` as character references so a parser's
 //! end-of-line and attribute-value normalization (XML 1.0 §2.11, §3.3.3) gives back exactly
@@ -47,20 +49,31 @@ fn escape_into(out: &mut String, s: &str) {
     out.push_str(&s[plain..]);
 }
 
-fn write(out: &mut String, el: &Element, parent_ns: Option<&str>) {
+/// Writes `el`. `default_ns` is the default namespace in scope (`None`: none declared yet).
+/// `in_stream`: `el` sits inside a stream whose header declares `xmlns:stream`, so elements of
+/// the streams namespace are written `<stream:features>`, `<stream:error>`: RFC 6120's
+/// examples, RFC 3920 §11.2.1 ("SHOULD generate only the 'stream:' prefix") and every peer
+/// server write them so, and clients exist that match the literal prefix. A prefixed element
+/// leaves the default namespace as it was, so its children compare against that.
+fn write(out: &mut String, el: &Element, default_ns: Option<&str>, in_stream: bool) {
     out.push('<');
+    let prefixed = in_stream && el.has_ns(ns::STREAM);
+    if prefixed {
+        out.push_str("stream:");
+    }
     out.push_str(el.name());
     // `Element::ns` allocates; an element in its parent's namespace (the common case) reuses
     // the parent's string.
     let own;
-    let my_ns = match parent_ns {
-        Some(p) if el.has_ns(p) => p,
+    let children_ns = match default_ns {
+        _ if prefixed => default_ns,
+        Some(d) if el.has_ns(d) => Some(d),
         _ => {
             own = el.ns();
             out.push_str(" xmlns='");
             escape_into(out, &own);
             out.push('\'');
-            &own
+            Some(own.as_str())
         }
     };
     let mut prefixes = 0;
@@ -87,25 +100,29 @@ fn write(out: &mut String, el: &Element, parent_ns: Option<&str>) {
     out.push('>');
     for node in el.nodes() {
         match node {
-            Node::Element(c) => write(out, c, Some(my_ns)),
+            Node::Element(c) => write(out, c, children_ns, in_stream),
             Node::Text(t) => escape_into(out, t),
         }
     }
     out.push_str("</");
+    if prefixed {
+        out.push_str("stream:");
+    }
     out.push_str(el.name());
     out.push('>');
 }
 
-/// Appends `el` as a top-level element of a stream whose default namespace is `stream_ns`
-/// (e.g. `jabber:client`).
+/// Appends `el` as a top-level element of a stream (opened by [`stream_header_xml`], which
+/// declares the `stream:` prefix) whose default namespace is `stream_ns` (e.g.
+/// `jabber:client`). Elements of the streams namespace are written with the `stream:` prefix.
 pub fn write_element(out: &mut String, el: &Element, stream_ns: &str) {
-    write(out, el, Some(stream_ns));
+    write(out, el, Some(stream_ns), true);
 }
 
 /// `el` on its own, declaring its namespace.
 pub fn to_xml(el: &Element) -> String {
     let mut s = String::new();
-    write(&mut s, el, None);
+    write(&mut s, el, None, false);
     s
 }
 

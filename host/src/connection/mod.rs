@@ -194,13 +194,14 @@ const BIND_XML: &str = "<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>";
 /// Writes `<stream:features>` around already serialized children. The negotiator's part comes
 /// serialized from its offer cache: building and writing the features as elements for each
 /// stream was a fifth of the host's non-TLS instructions per STARTTLS login (callgrind).
+/// The `stream:` prefix is the one the stream header declares, as `write_element` writes it.
 fn write_features(out: &mut String, children: &[&str]) {
     if children.iter().all(|c| c.is_empty()) {
-        out.push_str("<features xmlns='http://etherx.jabber.org/streams'/>");
+        out.push_str("<stream:features/>");
         return;
     }
-    const OPEN: &str = "<features xmlns='http://etherx.jabber.org/streams'>";
-    const CLOSE: &str = "</features>";
+    const OPEN: &str = "<stream:features>";
+    const CLOSE: &str = "</stream:features>";
     // One allocation for the whole reply instead of growing it child by child.
     out.reserve(OPEN.len() + children.iter().map(|c| c.len()).sum::<usize>() + CLOSE.len());
     out.push_str(OPEN);

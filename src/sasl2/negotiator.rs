@@ -24,194 +24,21 @@ use xmpp_parsers::stream_error::{DefinedCondition as StreamCondition, StreamErro
 use zeroize::Zeroizing;
 
 use super::inline::success_element;
+use super::offers::Advertised;
 use super::request::{decode_payload, parse_authenticate, parse_rfc6120_auth};
-use super::task::{MAX_TASK_NAME, Sasl2Task, TaskContext, TaskInput, TaskSession, TaskStep};
-use super::throttle::{
-    Admission, BackoffThrottle, CheckOutcome, CheckReport, CredentialAttempt, LoginThrottle,
-    Ticket, Verdict,
-};
+use super::task::{MAX_TASK_NAME, TaskContext, TaskInput, TaskSession, TaskStep};
+use super::throttle::{Admission, CheckOutcome, CheckReport, Verdict};
 use super::{
     AuthenticateRequest, Authenticated, ClaimContext, CredentialCheck, Extensions, Failure,
-    InlineError, InlineFeature, Mechanism, MechanismProvider, SaslCondition, SaslProfile,
-    SharedInlineFeature, Step, StreamInfo, SuccessBuilder, SuccessContext, UserAgent,
+    InlineError, Mechanism, SaslCondition, SaslProfile, Step, StreamInfo, SuccessBuilder,
+    SuccessContext, UserAgent,
 };
 use crate::xmpp::{Redacted, RedactedList, ns};
-use offers::{Advertised, OfferCache};
+use reservation::{Reservation, credential_attempt};
 
-mod offers;
+mod reservation;
 
-/// Default number of failed attempts before the stream is closed (R-2, RFC 6120 §6.4.5: 2 to
-/// 5).
-pub const DEFAULT_MAX_FAILURES: u32 = 3;
-
-/// The mechanisms, inline features and tasks a host offers; shared by all its streams.
-pub struct Sasl2Server {
-    mechanisms: Vec<Arc<dyn MechanismProvider>>,
-    inline: Vec<SharedInlineFeature>,
-    tasks: Vec<Arc<dyn Sasl2Task>>,
-    max_failures: u32,
-    rfc6120: bool,
-    throttle: Arc<dyn LoginThrottle>,
-    /// What streams with the same [`OfferFacts`] are offered, computed once (None = off,
-    /// [`Sasl2ServerBuilder::cache_offers`]).
-    offer_cache: Option<OfferCache>,
-}
-
-impl fmt::Debug for Sasl2Server {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Sasl2Server")
-            .field(
-                "mechanisms",
-                &self.mechanisms.iter().map(|m| m.name()).collect::<Vec<_>>(),
-            )
-            .field("inline", &self.inline)
-            .field("tasks", &self.tasks)
-            .field("max_failures", &self.max_failures)
-            .field("rfc6120", &self.rfc6120)
-            .field("throttle", &self.throttle)
-            .finish()
-    }
-}
-
-/// Builds a [`Sasl2Server`].
-#[derive(Default)]
-pub struct Sasl2ServerBuilder {
-    mechanisms: Vec<Arc<dyn MechanismProvider>>,
-    inline: Vec<SharedInlineFeature>,
-    tasks: Vec<Arc<dyn Sasl2Task>>,
-    max_failures: Option<u32>,
-    rfc6120: bool,
-    no_offer_cache: bool,
-    throttle: Option<Arc<dyn LoginThrottle>>,
-}
-
-impl Sasl2ServerBuilder {
-    /// Adds a password (or other top-level) mechanism. Order of registration is the order of
-    /// advertisement: register the strongest first.
-    pub fn mechanism(mut self, m: Arc<dyn MechanismProvider>) -> Self {
-        self.mechanisms.push(m);
-        self
-    }
-
-    /// Adds an inline feature (FAST, Bind 2, ...). Results go into `<success>` in
-    /// [`super::InlineOrder`], whatever the order of registration.
-    pub fn inline_feature(mut self, f: Arc<dyn InlineFeature>) -> Self {
-        self.inline.push(f);
-        self
-    }
-
-    /// Adds a SASL2 task (2FA, password change, ...).
-    pub fn task(mut self, t: Arc<dyn Sasl2Task>) -> Self {
-        self.tasks.push(t);
-        self
-    }
-
-    /// Failed attempts allowed on one stream before it is closed (clamped to 1..=10).
-    pub fn max_failures(mut self, n: u32) -> Self {
-        self.max_failures = Some(n.clamp(1, 10));
-        self
-    }
-
-    /// Also offer RFC 6120 SASL (`<mechanisms>`, `<auth>`) with the same mechanisms, for
-    /// clients without SASL2. Inline features and tasks are SASL2-only (FAST among them).
-    pub fn rfc6120_sasl(mut self, enabled: bool) -> Self {
-        self.rfc6120 = enabled;
-        self
-    }
-
-    /// The policy on password guessing, asked before every credential check (see
-    /// [`super::throttle`]). Without this call the server gets a [`BackoffThrottle`] with its
-    /// defaults (5 failures, backoff up to 300 s); `BackoffThrottle::new(0, ..)` turns
-    /// throttling off.
-    pub fn login_throttle(mut self, throttle: Arc<dyn LoginThrottle>) -> Self {
-        self.throttle = Some(throttle);
-        self
-    }
-
-    /// Whether offers are computed once per distinct set of stream facts (the domain, the TLS
-    /// version, the channel-binding types available, whether plaintext is allowed) and reused
-    /// for every stream with the same facts, together with the serialized features (on by
-    /// default: building and writing `<stream:features>` was a fifth of the server's
-    /// non-TLS work per login). Turn it off only for a mechanism or inline feature whose
-    /// offer depends on something else of the stream (the unauthenticated `from`, the peer
-    /// address), which the trait contracts rule out.
-    pub fn cache_offers(mut self, enabled: bool) -> Self {
-        self.no_offer_cache = !enabled;
-        self
-    }
-
-    /// The server.
-    pub fn build(self) -> Sasl2Server {
-        let mut inline = self.inline;
-        // Stable sort: features with the same order keep their registration order.
-        inline.sort_by_key(|f| f.order());
-        Sasl2Server {
-            mechanisms: self.mechanisms,
-            inline,
-            tasks: self.tasks,
-            max_failures: self.max_failures.unwrap_or(DEFAULT_MAX_FAILURES),
-            rfc6120: self.rfc6120,
-            throttle: self
-                .throttle
-                .unwrap_or_else(|| Arc::new(BackoffThrottle::default())),
-            offer_cache: (!self.no_offer_cache).then(|| std::sync::Mutex::new(Vec::new())),
-        }
-    }
-}
-
-impl Sasl2Server {
-    /// Starts building a server.
-    pub fn builder() -> Sasl2ServerBuilder {
-        Sasl2ServerBuilder::default()
-    }
-
-    /// The policy on password guessing this server's negotiators ask.
-    pub fn login_throttle(&self) -> &Arc<dyn LoginThrottle> {
-        &self.throttle
-    }
-}
-
-/// An admitted credential check: settled with its verdict, or, when the stream goes away
-/// while the check runs (the negotiator's future is dropped), as undecided, so the throttle's
-/// reservation is always released.
-struct Reservation {
-    throttle: Arc<dyn LoginThrottle>,
-    attempt: CredentialAttempt,
-    ticket: Option<Ticket>,
-}
-
-impl Reservation {
-    fn settle(mut self, verdict: Verdict) {
-        if let Some(ticket) = self.ticket.take() {
-            self.throttle.settle(&self.attempt, ticket, verdict);
-        }
-    }
-}
-
-/// Who is attempting a login on `stream` with `request`, for the throttle.
-fn credential_attempt(
-    stream: &StreamInfo,
-    request: &AuthenticateRequest,
-    identity: &str,
-) -> CredentialAttempt {
-    let mut who = CredentialAttempt::new(identity, &request.mechanism, request.profile);
-    who.source = stream.peer.map(|p| p.ip());
-    who.user_agent_id = request
-        .user_agent
-        .as_ref()
-        .and_then(|u| u.id.clone())
-        .filter(|id| !id.is_empty());
-    who
-}
-
-impl Drop for Reservation {
-    fn drop(&mut self) {
-        if let Some(ticket) = self.ticket.take() {
-            self.throttle
-                .settle(&self.attempt, ticket, Verdict::Undecided);
-        }
-    }
-}
+pub use super::server::{DEFAULT_MAX_FAILURES, Sasl2Server, Sasl2ServerBuilder};
 
 /// What an authenticated stream knows about its client.
 #[derive(Debug)]

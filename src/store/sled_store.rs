@@ -346,10 +346,10 @@ impl SledStore {
                         path.display()
                     ),
                     format!(
-                        "token store seal {} is missing but the token store {} holds {records} \
-                         FAST clients: without its seal a store restored from an older backup, \
-                         or one that lost writes, cannot be told from an intact one, and could \
-                         accept revoked tokens. Restore the seal file from the backup the store \
+                        "the seal {} is missing but the token store {} holds {records} FAST \
+                         clients: without its seal a store restored from an older backup, or one \
+                         that lost writes, cannot be told from an intact one, and could accept \
+                         revoked tokens. Restore the seal file from the backup the store \
                          came from, or set store_recovery = \"distrust\" in [plugins.fast] to \
                          start with every FAST token revoked (every FAST client then logs in \
                          with its password again)",

@@ -1,5 +1,6 @@
 //! FAST costs without sockets: the HT MAC check, a full FAST login against the memory and sled
-//! stores (verify + commit; the common case: token in `current`, no write), promotion, durable
+//! stores (verify + commit; the common case: token in `current`, no write), the same with the
+//! account side asked for its revocation cutoff, promotion, durable
 //! issuance, a login that promotes `new` and gets a token in one durable write, a whole FAST
 //! exchange through the SASL2 negotiator, and SCRAM-SHA-256 at 4096 iterations as the contrast
 //! a FAST login replaces.
@@ -16,7 +17,7 @@ use sasl2_fast::fast::login::VerifyRequest;
 use sasl2_fast::fast::tokens::{IssueKind, TokenRequest};
 use sasl2_fast::fast::{FastPlugin, FastTokens, HtMechanism, Pepper};
 use sasl2_fast::minidom::Element;
-use sasl2_fast::sasl2::accounts::MemoryAccounts;
+use sasl2_fast::sasl2::accounts::{AccountStore, MemoryAccounts};
 use sasl2_fast::sasl2::scram::ScramProvider;
 use sasl2_fast::sasl2::{
     ChannelBindings, Negotiator, NegotiatorEvent, Sasl2Server, ScramHash, StreamInfo, TlsInfo,
@@ -63,11 +64,20 @@ fn authority(
     rt: &tokio::runtime::Runtime,
     store: Arc<dyn TokenStore>,
 ) -> (Arc<FastTokens>, String) {
-    let tokens = Arc::new(FastTokens::new(
-        store,
-        Pepper::from_bytes([3; 32]),
-        FastConfig::default(),
-    ));
+    authority_with(rt, store, None)
+}
+
+/// [`authority`], asking `accounts` for the account side's revocation cutoff on every login.
+fn authority_with(
+    rt: &tokio::runtime::Runtime,
+    store: Arc<dyn TokenStore>,
+    accounts: Option<Arc<dyn AccountStore>>,
+) -> (Arc<FastTokens>, String) {
+    let mut tokens = FastTokens::new(store, Pepper::from_bytes([3; 32]), FastConfig::default());
+    if let Some(a) = accounts {
+        tokens = tokens.with_accounts(a);
+    }
+    let tokens = Arc::new(tokens);
     let m = HtMechanism::from_name("HT-SHA-256-NONE").unwrap();
     rt.block_on(async {
         for i in 0..FILL {
@@ -151,6 +161,36 @@ fn fast_verify(c: &mut Criterion) {
     ];
     for (name, store) in stores {
         let (tokens, token) = authority(&rt, store);
+        let mac = m.initiator_mac(token.as_bytes(), &[]);
+        g.bench_function(name, |b| {
+            b.iter(|| rt.block_on(login(&tokens, m, &mac, &[], None)))
+        });
+    }
+    g.finish();
+}
+
+/// What asking the account side costs a FAST login (issue 23 item 6): the login of
+/// `fast_verify_current/memory`, without an account store and with a `MemoryAccounts` of 1 001
+/// accounts asked for alice's revocation cutoff (one hash-map lookup under a read lock).
+fn fast_verify_account_side(c: &mut Criterion) {
+    let rt = rt();
+    let m = HtMechanism::from_name("HT-SHA-256-NONE").unwrap();
+    let accounts = Arc::new(MemoryAccounts::new());
+    for i in 0..1000 {
+        // One PBKDF2 round: the keys are never checked here, only the lookup is measured.
+        accounts.set_password(&format!("user{i}"), "pw", 1);
+    }
+    accounts.set_password("alice", "alicepass", 1);
+    let mut g = c.benchmark_group("fast_verify_account_side");
+    g.throughput(Throughput::Elements(1));
+    for (name, accounts) in [
+        ("without_accounts", None),
+        (
+            "with_memory_accounts",
+            Some(accounts as Arc<dyn AccountStore>),
+        ),
+    ] {
+        let (tokens, token) = authority_with(&rt, Arc::new(MemoryStore::new()), accounts);
         let mac = m.initiator_mac(token.as_bytes(), &[]);
         g.bench_function(name, |b| {
             b.iter(|| rt.block_on(login(&tokens, m, &mac, &[], None)))
@@ -471,6 +511,7 @@ criterion_group!(
     benches,
     ht_mac,
     fast_verify,
+    fast_verify_account_side,
     issuance,
     exchange,
     exchange_with_metrics,

@@ -228,12 +228,56 @@ async fn a_clean_reopen_is_not_damage() {
         let store = SledStore::open(&pristine).unwrap();
         assert!(intact(&store).await);
     }
-    // A store from before seals (no seal file) opens and gets one.
+    // A new store has no seal yet: it opens and gets one.
+    let new = tmp.path().join("new");
+    drop(SledStore::open(&new).unwrap());
+    assert!(seal_path(&new).exists());
+    // So does one whose records are all gone (nothing left that a lost write could revive).
+    std::fs::remove_file(seal_path(&new)).unwrap();
+    drop(SledStore::open(&new).unwrap());
+    assert!(seal_path(&new).exists());
+}
+
+/// Issue 23 item 6: a store that holds records but has no seal file (restored from a backup
+/// without it, copied, or kept from before seals) cannot be told from one that lost writes: it
+/// is refused, like a missing pepper, without writing a seal that would vouch for it at the
+/// next start; `store_recovery = "distrust"` opens it with every token revoked.
+#[tokio::test]
+async fn records_without_a_seal_are_refused_unless_distrusted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pristine = pristine(tmp.path()).await;
     std::fs::remove_file(seal_path(&pristine)).unwrap();
-    let store = SledStore::open(&pristine).unwrap();
-    assert!(intact(&store).await);
+    for _ in 0..2 {
+        match SledStore::open(&pristine) {
+            Err(StoreError::Damaged(msg)) => {
+                for needed in [
+                    "fast-tokens.seal is missing",
+                    &format!("holds {RECORDS} FAST clients"),
+                    "Restore the seal file",
+                    "store_recovery = \"distrust\"",
+                ] {
+                    assert!(msg.contains(needed), "{needed:?} not in {msg}");
+                }
+            }
+            Ok(_) => panic!("a store with records and no seal opened"),
+            Err(e) => panic!("{e}"),
+        }
+        assert!(!seal_path(&pristine).exists(), "the refusal wrote a seal");
+    }
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let options = {
+        let mut o = SledOptions::default();
+        o.on_damage = DamagePolicy::Distrust;
+        o
+    };
+    let store = SledStore::open_with(&pristine, options).unwrap();
+    assert!(store.revocation_cutoff("anyone").await.unwrap() > before);
     drop(store);
-    assert!(seal_path(&pristine).exists());
+    // Sealed anew: the next plain open succeeds.
+    SledStore::open(&pristine).unwrap();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -277,6 +321,36 @@ mod pepper {
             !dir.path().join("fast-pepper").exists(),
             "no pepper created silently"
         );
+    }
+
+    /// The host sees the seal's refusal the way it sees a missing pepper's: the file, the
+    /// count of clients, and the config key that decides.
+    #[tokio::test]
+    async fn a_missing_seal_with_records_refuses_to_start_like_a_missing_pepper() {
+        use sasl2_fast::fast::config::StoreRecovery;
+        let dir = tempfile::tempdir().unwrap();
+        with_one_client(dir.path()).await;
+        let seal = dir.path().join("fast-tokens.seal");
+        std::fs::remove_file(&seal).unwrap();
+        let msg = match FastPlugin::open(FastConfig::default(), dir.path()).await {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("a store with a client and no seal opened"),
+        };
+        for needed in [
+            "fast-tokens.seal is missing but the token store",
+            "holds 1 FAST clients",
+            "store_recovery = \"distrust\" in [plugins.fast]",
+        ] {
+            assert!(msg.contains(needed), "{needed:?} not in {msg}");
+        }
+        assert!(!seal.exists(), "no seal created silently");
+        let mut config = FastConfig::default();
+        config.store_recovery = StoreRecovery::Distrust;
+        let plugin = FastPlugin::open(config, dir.path()).await.unwrap();
+        assert!(seal.exists());
+        let clients = plugin.tokens().clients("alice").await.unwrap();
+        assert_eq!(clients.len(), 1);
+        assert!(clients[0].revoked, "the client's tokens are revoked");
     }
 
     #[tokio::test]

@@ -1,6 +1,17 @@
 //! Accounts: SCRAM keys in memory, filled from `[accounts]`, with passwords changed by
 //! `passwd` kept as SCRAM keys (never plaintext) in `<data_dir>/accounts.toml` (mode 0600).
 //! Entries in that file override the config.
+//!
+//! Salts tell nothing (S-29): a config account's salt is derived from the key unknown names'
+//! fake salts come from (`<data_dir>/scram-fake-key`), so it is the same at every start and
+//! indistinguishable from the salt the name would have as no account; a changed password gets
+//! a fresh random salt of the same length, stored with it.
+//!
+//! The account side holds revocations: a password change stores, with the new keys, the time
+//! before which the account's FAST tokens are void (`revoked_before`, unix ms), and every FAST
+//! login checks it (`AccountStore::revocation_cutoff`), so a token store restored from a backup
+//! older than the change cannot bring the revoked tokens back. An account that is in neither
+//! the config nor this file does not exist: its tokens are void.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -9,12 +20,15 @@ use std::sync::{Arc, Mutex};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use sasl2_fast::sasl2::accounts::{AccountStore, MemoryAccounts, normalize_username};
-use sasl2_fast::sasl2::credentials::derive_credentials;
+use sasl2_fast::sasl2::credentials::{FakeKey, derive_credentials, derive_credentials_with_salt};
 use sasl2_fast::sasl2::{ScramCredentials, ScramHash};
 use zeroize::Zeroizing;
 
 /// PBKDF2 rounds for new SCRAM keys.
 pub const ITERATIONS: u32 = 4096;
+
+/// The key of fake salts and config accounts' salts, under `data_dir`.
+pub const SALT_KEY_FILE: &str = "scram-fake-key";
 
 const HASHES: [(ScramHash, &str); 2] = [(ScramHash::Sha256, "sha256"), (ScramHash::Sha1, "sha1")];
 
@@ -23,6 +37,7 @@ const HASHES: [(ScramHash, &str); 2] = [(ScramHash::Sha256, "sha256"), (ScramHas
 pub struct HostAccounts {
     memory: Arc<MemoryAccounts>,
     file: PathBuf,
+    salt_key: FakeKey,
     write_lock: Mutex<()>,
 }
 
@@ -46,27 +61,46 @@ pub enum AccountsError {
 }
 
 impl HostAccounts {
-    /// Builds the database: config passwords become SCRAM keys, then `<data_dir>/accounts.toml`
-    /// overrides them.
+    /// Builds the database: config passwords become SCRAM keys (salted from
+    /// `<data_dir>/scram-fake-key`, created if missing), then `<data_dir>/accounts.toml`
+    /// overrides them and adds their revocation cutoffs.
     pub fn load(
         config_accounts: &BTreeMap<String, Zeroizing<String>>,
         data_dir: &Path,
     ) -> Result<HostAccounts, AccountsError> {
+        let key_file = data_dir.join(SALT_KEY_FILE);
+        let salt_key = FakeKey::load_or_create(&key_file).map_err(|e| AccountsError::File {
+            path: key_file.display().to_string(),
+            message: e.to_string(),
+        })?;
         let memory = Arc::new(MemoryAccounts::new());
         for (user, pw) in config_accounts {
-            memory.set_password(user, pw, ITERATIONS);
+            for (h, _) in HASHES {
+                let salt = salt_key.salt(h, user);
+                let creds = derive_credentials_with_salt(h, pw, &salt, ITERATIONS);
+                memory.set_credentials(user, h, creds);
+            }
         }
         let this = HostAccounts {
             memory,
             file: data_dir.join("accounts.toml"),
+            salt_key,
             write_lock: Mutex::new(()),
         };
-        for (user, creds) in this.read_file()? {
-            for (hash, c) in creds {
-                this.memory.set_credentials(&user, hash, c);
+        for stored in this.read_file()? {
+            for (hash, c) in stored.credentials {
+                this.memory.set_credentials(&stored.user, hash, c);
             }
+            this.memory
+                .revoke_issued_before(&stored.user, stored.revoked_before);
         }
         Ok(this)
+    }
+
+    /// The key unknown accounts' fake SCRAM credentials come from (the one config accounts'
+    /// salts come from): give it to the SCRAM and PLAIN providers.
+    pub fn fake_key(&self) -> &FakeKey {
+        &self.salt_key
     }
 
     /// The in-memory store the SASL mechanisms verify against.
@@ -89,9 +123,10 @@ impl HostAccounts {
         &self.file
     }
 
-    /// Sets a password (creating the account if needed): new SCRAM keys, persisted first, then
-    /// live. Returns the normalized username. Does not touch FAST tokens: see
-    /// `Host::change_password`.
+    /// Sets a password (creating the account if needed): new SCRAM keys and the time before
+    /// which the account's FAST tokens are void (now), persisted first, then live. Returns the
+    /// normalized username. The token store is not touched: `Host::change_password` revokes
+    /// there too (so the tokens also die where the account side is not asked).
     pub fn set_password(&self, user: &str, password: &str) -> Result<String, AccountsError> {
         let user = normalize_username(user).ok_or(AccountsError::InvalidUser)?;
         if password.is_empty() {
@@ -103,7 +138,19 @@ impl HostAccounts {
             .collect();
         let _guard = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
         let mut table = self.read_table()?;
+        // +1: a token issued in the same millisecond as the change is void too (as the token
+        // store's cutoff does). Never lowered, whatever the clock did since the last change.
+        let revoked_before = table
+            .get(&user)
+            .and_then(|e| e.get(REVOKED_BEFORE))
+            .and_then(|v| v.as_integer())
+            .map_or(0, |v| v.max(0) as u64)
+            .max(now_ms().saturating_add(1));
         let mut entry = toml::Table::new();
+        entry.insert(
+            REVOKED_BEFORE.into(),
+            toml::Value::Integer(revoked_before.min(i64::MAX as u64) as i64),
+        );
         for (h, c) in &creds {
             let name = HASHES
                 .iter()
@@ -125,7 +172,8 @@ impl HostAccounts {
             std::fs::create_dir_all(dir).map_err(|e| self.file_err(e))?;
         }
         let text = format!(
-            "# SCRAM keys of accounts whose password was changed with `host passwd`.\n\
+            "# SCRAM keys of accounts whose password was changed with `host passwd`, and the\n\
+             # time (unix ms) before which their FAST tokens are void (`revoked_before`).\n\
              # Entries here override [accounts] in the config.\n{}",
             toml::to_string(&table).map_err(|e| self.file_err(e))?
         );
@@ -133,6 +181,7 @@ impl HostAccounts {
         for (h, c) in creds {
             self.memory.set_credentials(&user, h, c);
         }
+        self.memory.revoke_issued_before(&user, revoked_before);
         Ok(user)
     }
 
@@ -153,10 +202,7 @@ impl HostAccounts {
         }
     }
 
-    #[allow(clippy::type_complexity)]
-    fn read_file(
-        &self,
-    ) -> Result<Vec<(String, Vec<(ScramHash, ScramCredentials)>)>, AccountsError> {
+    fn read_file(&self) -> Result<Vec<StoredAccount>, AccountsError> {
         let table = self.read_table()?;
         let mut out = Vec::new();
         for (user, v) in &table {
@@ -165,6 +211,14 @@ impl HostAccounts {
                 return Err(bad("invalid username"));
             }
             let t = v.as_table().ok_or_else(|| bad("expected a table"))?;
+            // Absent in files written before the account side held revocations.
+            let revoked_before = match t.get(REVOKED_BEFORE) {
+                None => 0,
+                Some(v) => v
+                    .as_integer()
+                    .filter(|n| *n >= 0)
+                    .ok_or_else(|| bad(REVOKED_BEFORE))? as u64,
+            };
             let mut creds = Vec::new();
             for (h, name) in HASHES {
                 let Some(c) = t.get(name) else { continue };
@@ -187,8 +241,28 @@ impl HostAccounts {
                     },
                 ));
             }
-            out.push((user.clone(), creds));
+            out.push(StoredAccount {
+                user: user.clone(),
+                credentials: creds,
+                revoked_before,
+            });
         }
         Ok(out)
     }
+}
+
+/// The key of an entry's revocation cutoff in `accounts.toml`.
+const REVOKED_BEFORE: &str = "revoked_before";
+
+/// One entry of `accounts.toml`.
+struct StoredAccount {
+    user: String,
+    credentials: Vec<(ScramHash, ScramCredentials)>,
+    revoked_before: u64,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis().min(u64::MAX as u128) as u64)
 }

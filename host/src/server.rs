@@ -16,7 +16,6 @@ use sasl2_fast::fast::hooks::{FastMetrics, FastObserver, TracingObserver};
 use sasl2_fast::fast::plugin::OpenError;
 use sasl2_fast::fast::tokens::SweeperHandle;
 use sasl2_fast::sasl2::bind2::Bind2;
-use sasl2_fast::sasl2::credentials::FakeKey;
 use sasl2_fast::sasl2::plain::PlainProvider;
 use sasl2_fast::sasl2::scram::ScramProvider;
 use sasl2_fast::sasl2::{BackoffThrottle, Sasl2Server, ScramHash};
@@ -187,17 +186,20 @@ pub fn ensure_data_dir(dir: &Path) -> Result<(), HostError> {
     Ok(())
 }
 
-/// Opens the FAST plugin of a config, if enabled, with `observers` registered.
+/// Opens the FAST plugin of a config, if enabled, with `observers` registered (for the admin
+/// commands on a stopped host: no logins, so no account store to ask).
 pub async fn open_fast(
     config: &HostConfig,
     observers: Vec<Arc<dyn FastObserver>>,
 ) -> Result<Option<FastPlugin>, HostError> {
-    open_fast_observed(config, observers, None).await
+    open_fast_observed(config, None, observers, None).await
 }
 
-/// Like [`open_fast`], with the token store's operations reported to `store_observer`.
+/// Like [`open_fast`], with the account store every FAST login asks for the account side's
+/// revocation cutoff, and the token store's operations reported to `store_observer`.
 pub async fn open_fast_observed(
     config: &HostConfig,
+    accounts: Option<Arc<dyn sasl2_fast::sasl2::accounts::AccountStore>>,
     observers: Vec<Arc<dyn FastObserver>>,
     store_observer: Option<Arc<dyn sasl2_fast::store::observed::StoreObserver>>,
 ) -> Result<Option<FastPlugin>, HostError> {
@@ -206,6 +208,7 @@ pub async fn open_fast_observed(
             FastPlugin::open_observed(
                 c.clone(),
                 &config.server.data_dir,
+                accounts,
                 observers,
                 store_observer,
             )
@@ -237,8 +240,11 @@ impl Host {
         let metrics = Arc::new(FastMetrics::default());
         // The same events, and the store's latency, for the metrics endpoint.
         let host_metrics = Arc::new(crate::metrics::HostMetrics::new());
+        // Password changes and deletions are held on the account side too: every FAST login
+        // asks it, so a token store restored from an older backup cannot revive their tokens.
         let fast = open_fast_observed(
             &config,
+            Some(accounts.store()),
             vec![
                 metrics.clone(),
                 Arc::new(TracingObserver),
@@ -247,10 +253,10 @@ impl Host {
             Some(host_metrics.store()),
         )
         .await?;
-        // Unknown accounts get fake SCRAM salts from a key that survives restarts, so they
-        // cannot be told from real ones by probing across a restart (S-29).
-        let fake_key = FakeKey::load_or_create(&server.data_dir.join("scram-fake-key"))
-            .map_err(|e| HostError::Io(e.to_string()))?;
+        // Unknown accounts get fake SCRAM salts from a key that survives restarts (the key
+        // config accounts' salts come from), so they cannot be told from real ones by probing
+        // across a restart (S-29).
+        let fake_key = accounts.fake_key().clone();
 
         let store = accounts.store();
         let scram = |hash, plus| {

@@ -60,7 +60,8 @@ impl fmt::Debug for PostgresUrl {
     }
 }
 
-/// What to do when the embedded store lost committed writes (`store_recovery`).
+/// What to do when the embedded store lost committed writes, or holds records but has no seal
+/// (`store_recovery`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]

@@ -37,7 +37,8 @@ pub enum RejectReason {
     Replay,
     /// The HT message or FAST request was malformed: `malformed-request`.
     Malformed,
-    /// The store could not answer: `temporary-auth-failure`.
+    /// The token store (or the account store asked for its revocation cutoff) could not
+    /// answer: `temporary-auth-failure`.
     StoreUnavailable,
 }
 

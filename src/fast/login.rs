@@ -2,8 +2,10 @@
 //!
 //! [`FastTokens::verify`] runs when the HT mechanism steps: it reads the client's record and
 //! the account's revocation cutoff in one round trip
-//! ([`TokenStore::get_for_login`](crate::store::TokenStore::get_for_login)), checks
-//! the MAC and every trust rule, and plans the state change (promotion, invalidation, `count`)
+//! ([`TokenStore::get_for_login`](crate::store::TokenStore::get_for_login)), asks the account
+//! store for the account side's cutoff (in memory: a password change or deletion recorded with
+//! the credentials, which a restored token store cannot undo), checks the MAC and every trust
+//! rule, and plans the state change (promotion, invalidation, `count`)
 //! without writing. [`FastTokens::commit`] runs from the inline feature once the whole login
 //! succeeded, and writes the planned change together with a token to issue (requested or
 //! rotated) in a single compare-and-swap: a login that promotes `new` and gets a rotated token
@@ -108,6 +110,8 @@ struct Attempt {
     count: Option<u32>,
     invalidate: bool,
     early_data: bool,
+    /// The account side's cutoff, read once per login (`u64::MAX`: no such account).
+    account_cutoff: u64,
 }
 
 /// The decision for one read of the record.
@@ -199,8 +203,13 @@ impl FastTokens {
         // F-28, F-30: a token we issued but no longer trust answers credentials-expired
         // (revoked, expired, or, H-13, at the end of its chain). The slot stays until the
         // sweep removes it at expiry, so a second attempt gets the same answer instead of a
-        // misleading not-authorized.
-        let cutoff = view.revoked_before.max(rec.value.revoked_before);
+        // misleading not-authorized. Revoked: by the token store's cutoffs, or by the
+        // account side's (a password change or deletion the store may not know of, restored
+        // from a backup older than it).
+        let cutoff = view
+            .revoked_before
+            .max(rec.value.revoked_before)
+            .max(a.account_cutoff);
         let distrust = if used.issued_at < cutoff {
             Some(RejectReason::Revoked)
         } else if now >= used.expires_at {
@@ -284,6 +293,18 @@ impl FastTokens {
         let Ok(key) = ClientKey::new(req.account, req.user_agent_id) else {
             return Err(self.reject(None, Some(req.account), mech_name, RejectReason::Malformed));
         };
+        let account_cutoff = match self.account_cutoff(req.account).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "account store unavailable");
+                return Err(self.reject(
+                    Some(&key),
+                    None,
+                    mech_name,
+                    RejectReason::StoreUnavailable,
+                ));
+            }
+        };
         let attempt = Attempt {
             mechanism: req.mechanism,
             mac: req.mac.to_vec(),
@@ -291,6 +312,7 @@ impl FastTokens {
             count: req.count,
             invalidate: req.invalidate,
             early_data: req.early_data,
+            account_cutoff,
         };
         let now = self.now_ms();
         let view = match self.store().get_for_login(&key).await {

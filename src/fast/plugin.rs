@@ -19,7 +19,7 @@ use super::ht::{HtMechanism, parse_initiator};
 use super::login::{Verified, VerifyRequest};
 use super::token::Pepper;
 use super::tokens::{FastTokens, IssueKind, TokenRequest};
-use crate::sasl2::accounts::normalize_username;
+use crate::sasl2::accounts::{AccountStore, normalize_username};
 use crate::sasl2::{
     Authenticated, ChannelBindingType, ClaimContext, Failure, InlineError, InlineFeature,
     InlineOrder, Mechanism, Offer, SaslCondition, Step, StreamInfo, SuccessBuilder, SuccessContext,
@@ -80,15 +80,19 @@ impl FastPlugin {
         data_dir: &Path,
         observers: Vec<Arc<dyn FastObserver>>,
     ) -> Result<Self, OpenError> {
-        Self::open_observed(config, data_dir, observers, None).await
+        Self::open_observed(config, data_dir, None, observers, None).await
     }
 
-    /// Like [`FastPlugin::open_with_observers`], and with the store wrapped in an
+    /// Like [`FastPlugin::open_with_observers`], with the account store every FAST login asks
+    /// for the account side's revocation cutoff ([`FastTokens::with_accounts`]; pass the one
+    /// the password mechanisms use, so password changes and deletions survive a restore of the
+    /// token store), and with the store wrapped in an
     /// [`ObservedStore`](crate::store::observed::ObservedStore) reporting to `store_observer`
     /// (store latency and errors for metrics), if one is given.
     pub async fn open_observed(
         config: FastConfig,
         data_dir: &Path,
+        accounts: Option<Arc<dyn AccountStore>>,
         observers: Vec<Arc<dyn FastObserver>>,
         store_observer: Option<Arc<dyn crate::store::observed::StoreObserver>>,
     ) -> Result<Self, OpenError> {
@@ -131,10 +135,13 @@ impl FastPlugin {
             }
             pepper
         };
-        let tokens = observers.into_iter().fold(
-            FastTokens::new(store, pepper, config),
-            FastTokens::with_observer,
-        );
+        let mut tokens = FastTokens::new(store, pepper, config);
+        if let Some(accounts) = accounts {
+            tokens = tokens.with_accounts(accounts);
+        }
+        let tokens = observers
+            .into_iter()
+            .fold(tokens, FastTokens::with_observer);
         Ok(Self::new(Arc::new(tokens)))
     }
 

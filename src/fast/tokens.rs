@@ -18,6 +18,7 @@ use super::hooks::{
 };
 use super::ht::HtMechanism;
 use super::token::{FastToken, Pepper, new_nonce};
+use crate::sasl2::accounts::{AccountStore, RevocationCutoff};
 use crate::store::{
     CasOutcome, ClientKey, ClientRecord, Durability, MAX_LABEL_BYTES, RevocationScope, StoreError,
     TokenSlot, TokenStore, Versioned,
@@ -109,6 +110,7 @@ pub struct FastTokens {
     config: FastConfig,
     observers: Vec<Arc<dyn FastObserver>>,
     clock: Arc<dyn Clock>,
+    accounts: Option<Arc<dyn AccountStore>>,
 }
 
 impl fmt::Debug for FastTokens {
@@ -152,7 +154,17 @@ impl FastTokens {
             config,
             observers: Vec::new(),
             clock: Arc::new(SystemClock),
+            accounts: None,
         }
+    }
+
+    /// Asks `accounts` on every FAST login whether the account still exists and since when its
+    /// tokens are valid ([`AccountStore::revocation_cutoff`]): the account side's record of
+    /// password changes and deletions, which a token store restored from an older backup
+    /// cannot undo. Without it the token store alone decides.
+    pub fn with_accounts(mut self, accounts: Arc<dyn AccountStore>) -> Self {
+        self.accounts = Some(accounts);
+        self
     }
 
     /// Replaces the clock (tests).
@@ -179,6 +191,23 @@ impl FastTokens {
 
     pub(super) fn observers(&self) -> &[Arc<dyn FastObserver>] {
         &self.observers
+    }
+
+    /// The account side's cutoff for `account` in unix ms (`u64::MAX` when the account does not
+    /// exist, 0 without an account store or when it keeps none): what was issued before it is
+    /// void, whatever the token store says.
+    pub(super) async fn account_cutoff(
+        &self,
+        account: &str,
+    ) -> Result<u64, crate::sasl2::accounts::AccountError> {
+        let Some(accounts) = &self.accounts else {
+            return Ok(0);
+        };
+        Ok(match accounts.revocation_cutoff(account).await? {
+            RevocationCutoff::Before(t) => t,
+            RevocationCutoff::NoAccount => u64::MAX,
+            RevocationCutoff::Untracked => 0,
+        })
     }
 
     /// Current time in unix ms.
@@ -447,7 +476,11 @@ impl FastTokens {
 
     /// The FAST clients of an account.
     pub async fn clients(&self, account: &str) -> Result<Vec<ClientInfo>, StoreError> {
-        let cutoff = self.store.revocation_cutoff(account).await?;
+        let cutoff = self.store.revocation_cutoff(account).await?.max(
+            self.account_cutoff(account)
+                .await
+                .map_err(StoreError::backend)?,
+        );
         let list = self
             .store
             .clients_of(

@@ -170,10 +170,11 @@ pub(crate) fn credentials_usable(hash: ScramHash, creds: &ScramCredentials) -> b
         && creds.server_key.len() == hash_len(hash)
 }
 
-/// The key the fake credentials of unknown accounts are derived from (S-29).
+/// The key the fake credentials of unknown accounts are derived from (S-29), and the salts of
+/// accounts whose password comes from configuration ([`FakeKey::salt`]).
 ///
 /// Keep it stable across restarts ([`FakeKey::load_or_create`]): with a key that changes on
-/// every start, an unknown account's salt changes with it while a real account's stays, so
+/// every start, an unknown account's salt changes with it while a stored account's stays, so
 /// two probes across a restart tell them apart.
 #[derive(Clone)]
 pub struct FakeKey(Zeroizing<[u8; 32]>);
@@ -212,6 +213,38 @@ impl FakeKey {
         .map(FakeKey::from_bytes)
     }
 
+    /// `HMAC-SHA-256(key, label || 0 || hash name || 0 || username)`, truncated to `len`.
+    fn derive(
+        &self,
+        label: &[u8],
+        hash: ScramHash,
+        username: &str,
+        len: usize,
+    ) -> Zeroizing<Vec<u8>> {
+        let mut data = Vec::with_capacity(label.len() + username.len() + 16);
+        data.extend_from_slice(label);
+        data.push(0);
+        data.extend_from_slice(hash_name(hash).as_bytes());
+        data.push(0);
+        data.extend_from_slice(username.as_bytes());
+        let mut out = hmac(ScramHash::Sha256, &self.0[..], &data);
+        out.truncate(len);
+        out
+    }
+
+    /// The salt ([`SALT_LEN`] bytes) this key gives `username` for `hash`: the one an unknown
+    /// account's fake credentials carry (S-29).
+    ///
+    /// Derive the credentials of accounts whose password comes from configuration with it
+    /// ([`derive_credentials_with_salt`]): their salt is then stable across restarts, has the
+    /// form and length of the fake ones, and is the very salt the name had before the account
+    /// existed and keeps after it is deleted, so comparing salts tells nothing about which
+    /// names are accounts. (A password changed at run time gets a fresh random salt instead,
+    /// stored with it.)
+    pub fn salt(&self, hash: ScramHash, username: &str) -> Vec<u8> {
+        self.derive(b"salt", hash, username, SALT_LEN).to_vec()
+    }
+
     /// Deterministic, unguessable credentials for an account that does not exist: the same
     /// username always gets the same salt, so repeated probes look like a real account.
     pub(crate) fn credentials(
@@ -220,22 +253,11 @@ impl FakeKey {
         username: &str,
         iterations: u32,
     ) -> ScramCredentials {
-        let derive = |label: &[u8], len: usize| {
-            let mut data = Vec::with_capacity(label.len() + username.len() + 16);
-            data.extend_from_slice(label);
-            data.push(0);
-            data.extend_from_slice(hash_name(hash).as_bytes());
-            data.push(0);
-            data.extend_from_slice(username.as_bytes());
-            let mut out = hmac(ScramHash::Sha256, &self.0[..], &data);
-            out.truncate(len);
-            out
-        };
         ScramCredentials {
-            salt: derive(b"salt", SALT_LEN).to_vec(),
+            salt: self.salt(hash, username),
             iterations: iterations.max(1),
-            stored_key: derive(b"stored-key", hash_len(hash)),
-            server_key: derive(b"server-key", hash_len(hash)),
+            stored_key: self.derive(b"stored-key", hash, username, hash_len(hash)),
+            server_key: self.derive(b"server-key", hash, username, hash_len(hash)),
         }
     }
 }

@@ -41,7 +41,8 @@ pub(crate) struct Seal {
 /// What the seal says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SealState {
-    /// No seal file: a new store, or one from before seals.
+    /// No seal file: a new store, or one restored, copied or kept from before seals without
+    /// it (refused when it holds records).
     Missing,
     /// The highest generation known committed.
     At(u64),

@@ -26,7 +26,9 @@
 //! (`<path>.seal`, see the private `seal` module). sled silently drops what follows a damaged
 //! log entry; a store that opens with a generation below its seal has lost committed writes
 //! (a revocation, a token a client holds) and, by default, refuses to open
-//! ([`StoreError::Damaged`], with the recovery in the message). [`DamagePolicy::Distrust`]
+//! ([`StoreError::Damaged`], with the recovery in the message). So does a store that holds
+//! records but has no seal file (restored or copied without it): it cannot be told from one
+//! that lost writes, and a new seal would vouch for whatever it holds. [`DamagePolicy::Distrust`]
 //! opens it anyway with every token revoked instead (clients fall back to their passwords,
 //! `credentials-expired`), so a damaged store never lets a revoked token in nor logs half the
 //! clients out silently.
@@ -71,7 +73,8 @@ const GENERATION_KEY: &[u8] = b"generation";
 /// million records fills (1.5 GB RSS measured); 64 MiB keeps the hot records cached.
 pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
-/// What to do when the store opens with fewer committed writes than its seal recorded.
+/// What to do when the store opens with fewer committed writes than its seal recorded, with a
+/// damaged seal, or with records but no seal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum DamagePolicy {
@@ -111,6 +114,17 @@ pub fn seal_path(path: &Path) -> PathBuf {
         .unwrap_or_default();
     name.push(".seal");
     path.with_file_name(name)
+}
+
+/// A problem found at open, with the message of the refusal: lost or damaged writes.
+fn damaged(problem: String) -> (String, String) {
+    let refusal = format!(
+        "{problem}. Revoked tokens could be accepted again and issued ones are missing. \
+         Recovery: restore the store and its seal from a backup, or set store_recovery = \
+         \"distrust\" in [plugins.fast] to start with every FAST token revoked (clients log \
+         in with their passwords again)"
+    );
+    (problem, refusal)
 }
 
 /// A [`TokenStore`] in a sled database.
@@ -321,13 +335,29 @@ impl SledStore {
         })?;
         let mut store = Self::from_db(db)?;
         let generation = generation(&store.meta)?;
-        let lost = match sealed {
-            SealState::Missing => {
-                if generation > 0 {
-                    tracing::warn!(seal = %seal_file.display(), "token store seal missing; writing a new one");
-                }
-                None
-            }
+        // What is wrong, and the refusal's whole message.
+        let problem = match sealed {
+            SealState::Missing => match store.clients.len() {
+                0 => None,
+                records => Some((
+                    format!(
+                        "the seal {} of token store {} is missing",
+                        seal_file.display(),
+                        path.display()
+                    ),
+                    format!(
+                        "the seal {} is missing but the token store {} holds {records} FAST \
+                         clients: without its seal a store restored from an older backup, or one \
+                         that lost writes, cannot be told from an intact one, and could accept \
+                         revoked tokens. Restore the seal file from the backup the store \
+                         came from, or set store_recovery = \"distrust\" in [plugins.fast] to \
+                         start with every FAST token revoked (every FAST client then logs in \
+                         with its password again)",
+                        seal_file.display(),
+                        path.display()
+                    ),
+                )),
+            },
             SealState::At(sealed) if sealed > generation => Some(format!(
                 "token store {} has lost committed writes (at generation {generation}, its seal \
                  {} says {sealed}{})",
@@ -338,27 +368,21 @@ impl SledStore {
                 } else {
                     ""
                 }
-            )),
+            ))
+            .map(damaged),
             SealState::At(_) => None,
             SealState::Garbled => Some(format!(
                 "the seal {} of token store {} is damaged",
                 seal_file.display(),
                 path.display()
-            )),
+            ))
+            .map(damaged),
         };
-        store.seal = Some(SealWriter::new(
-            Seal::open(&seal_file).map_err(StoreError::backend)?,
-        ));
-        if let Some(problem) = lost {
+        if let Some((problem, refusal)) = problem {
             match options.on_damage {
-                DamagePolicy::Refuse => {
-                    return Err(StoreError::Damaged(format!(
-                        "{problem}. Revoked tokens could be accepted again and issued ones are \
-                         missing. Recovery: restore the store and its seal from a backup, or set \
-                         store_recovery = \"distrust\" in [plugins.fast] to start with every \
-                         FAST token revoked (clients log in with their passwords again)"
-                    )));
-                }
+                // Refused before the seal file is opened: opening creates it, and the next
+                // start would then find a sealed store and accept it.
+                DamagePolicy::Refuse => return Err(StoreError::Damaged(refusal)),
                 DamagePolicy::Distrust => {
                     tracing::warn!(
                         "{problem}; every FAST token issued so far is now revoked \
@@ -368,6 +392,9 @@ impl SledStore {
                 }
             }
         }
+        store.seal = Some(SealWriter::new(
+            Seal::open(&seal_file).map_err(StoreError::backend)?,
+        ));
         // Seal the state found (or just repaired) now, so later damage is measured from here.
         let seal = store.seal.clone();
         let g = bump_generation(&store.meta)?;

@@ -119,6 +119,9 @@ impl FastObserver for Recorder {
 struct Fixture {
     server: Arc<Sasl2Server>,
     plugin: FastPlugin,
+    /// The accounts the password mechanisms read and every FAST login asks for the account
+    /// side's revocation cutoff.
+    accounts: Arc<MemoryAccounts>,
     clock: Arc<ManualClock>,
     events: Arc<Recorder>,
     _dir: Option<tempfile::TempDir>,
@@ -136,7 +139,8 @@ fn fixture_with(
     let events = Arc::new(Recorder::default());
     let tokens = FastTokens::new(store, Pepper::from_bytes([7; 32]), config)
         .with_clock(clock.clone())
-        .with_observer(events.clone());
+        .with_observer(events.clone())
+        .with_accounts(accounts.clone());
     let plugin = FastPlugin::new(Arc::new(tokens));
     let server = Sasl2Server::builder()
         .mechanism(Arc::new(ScramProvider::new(
@@ -149,12 +153,13 @@ fn fixture_with(
             false,
             accounts.clone(),
         )))
-        .mechanism(Arc::new(PlainProvider::new(accounts)))
+        .mechanism(Arc::new(PlainProvider::new(accounts.clone())))
         .inline_feature(Arc::new(plugin.clone()))
         .build();
     Fixture {
         server: Arc::new(server),
         plugin,
+        accounts,
         clock,
         events,
         _dir: dir,
@@ -279,6 +284,7 @@ async fn fast_login(
     .await
 }
 
+mod account_side;
 mod fast_login;
 mod features;
 mod issuance;

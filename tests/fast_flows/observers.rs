@@ -18,12 +18,13 @@ async fn metrics_observer_counts_each_event_kind() {
     let plugin = FastPlugin::new(Arc::new(tokens));
     let server = Arc::new(
         Sasl2Server::builder()
-            .mechanism(Arc::new(PlainProvider::new(accounts)))
+            .mechanism(Arc::new(PlainProvider::new(accounts.clone())))
             .inline_feature(Arc::new(plugin))
             .build(),
     );
     let f = Fixture {
         server,
+        accounts,
         plugin: FastPlugin::new(Arc::new(FastTokens::new(
             Arc::new(MemoryStore::new()),
             Pepper::generate(),

@@ -6,6 +6,7 @@
 //! - [`tokens`]: the lifecycle over a [`crate::store::TokenStore`]; [`login`]: a FAST login's
 //!   one read and one write.
 //! - [`plugin`]: the SASL2 inline feature a host registers.
+//! - [`standalone`]: the same FAST pieces for a server that keeps its own SASL2 code.
 //! - [`cam`]: XEP-0494 Client Access Management (the owner lists and revokes clients).
 //! - [`hooks`]: observers of lifecycle events; [`config`]: options and validation.
 
@@ -16,6 +17,7 @@ pub mod hooks;
 pub mod ht;
 pub mod login;
 pub mod plugin;
+pub mod standalone;
 pub mod token;
 pub mod tokens;
 

@@ -152,11 +152,9 @@ impl Config {
         let mut c: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
             let message = e.into_inner().message().to_owned();
-            // "unknown field `x`" at `server` is about `server.x`; a missing one likewise.
-            let field = ["unknown field `", "missing field `"]
-                .iter()
-                .find_map(|p| message.strip_prefix(p))
-                .and_then(|m| m.split('`').next());
+            // "missing field `x`" at `server` is about `server.x` (an unknown field's path
+            // already ends with it).
+            let field = (message.strip_prefix("missing field `")).and_then(|m| m.split('`').next());
             let key = match (field, path.as_str()) {
                 (Some(f), ".") => f.to_owned(),
                 (Some(f), p) => format!("{p}.{f}"),

@@ -22,8 +22,10 @@
 //! because rustls does not expose the Finished message (CB-4). So the types a stream
 //! advertises are exactly those it binds to (CB-6).
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use ::rustls::pki_types::pem::PemObject as _;
 use ::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::Digest as _;
 
@@ -44,6 +46,52 @@ pub fn server_config(
         .with_single_cert(chain, key)?;
     config.require_ems = true;
     Ok(config)
+}
+
+/// A TLS identity that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsFilesError {
+    /// A PEM file could not be read or parsed.
+    #[error("{}: {source}", path.display())]
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: ::rustls::pki_types::pem::Error,
+    },
+    /// The certificate file holds no certificate.
+    #[error("{}: no certificate found", path.display())]
+    NoCertificate {
+        /// The file.
+        path: PathBuf,
+    },
+    /// rustls refused the certificate or key.
+    #[error("TLS config: {0}")]
+    Rustls(#[from] ::rustls::Error),
+}
+
+/// Loads a PEM certificate chain and private key into [`server_config`], with the
+/// [`ChannelBindingSource`] of the chain's end-entity certificate: a host's whole TLS set-up
+/// before it adds its own settings (ALPN, session tickets).
+pub fn load_pem_files(
+    cert: &Path,
+    key: &Path,
+) -> Result<(::rustls::ServerConfig, ChannelBindingSource), TlsFilesError> {
+    let pem = |path: &Path| {
+        let path = path.to_owned();
+        move |source| TlsFilesError::Pem { path, source }
+    };
+    let chain = CertificateDer::pem_file_iter(cert)
+        .map_err(pem(cert))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(pem(cert))?;
+    let leaf = chain.first().ok_or_else(|| TlsFilesError::NoCertificate {
+        path: cert.to_owned(),
+    })?;
+    let source = ChannelBindingSource::new(leaf);
+    let key = PrivateKeyDer::from_pem_file(key).map_err(pem(key))?;
+    Ok((server_config(chain, key)?, source))
 }
 
 /// What a server needs to compute every connection's channel bindings: the

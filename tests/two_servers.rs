@@ -12,8 +12,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use sasl2_fast::fast::RevokedBy;
-use sasl2_fast::xmpp::ns;
-use sasl2_fast_host::client::{LoginOptions, Outcome, Tls};
+use sasl2_fast::xmpp::{Redacted, ns};
+use sasl2_fast_host::client::{Client, ClientError, LoginOptions, Outcome, Tls, is_stream_error};
 use servers::{Kind, Running};
 
 type TResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
@@ -228,6 +228,39 @@ async fn features_and_session(kind: Kind) -> TResult {
     .await
 }
 
+/// What an unauthenticated stranger sends gets a stream error, never a hang: a `from` of
+/// another domain (S-3: `invalid-from`, not echoed), an element over the pre-authentication
+/// size bound (`policy-violation`), a stanza before authentication (`not-authorized`).
+async fn hostile_input_gets_stream_errors(kind: Kind) -> TResult {
+    bounded(30, async {
+        let s = Running::start_default(kind).await?;
+        let mut c = Client::establish(s.opts(Tls::Direct, Some("alice@example.org"))?).await?;
+        c.open_stream().await?;
+        match c.read_stream_start().await {
+            Err(ClientError::StreamError { condition, .. }) => assert_eq!(condition, "invalid-from"),
+            other => panic!("expected invalid-from, got {:?}", other.map(|_| ())),
+        }
+        assert_eq!(c.header.as_ref().ok_or("no header")?.attr("to"), None, "echoed");
+
+        let mut c = s.alice(Tls::Direct).await?;
+        let big = format!(
+            "<authenticate xmlns='urn:xmpp:sasl:2' mechanism='PLAIN'><initial-response>{}</initial-response></authenticate>",
+            "A".repeat(40 * 1024)
+        );
+        c.send_raw(big.as_bytes()).await?;
+        let e = c.recv_any().await?;
+        assert!(is_stream_error(&e, "policy-violation"), "{:?}", Redacted(&e));
+
+        let mut c = s.alice(Tls::Direct).await?;
+        c.send_raw(b"<iq type='get' id='1'><ping xmlns='urn:xmpp:ping'/></iq>").await?;
+        let e = c.recv_any().await?;
+        assert!(is_stream_error(&e, "not-authorized"), "{:?}", Redacted(&e));
+        s.shutdown().await;
+        Ok(())
+    })
+    .await
+}
+
 macro_rules! on_both {
     ($($scenario:ident),* $(,)?) => {
         mod example_host {
@@ -248,4 +281,5 @@ on_both!(
     expr_and_endp_with_server_proofs,
     revoked_token_is_credentials_expired,
     features_and_session,
+    hostile_input_gets_stream_errors,
 );

@@ -14,7 +14,7 @@
 //! let h = ClientStreamHeader::check("example.com", Some("example.com"), Some("juliet@example.com"))
 //!     .unwrap();
 //! assert_eq!(h.reply_to(), Some("juliet@example.com"));
-//! assert_eq!(h.stream_info().from.unwrap().to_string(), "juliet@example.com");
+//! assert_eq!(h.stream_info(None).from.unwrap().to_string(), "juliet@example.com");
 //! let e = ClientStreamHeader::check("example.com", Some("example.com"), Some("romeo@evil.example"))
 //!     .unwrap_err();
 //! assert_eq!(e.condition.to_string(), "invalid-from");
@@ -23,7 +23,7 @@
 use jid::{BareJid, Jid};
 use xmpp_parsers::stream_error::{DefinedCondition, StreamError};
 
-use super::StreamInfo;
+use super::{StreamInfo, TlsInfo};
 
 /// A client stream header accepted for a domain.
 #[derive(Debug, Clone)]
@@ -55,9 +55,14 @@ impl ClientStreamHeader {
         self.from.as_ref().map(|(raw, _)| raw.as_str())
     }
 
-    /// The [`StreamInfo`] of this stream before TLS facts are added: the domain and `from`.
-    pub fn stream_info(&self) -> StreamInfo {
-        StreamInfo::new(self.domain.clone()).with_from(self.from().cloned())
+    /// The [`StreamInfo`] of this stream: the domain, `from`, and the TLS facts of the
+    /// connection if it is encrypted (`None` on a plaintext stream).
+    pub fn stream_info(&self, tls: Option<TlsInfo>) -> StreamInfo {
+        let info = StreamInfo::new(self.domain.clone()).with_from(self.from().cloned());
+        match tls {
+            Some(tls) => info.with_tls(tls),
+            None => info,
+        }
     }
 }
 
@@ -97,7 +102,7 @@ mod tests {
     fn header_rules() {
         let ok = ClientStreamHeader::check("localhost", Some("LOCALHOST."), None).unwrap();
         assert_eq!(ok.reply_to(), None);
-        assert!(ok.stream_info().from.is_none());
+        assert!(ok.stream_info(None).from.is_none());
         let ok = ClientStreamHeader::check("localhost", Some("localhost"), Some("a@localhost/r"))
             .unwrap();
         assert_eq!(ok.reply_to(), Some("a@localhost/r"));

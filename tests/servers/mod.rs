@@ -113,15 +113,18 @@ impl Running {
         .expect("FAST is on")
     }
 
-    /// A client of alice (`from` = alice@localhost) on the listener of `tls`, stream open.
-    pub async fn alice(&self, tls: Tls) -> Result<Client, ClientError> {
+    /// Options for the listener of `tls` with stream `from` = `from`.
+    pub fn opts(&self, tls: Tls, from: Option<&str>) -> Result<ConnectOptions, ClientError> {
         let addr = match tls {
             Tls::Direct => self.tls_addr(),
             _ => self.addr(),
         };
-        let opts =
-            ConnectOptions::localhost(addr, tls, self.cert_pem_path(), Some("alice@localhost"))?;
-        Client::connect(opts).await
+        ConnectOptions::localhost(addr, tls, self.cert_pem_path(), from)
+    }
+
+    /// A client of alice (`from` = alice@localhost) on the listener of `tls`, stream open.
+    pub async fn alice(&self, tls: Tls) -> Result<Client, ClientError> {
+        Client::connect(self.opts(tls, Some("alice@localhost"))?).await
     }
 
     pub async fn shutdown(self) {

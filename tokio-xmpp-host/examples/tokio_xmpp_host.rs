@@ -13,7 +13,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use sasl2_fast::BoxError;
 use sasl2_fast_tokio_xmpp_host::{Config, Server};
+use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
 /// A SASL2/FAST XMPP server on tokio-xmpp's XML streams.
@@ -26,7 +28,7 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> ExitCode {
+async fn main() -> Result<ExitCode, BoxError> {
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
@@ -36,30 +38,18 @@ async fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{}: {e}", args.config.display());
-            return ExitCode::from(2);
+            return Ok(ExitCode::from(2));
         }
     };
-    let server = match Server::start(config).await {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("cannot start: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let server = Server::start(config).await?;
     for addr in server.addrs() {
         println!("listening on {addr}");
     }
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("cannot watch SIGTERM: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let mut term = signal(SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
     server.shutdown().await;
-    ExitCode::SUCCESS
+    Ok(ExitCode::SUCCESS)
 }

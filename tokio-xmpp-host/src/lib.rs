@@ -13,13 +13,14 @@
 pub mod config;
 mod stream;
 
+use std::io::Write as _;
 use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use sasl2_fast::BoxError;
 use sasl2_fast::fast::FastPlugin;
-use sasl2_fast::fast::hooks::TracingObserver;
 use sasl2_fast::fast::tokens::SweeperHandle;
 use sasl2_fast::rustls::ChannelBindingSource;
 use sasl2_fast::sasl2::accounts::MemoryAccounts;
@@ -30,8 +31,6 @@ use sasl2_fast::sasl2::{Sasl2Server, ScramHash};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
-use tokio_rustls::rustls::pki_types::pem::PemObject as _;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tracing::Instrument as _;
 
 pub use config::{Config, ConfigError};
@@ -55,7 +54,6 @@ struct Shared {
 #[derive(Debug)]
 pub struct Server {
     addrs: Vec<SocketAddr>,
-    direct_tls: Option<SocketAddr>,
     cert_pem: PathBuf,
     fast: Option<FastPlugin>,
     shutdown: watch::Sender<bool>,
@@ -75,14 +73,7 @@ impl Server {
             accounts.set_password(user, password, ITERATIONS);
         }
         let fast = match config.fast() {
-            Some(f) => Some(
-                FastPlugin::open_with_observers(
-                    f.clone(),
-                    &s.data_dir,
-                    vec![Arc::new(TracingObserver)],
-                )
-                .await?,
-            ),
+            Some(f) => Some(FastPlugin::open(f.clone(), &s.data_dir).await?),
             None => None,
         };
         let scram = |hash, plus| Arc::new(ScramProvider::new(hash, plus, accounts.clone()));
@@ -98,11 +89,7 @@ impl Server {
         }
 
         let (cert_pem, key_pem) = certificate(s)?;
-        let chain = CertificateDer::pem_file_iter(&cert_pem)?.collect::<Result<Vec<_>, _>>()?;
-        let key = PrivateKeyDer::from_pem_file(&key_pem)?;
-        let bindings =
-            ChannelBindingSource::new(chain.first().ok_or("no certificate in tls_cert")?);
-        let mut tls = sasl2_fast::rustls::server_config(chain, key)?;
+        let (mut tls, bindings) = sasl2_fast::rustls::load_pem_files(&cert_pem, &key_pem)?;
         tls.alpn_protocols = vec![b"xmpp-client".to_vec()];
 
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -115,20 +102,17 @@ impl Server {
             shutdown: shutdown_rx,
         });
         let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-        let (mut addrs, mut direct_tls, mut accept_tasks) = (Vec::new(), None, Vec::new());
+        let (mut addrs, mut accept_tasks) = (Vec::new(), Vec::new());
         for (addr, direct) in [(Some(s.listen), false), (s.listen_tls, true)] {
             let Some(addr) = addr else { continue };
             let listener = TcpListener::bind(addr).await?;
-            let local = listener.local_addr()?;
-            addrs.push(local);
-            direct_tls = direct_tls.or(direct.then_some(local));
+            addrs.push(listener.local_addr()?);
             let task = accept(shared.clone(), listener, direct, connections.clone());
             accept_tasks.push(tokio::spawn(task));
         }
         let _sweeper = fast.as_ref().map(|f| f.tokens().spawn_sweeper());
         Ok(Server {
             addrs,
-            direct_tls,
             cert_pem,
             fast,
             shutdown,
@@ -150,7 +134,7 @@ impl Server {
 
     /// The direct-TLS listener's address, if configured.
     pub fn tls_local_addr(&self) -> Option<SocketAddr> {
-        self.direct_tls
+        self.addrs.get(1).copied()
     }
 
     /// The certificate in use (PEM).
@@ -182,10 +166,7 @@ async fn accept(
     direct_tls: bool,
     limit: Arc<Semaphore>,
 ) {
-    loop {
-        let Ok(permit) = limit.clone().acquire_owned().await else {
-            return;
-        };
+    while let Ok(permit) = limit.clone().acquire_owned().await {
         let (tcp, peer) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
@@ -213,25 +194,24 @@ fn certificate(s: &config::Server) -> Result<(PathBuf, PathBuf), BoxError> {
     if let (Some(cert), Some(key)) = (&s.tls_cert, &s.tls_key) {
         return Ok((cert.clone(), key.clone()));
     }
-    let dir = s.data_dir.join("tls");
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let (cert, key) = (
+        s.data_dir.join("tls/cert.pem"),
+        s.data_dir.join("tls/key.pem"),
+    );
     if !(cert.exists() && key.exists()) {
-        std::fs::create_dir_all(&dir)?;
-        let mut names = vec![s.domain.clone()];
-        if s.domain != "localhost" {
-            names.push("localhost".to_owned());
-        }
+        std::fs::create_dir_all(s.data_dir.join("tls"))?;
+        let mut names = vec![s.domain.clone(), "localhost".to_owned()];
+        names.dedup();
         let generated = rcgen::generate_simple_self_signed(names)?;
-        use std::io::Write as _;
-        use std::os::unix::fs::OpenOptionsExt as _;
-        let mut opts = std::fs::OpenOptions::new();
-        let mut f = opts
+        // The key is readable by its owner only.
+        let mut file = std::fs::OpenOptions::new();
+        let file = file
             .write(true)
             .create(true)
             .truncate(true)
             .mode(0o600)
             .open(&key)?;
-        f.write_all(generated.signing_key.serialize_pem().as_bytes())?;
+        (&file).write_all(generated.signing_key.serialize_pem().as_bytes())?;
         std::fs::write(&cert, generated.cert.pem())?;
     }
     Ok((cert, key))

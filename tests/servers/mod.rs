@@ -30,7 +30,7 @@ pub const BOTH: [Kind; 2] = [Kind::Example, Kind::TokioXmpp];
 
 /// A running server of either kind.
 pub enum Running {
-    Example(TestHost),
+    Example(Box<TestHost>),
     TokioXmpp(Server, tempfile::TempDir),
 }
 
@@ -43,7 +43,7 @@ impl Running {
                 let fast = config.plugins.fast.as_mut().ok_or("FAST off")?;
                 fast.token_ttl = ttl;
                 fast.token_min_ttl = min_ttl;
-                Ok(Running::Example(TestHost::start(config).await?))
+                Ok(Running::Example(Box::new(TestHost::start(config).await?)))
             }
             Kind::TokioXmpp => {
                 let dir = tempfile::tempdir()?;

@@ -15,7 +15,7 @@ mod stream;
 
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::os::unix::fs::OpenOptionsExt as _;
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -65,7 +65,9 @@ impl Server {
     /// listeners and serves them.
     pub async fn start(config: Config) -> Result<Server, BoxError> {
         let s = &config.server;
-        std::fs::create_dir_all(&s.data_dir)?;
+        // Owner-only: the token store, the pepper and the key live here.
+        let mut dir = std::fs::DirBuilder::new();
+        dir.recursive(true).mode(0o700).create(&s.data_dir)?;
         let accounts = Arc::new(MemoryAccounts::new());
         for (user, password) in &config.accounts {
             // The count unknown accounts announce too, so they look alike (S-29).

@@ -117,9 +117,9 @@ impl PostLoginFeatures {
     }
 }
 
-/// What the stream does after the elements of a [`Reply`] are written.
+/// What the stream does after the elements of a [`Reply`] are written. Exhaustive on
+/// purpose: a host must decide for every case, and a new case should fail its build.
 #[derive(Debug)]
-#[non_exhaustive]
 pub enum Next {
     /// Read the next element; negotiation goes on (after a `<failure>` the client may retry
     /// on the same stream, S-23).

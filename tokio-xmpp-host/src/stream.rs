@@ -135,7 +135,7 @@ async fn xml_stream<S: AsyncRead + AsyncWrite + Unpin>(
                     return close(&mut xml, None).await;
                 }
                 // RFC 6120 SASL (a restart) is not enabled on this server.
-                _ => return close(&mut xml, Some(Cond::InternalServerError)).await,
+                Next::Restart(_) => return close(&mut xml, Some(Cond::InternalServerError)).await,
             }
         } else if let Some(jid) = &mut jid {
             if let Some(answer) = stanza(el, jid) {

@@ -19,6 +19,8 @@
 //!   (feature `postgres`), and the public conformance suite (feature `test-kit`).
 //! - [`stream`]: a bounded, sans-IO XMPP stream reader over rxml that yields one
 //!   [`minidom::Element`] per top-level element, and the writer.
+//! - `rustls` (feature `rustls`): channel bindings from a rustls server connection
+//!   ([`sasl2::TlsInfo`] for the negotiator) and a rustls config fit for them.
 //! - `prometheus` (feature `prometheus`): the FAST lifecycle and token-store latency as
 //!   prometheus-client metrics, for the embedding server's own registry (no HTTP server).
 //! - [`xmpp`]: namespaces and [`xmpp::Redacted`], which keeps tokens and SASL payloads out of
@@ -35,6 +37,8 @@ pub mod fast;
 pub mod fuzzing;
 #[cfg(feature = "prometheus")]
 pub mod prometheus;
+#[cfg(feature = "rustls")]
+pub mod rustls;
 pub mod sasl2;
 pub mod secret_file;
 pub mod store;

@@ -1,10 +1,11 @@
 //! Interop with a real third-party client: xmpp.js (`@xmpp/client` 0.14.0, pinned in
 //! `tests/interop/package-lock.json`).
 //!
-//! Each test starts the example host in-process (STARTTLS on `127.0.0.1:0`, self-signed
-//! certificate for `localhost`, temp data dir) and runs `node tests/interop/xmppjs.mjs` one or
-//! more times against it; every run is a separate process, like an app restart, sharing a
-//! token file. See `docs/interop.md`.
+//! Each scenario runs against both example servers, as `example_host::NAME` and
+//! `tokio_xmpp_host::NAME` (`tests/servers/`): the server starts in-process (STARTTLS on
+//! `127.0.0.1:0`, self-signed certificate for `localhost`, temp data dir) and
+//! `node tests/interop/xmppjs.mjs` runs one or more times against it; every run is a separate
+//! process, like an app restart, sharing a token file. See `docs/interop.md`.
 //!
 //! Node.js is required: without `node` the tests fail (they never skip). If
 //! `tests/interop/node_modules` is missing, `npm ci` is run there first.
@@ -14,8 +15,10 @@ use std::process::Stdio;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+mod servers;
+
 use sasl2_fast::fast::config::parse_duration;
-use sasl2_fast_host::harness::TestHost;
+use servers::{Kind, Running};
 use tokio::process::Command;
 
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -69,19 +72,19 @@ fn ensure_node() {
 }
 
 struct Env {
-    t: TestHost,
+    t: Running,
 }
 
 impl Env {
-    /// The demo host (STARTTLS required, alice/alicepass) with these FAST lifetimes.
-    async fn start(token_ttl: &str, token_min_ttl: &str) -> Env {
+    /// A server of `kind` (STARTTLS required, alice/alicepass) with these FAST lifetimes.
+    async fn start(kind: Kind, token_ttl: &str, token_min_ttl: &str) -> Env {
         ensure_node();
-        let mut config = TestHost::config();
-        let fast = config.plugins.fast.as_mut().expect("FAST on");
-        fast.token_ttl = parse_duration(token_ttl).expect("token_ttl");
-        fast.token_min_ttl = parse_duration(token_min_ttl).expect("token_min_ttl");
+        let ttl = parse_duration(token_ttl).expect("token_ttl");
+        let min_ttl = parse_duration(token_min_ttl).expect("token_min_ttl");
         Env {
-            t: TestHost::start(config).await.expect("host start"),
+            t: Running::start(kind, ttl, min_ttl)
+                .await
+                .expect("server start"),
         }
     }
 
@@ -91,7 +94,7 @@ impl Env {
 
     /// Runs one scenario process; panics with its output unless it exits 0.
     async fn run(&self, scenario: &str, extra: &[&str]) -> String {
-        let port = self.t.host.local_addr().port().to_string();
+        let port = self.t.addr().port().to_string();
         let store = self.store();
         let mut cmd = Command::new("node");
         cmd.arg(interop_dir().join("xmppjs.mjs"))
@@ -99,7 +102,7 @@ impl Env {
             .arg(&store)
             .args(extra)
             // Read at process start by Node: trust the host's generated certificate.
-            .env("NODE_EXTRA_CA_CERTS", self.t.host.cert_pem_path())
+            .env("NODE_EXTRA_CA_CERTS", self.t.cert_pem_path())
             .current_dir(interop_dir())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -117,10 +120,11 @@ impl Env {
         );
         assert!(
             out.status.success(),
-            "xmpp.js scenario {scenario} {extra:?} failed ({}):\n{text}",
+            "xmpp.js scenario {scenario} {extra:?} against {:?} failed ({}):\n{text}",
+            self.t.kind(),
             out.status
         );
-        println!("--- {scenario} {extra:?}\n{text}");
+        println!("--- {scenario} {extra:?} ({:?})\n{text}", self.t.kind());
         text
     }
 
@@ -129,9 +133,8 @@ impl Env {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn password_scram_then_fast_login() {
-    let env = Env::start("1h", "30m").await;
+async fn password_scram_then_fast_login(kind: Kind) {
+    let env = Env::start(kind, "1h", "30m").await;
     env.run("password", &["--mech", "SCRAM-SHA-1"]).await;
     env.run("fast", &[]).await;
     // A second restart with the same (promoted) token still works.
@@ -139,17 +142,15 @@ async fn password_scram_then_fast_login() {
     env.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn password_plain_then_fast_login() {
-    let env = Env::start("1h", "30m").await;
+async fn password_plain_then_fast_login(kind: Kind) {
+    let env = Env::start(kind, "1h", "30m").await;
     env.run("password", &["--mech", "PLAIN"]).await;
     env.run("fast", &[]).await;
     env.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rotated_token_replaces_the_previous_one() {
-    let env = Env::start("1h", "1").await;
+async fn rotated_token_replaces_the_previous_one(kind: Kind) {
+    let env = Env::start(kind, "1h", "1").await;
     env.run("password", &[]).await;
     // Token age must reach token_min_ttl (1 s) for the server to rotate.
     tokio::time::sleep(Duration::from_millis(1300)).await;
@@ -157,9 +158,8 @@ async fn rotated_token_replaces_the_previous_one() {
     env.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tampered_token_falls_back_to_password() {
-    let env = Env::start("1h", "30m").await;
+async fn tampered_token_falls_back_to_password(kind: Kind) {
+    let env = Env::start(kind, "1h", "30m").await;
     env.run("password", &[]).await;
     env.run("tampered", &[]).await;
     // The token obtained by the fallback works for FAST.
@@ -167,11 +167,35 @@ async fn tampered_token_falls_back_to_password() {
     env.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn expired_token_falls_back_to_password() {
-    let env = Env::start("2", "1").await;
+async fn expired_token_falls_back_to_password(kind: Kind) {
+    let env = Env::start(kind, "2", "1").await;
     env.run("password", &[]).await;
     tokio::time::sleep(Duration::from_millis(2600)).await;
     env.run("expired", &[]).await;
     env.shutdown().await;
 }
+
+macro_rules! on_both {
+    ($($scenario:ident),* $(,)?) => {
+        mod example_host {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $scenario() {
+                super::$scenario(super::Kind::Example).await
+            })*
+        }
+        mod tokio_xmpp_host {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $scenario() {
+                super::$scenario(super::Kind::TokioXmpp).await
+            })*
+        }
+    };
+}
+
+on_both!(
+    password_scram_then_fast_login,
+    password_plain_then_fast_login,
+    rotated_token_replaces_the_previous_one,
+    tampered_token_falls_back_to_password,
+    expired_token_falls_back_to_password,
+);

@@ -5,14 +5,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use sasl2_fast::sasl2::{ChannelBindings, TlsInfo, TlsVersion};
-use sha2::Digest as _;
+use sasl2_fast::sasl2::TlsInfo;
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject as _;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 pub mod early_data;
 pub mod resumption;
+
+/// Channel bindings from rustls live in the library (`sasl2_fast::rustls`), for every host.
+pub use sasl2_fast::rustls::{server_end_point, tls_info};
 
 /// The server's TLS identity and config.
 pub struct TlsSetup {
@@ -150,14 +152,9 @@ pub fn setup(
     }
     let key = PrivateKeyDer::from_pem_file(&key_path).map_err(|e| file_err(&key_path, e))?;
     let server_end_point = server_end_point(&chain[0]);
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)?;
-    // H-12 / RFC 9266: HT and tls-exporter on TLS 1.2 are only safe with extended master
-    // secret, so a TLS 1.2 client that does not offer it gets a handshake_failure alert.
-    config.require_ems = true;
+    // H-12 / RFC 9266: the library's config requires extended master secret, so a TLS 1.2
+    // client that does not offer it gets a handshake_failure alert.
+    let mut config = sasl2_fast::rustls::server_config(chain, key)?;
     // XMPP has no ALPN requirement on the STARTTLS port; XEP-0368 clients may send "xmpp-client".
     config.alpn_protocols = vec![b"xmpp-client".to_vec()];
     if session_tickets {
@@ -183,118 +180,6 @@ impl TlsSetup {
         counter.fetch_add(1, Ordering::Relaxed);
         tls_info(conn, self.server_end_point.as_deref())
     }
-}
-
-/// Channel-binding data of an established server connection: `tls-server-end-point` (CB-1)
-/// and `tls-exporter` (CB-2; RFC 9266's label and empty context, CB-3), never `tls-unique`
-/// (CB-4: rustls does not expose the Finished message), so the types the host advertises are
-/// exactly those this connection binds to (CB-6). Correct on resumed sessions too: the
-/// exporter is derived from this connection's own key schedule (fresh per connection, RFC 8446
-/// §7.5, so CB-3's `tls-exporter` is never shared between the original and the resumed
-/// connection), and `tls-server-end-point` is always the hash of the server's own certificate
-/// (CB-5), whichever handshake produced the session.
-pub fn tls_info(conn: &rustls::ServerConnection, server_end_point: Option<&[u8]>) -> TlsInfo {
-    let version = match conn.protocol_version() {
-        Some(rustls::ProtocolVersion::TLSv1_3) => TlsVersion::Tls13,
-        _ => TlsVersion::Tls12,
-    };
-    // TLS 1.3 always has it; TLS 1.2 only with EMS, which `require_ems` guarantees (H-12).
-    let tls_exporter = conn
-        .export_keying_material([0u8; 32], b"EXPORTER-Channel-Binding", Some(b""))
-        .ok()
-        .map(|b| b.to_vec());
-    let mut cb = ChannelBindings::none();
-    if let Some(e) = tls_exporter {
-        cb = cb.with_tls_exporter(e);
-    }
-    if let Some(ep) = server_end_point {
-        cb = cb.with_tls_server_end_point(ep);
-    }
-    TlsInfo::new(version, cb)
-}
-
-/// Which hash RFC 5929 §4.1 uses for a certificate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum EndPointHash {
-    Sha256,
-    Sha384,
-    Sha512,
-}
-
-/// `tls-server-end-point` for a DER certificate: the hash of the whole certificate with the
-/// hash of its signature algorithm (MD5 and SHA-1 are replaced by SHA-256). `None` when the
-/// algorithm names no hash (Ed25519, RSASSA-PSS, unknown).
-pub fn server_end_point(cert_der: &[u8]) -> Option<Vec<u8>> {
-    let h = signature_hash(cert_der)?;
-    Some(match h {
-        EndPointHash::Sha256 => sha2::Sha256::digest(cert_der).to_vec(),
-        EndPointHash::Sha384 => sha2::Sha384::digest(cert_der).to_vec(),
-        EndPointHash::Sha512 => sha2::Sha512::digest(cert_der).to_vec(),
-    })
-}
-
-/// Reads one DER TLV header at `pos`: (tag, content start, content length).
-fn der_header(b: &[u8], pos: usize) -> Option<(u8, usize, usize)> {
-    let tag = *b.get(pos)?;
-    let first = *b.get(pos + 1)? as usize;
-    if first < 0x80 {
-        return Some((tag, pos + 2, first));
-    }
-    let n = first & 0x7f;
-    if n == 0 || n > 4 {
-        return None;
-    }
-    let mut len = 0usize;
-    for i in 0..n {
-        len = (len << 8) | *b.get(pos + 2 + i)? as usize;
-    }
-    Some((tag, pos + 2 + n, len))
-}
-
-/// The OID of `Certificate.signatureAlgorithm`, mapped to the end-point hash.
-fn signature_hash(cert: &[u8]) -> Option<EndPointHash> {
-    // Certificate ::= SEQUENCE { tbsCertificate SEQUENCE, signatureAlgorithm SEQUENCE {OID ..}, .. }
-    let (t, start, _) = der_header(cert, 0)?;
-    if t != 0x30 {
-        return None;
-    }
-    let (t, tbs_start, tbs_len) = der_header(cert, start)?;
-    if t != 0x30 {
-        return None;
-    }
-    let (t, alg_start, _) = der_header(cert, tbs_start.checked_add(tbs_len)?)?;
-    if t != 0x30 {
-        return None;
-    }
-    let (t, oid_start, oid_len) = der_header(cert, alg_start)?;
-    if t != 0x06 {
-        return None;
-    }
-    let oid = cert.get(oid_start..oid_start.checked_add(oid_len)?)?;
-    const RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01];
-    const ECDSA_SHA2: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03];
-    const ECDSA_SHA1: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x01];
-    const DSA_SHA256: &[u8] = &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x03, 0x02];
-    if let Some(rest) = oid.strip_prefix(RSA) {
-        return match rest {
-            [0x04] | [0x05] | [0x0b] | [0x0e] => Some(EndPointHash::Sha256), // md5, sha1, sha256, sha224
-            [0x0c] => Some(EndPointHash::Sha384),
-            [0x0d] => Some(EndPointHash::Sha512),
-            _ => None, // RSASSA-PSS (hash in parameters) and others
-        };
-    }
-    if let Some(rest) = oid.strip_prefix(ECDSA_SHA2) {
-        return match rest {
-            [0x01] | [0x02] => Some(EndPointHash::Sha256),
-            [0x03] => Some(EndPointHash::Sha384),
-            [0x04] => Some(EndPointHash::Sha512),
-            _ => None,
-        };
-    }
-    if oid == ECDSA_SHA1 || oid == DSA_SHA256 {
-        return Some(EndPointHash::Sha256);
-    }
-    None
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 //! - [`plugin`]: the SASL2 inline feature a host registers.
 //! - `known_devices`: FAST's client records tell the login throttle which devices are the
 //!   owner's ([`crate::sasl2::KnownDevices`]).
+//! - [`standalone`]: the same FAST pieces for a server that keeps its own SASL2 code.
 //! - [`cam`]: XEP-0494 Client Access Management (the owner lists and revokes clients).
 //! - [`hooks`]: observers of lifecycle events; [`config`]: options and validation.
 
@@ -19,6 +20,7 @@ pub mod ht;
 mod known_devices;
 pub mod login;
 pub mod plugin;
+pub mod standalone;
 pub mod token;
 pub mod tokens;
 

@@ -19,7 +19,10 @@
 //! mechanisms also serve RFC 6120 SASL when [`Sasl2ServerBuilder::rfc6120_sasl`] is on.
 //!
 //! The host supplies what only it knows: accounts ([`accounts::AccountStore`]), and per stream
-//! the [`StreamInfo`] (TLS version, channel-binding bytes, stream `from`/`to`).
+//! the [`StreamInfo`] (TLS version, channel-binding bytes, stream `from`/`to`). What every
+//! host does the same way is here too: judging the client's stream header
+//! ([`ClientStreamHeader`]), and what to write for each negotiator event, in order
+//! ([`Reply`], [`PostLoginFeatures`], [`Negotiator::stream_features`]).
 
 pub mod accounts;
 mod authzid;
@@ -31,9 +34,11 @@ mod mechanism;
 pub mod negotiator;
 mod offers;
 pub mod plain;
+mod reply;
 pub mod request;
 pub mod scram;
 mod server;
+mod stream_header;
 mod stream_info;
 pub mod task;
 pub mod throttle;
@@ -50,7 +55,9 @@ pub use mechanism::{
 pub use negotiator::{
     AuthenticatedSession, Negotiator, NegotiatorEvent, Sasl2Server, Sasl2ServerBuilder,
 };
+pub use reply::{Next, PostLoginFeatures, Reply};
 pub use request::{AuthenticateRequest, SaslProfile, UserAgent};
+pub use stream_header::{ClientStreamHeader, check_stream_to, stream_from};
 pub use stream_info::{ChannelBindingType, ChannelBindings, StreamInfo, TlsInfo, TlsVersion};
 pub use task::{Sasl2Task, TaskContext, TaskInput, TaskSession, TaskStep};
 pub use throttle::{

@@ -15,7 +15,9 @@
 //! outcome (events and error) does not depend on how the input was chunked.
 //!
 //! [`write_element`] serializes a top-level element the way the reader reads it back.
+//! [`ElementBudget`] bounds elements for hosts that parse with another reader (tokio-xmpp).
 
+mod budget;
 mod header;
 mod reader;
 mod writer;
@@ -25,6 +27,7 @@ mod tests;
 
 use xmpp_parsers::stream_error::DefinedCondition;
 
+pub use budget::ElementBudget;
 pub use header::StreamHeader;
 pub use reader::StreamReader;
 pub use writer::{stream_header_xml, to_xml, write_element};

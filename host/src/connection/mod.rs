@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use jid::{BareJid, FullJid, Jid};
+use jid::{BareJid, FullJid};
 use minidom::Element;
 use sasl2_fast::sasl2::bind2::BoundResource;
 use sasl2_fast::sasl2::{
@@ -187,9 +187,6 @@ const STARTTLS_XML: &str = "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"
 /// `<starttls><required/></starttls>`, likewise.
 const STARTTLS_REQUIRED_XML: &str =
     "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls>";
-
-/// `<bind/>` (RFC 6120 §7) in the post-authentication features, likewise.
-const BIND_XML: &str = "<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>";
 
 /// Writes `<stream:features>` around already serialized children. The negotiator's part comes
 /// serialized from its offer cache: building and writing the features as elements for each
@@ -433,6 +430,12 @@ impl Conn {
         Flow::Close
     }
 
+    /// [`Conn::stream_error`] with the condition and text of a library stream error.
+    fn stream_error_of(&mut self, error: StreamError) -> Flow {
+        let text = error.get_best_text(vec!["en"]).map(|(_, t)| t.clone());
+        self.stream_error(error.condition, text.as_deref())
+    }
+
     fn send(&mut self, el: &Element) {
         write_element(&mut self.out, el, ns::JABBER_CLIENT);
     }
@@ -445,14 +448,10 @@ impl Conn {
             );
         }
         let domain = self.shared.config.server.domain.clone();
-        let from = h.from().map(|f| Jid::new(f).map(|j| j.to_bare()));
-        // Echo the client's `from` as our `to` only when it is a JID of this domain (RFC 6120
-        // §4.7.2); never reflect a foreign or malformed one.
-        let from_ok = match &from {
-            Some(Ok(j)) => j.domain().as_str() == domain,
-            _ => false,
-        };
-        let echo = if from_ok { h.from() } else { None };
+        // The library's rules for `from` (S-3, S-29): a JID of this domain is echoed as our
+        // `to` (RFC 6120 §4.7.2); a foreign or malformed one is never reflected.
+        let from = sasl2_fast::sasl2::stream_from(&domain, h.from());
+        let echo = h.from().filter(|_| matches!(from, Ok(Some(_))));
         self.open_stream(echo);
         if h.default_ns() != ns::JABBER_CLIENT {
             return self.stream_error(
@@ -463,22 +462,14 @@ impl Conn {
         if h.version().is_some_and(|v| !v.starts_with("1.")) {
             return self.stream_error(DefinedCondition::UnsupportedVersion, None);
         }
-        let to_ok = h
-            .to()
-            .is_some_and(|t| t.trim_end_matches('.').eq_ignore_ascii_case(&domain));
-        if !to_ok {
-            return self.stream_error(
-                DefinedCondition::HostUnknown,
-                Some("this server does not serve that domain"),
-            );
+        if let Err(e) = sasl2_fast::sasl2::check_stream_to(&domain, h.to()) {
+            return self.stream_error_of(e);
         }
-        if from.is_some() && !from_ok {
+        let from = match from {
+            Ok(f) => f,
             // S-3 (RFC 6120 §4.9.3.9): a `from` of another domain, or not a JID at all.
-            return self.stream_error(
-                DefinedCondition::InvalidFrom,
-                Some("'from' does not match this domain"),
-            );
-        }
+            Err(e) => return self.stream_error_of(e),
+        };
 
         if let Some(a) = &mut self.authed {
             if !std::mem::take(&mut a.restart_pending) {
@@ -491,7 +482,7 @@ impl Conn {
             return Flow::Continue;
         }
         let info = StreamInfo::new(domain)
-            .with_from(from.and_then(Result::ok))
+            .with_from(from)
             .with_plaintext_allowed(!self.shared.config.server.require_tls)
             .with_peer(self.peer)
             .with_zero_rtt(self.zero_rtt);
@@ -511,12 +502,11 @@ impl Conn {
         Flow::Continue
     }
 
-    /// `<stream:features>` after authentication: RFC 6120 resource binding unless Bind 2
-    /// bound one, and no SASL of either kind (B-3: legacy binding is offered beside Bind 2,
-    /// which is only ever offered inside SASL2's `<inline>`).
+    /// `<stream:features>` after the RFC 6120 restart (R-4, the library's rules): resource
+    /// binding unless one is bound, and no SASL of either kind.
     fn post_auth_features(&mut self) {
-        let bind = if self.bound.is_none() { BIND_XML } else { "" };
-        write_features(&mut self.out, &[bind]);
+        let features = sasl2_fast::sasl2::PostLoginFeatures::new(self.bound.is_some());
+        self.out.push_str(features.xml());
     }
 
     async fn on_element(&mut self, el: Element) -> Flow {
@@ -596,8 +586,7 @@ impl Conn {
                 if let Some(s) = send {
                     self.send(&s);
                 }
-                let text = error.get_best_text(vec!["en"]).map(|(_, t)| t.clone());
-                self.stream_error(error.condition, text.as_deref())
+                self.stream_error_of(error)
             }
             NegotiatorEvent::Success { element, session } => {
                 // The element may carry a FAST token: written, never logged.
@@ -649,9 +638,11 @@ impl Conn {
             self.reader.reset();
             self.header_sent = false;
             self.negotiator = None;
-        } else {
-            // S-20: no stream restart; post-authentication features right away.
-            self.post_auth_features();
+        } else if let Some(features) = sasl2_fast::sasl2::PostLoginFeatures::after_success(&session)
+        {
+            // S-20: no stream restart; post-authentication features right away, after
+            // `<success>` (none after an XEP-0198 resumption, SM-3).
+            self.out.push_str(features.xml());
         }
     }
 
@@ -732,22 +723,6 @@ mod tests {
                 got, expected,
                 "starttls={starttls} required={required} sasl={sasl}"
             );
-        }
-    }
-
-    /// The post-authentication features, as `post_auth_features` built them as elements.
-    #[test]
-    fn post_auth_features_are_written_as_the_element_would_be() {
-        for bind in [true, false] {
-            let mut f = Element::builder("features", ns::STREAM);
-            if bind {
-                f = f.append(Element::bare("bind", ns::BIND));
-            }
-            let mut expected = String::new();
-            write_element(&mut expected, &f.build(), ns::JABBER_CLIENT);
-            let mut got = String::new();
-            write_features(&mut got, &[if bind { BIND_XML } else { "" }]);
-            assert_eq!(got, expected, "bind={bind}");
         }
     }
 }

@@ -231,3 +231,49 @@ async fn authentication_lifts_the_limit() {
     })
     .await;
 }
+
+/// A flooding connection that the peer resets while its reads are paused is closed at the
+/// next refill, not after the host has read, at the shaped rate, what its kernel had already
+/// received: it would hold its unauthenticated slot that long (about 2 minutes here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_flooder_frees_its_slot_at_once() {
+    bounded(60, async {
+        let mut config = TestHost::config();
+        config.server.require_tls = false;
+        config.server.max_unauthenticated_per_ip = 1;
+        config.server.max_unauthenticated_bytes_per_s = 1024;
+        let t = TestHost::start(config).await.unwrap();
+        let addr = t.host.local_addr();
+        let header = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
+                      xmlns:stream='http://etherx.jabber.org/streams' to='localhost' \
+                      version='1.0'>";
+        let mut flooder = TcpStream::connect(addr).await.unwrap();
+        flooder.write_all(header.as_bytes()).await.unwrap();
+        // More than the host's receive buffer holds at first, so part waits in ours.
+        let spaces = vec![b' '; 64 * 1024];
+        for _ in 0..8 {
+            let _ =
+                tokio::time::timeout(Duration::from_millis(200), flooder.write_all(&spaces)).await;
+        }
+        // Time for the host to use up its burst: its reads are now paused.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Reset, not FIN: with SO_LINGER 0 the close discards what is unsent and sends RST.
+        flooder.set_linger(Some(Duration::ZERO)).unwrap();
+        drop(flooder);
+        let start = Instant::now();
+        loop {
+            let mut opts = t.opts(Tls::None, None).unwrap();
+            opts.timeout = Duration::from_secs(5);
+            match Client::connect(opts).await {
+                Ok(c) if c.features.is_some() => break,
+                _ if start.elapsed() < Duration::from_secs(10) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                other => panic!("the reset connection still holds the slot: {other:?}"),
+            }
+        }
+        println!("slot free after {:?}", start.elapsed());
+        t.shutdown().await;
+    })
+    .await;
+}

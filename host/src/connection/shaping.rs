@@ -46,6 +46,8 @@ struct Bucket {
     refilled: Instant,
     /// The wait for the bucket to refill; allocated at the first wait, reset afterwards.
     wake: Option<Pin<Box<Sleep>>>,
+    /// Reading waited for the bucket since the last read.
+    waited: bool,
 }
 
 impl Bucket {
@@ -59,6 +61,7 @@ impl Bucket {
             tokens: capacity,
             refilled: now,
             wake: None,
+            waited: false,
         }
     }
 
@@ -98,6 +101,7 @@ impl Bucket {
                 }
                 None => self.wake.insert(Box::pin(tokio::time::sleep_until(until))),
             };
+            self.waited = true;
             ready!(wake.as_mut().poll(cx));
         }
     }
@@ -150,6 +154,14 @@ impl AsyncRead for ShapedTcp {
             return Poll::Ready(Ok(()));
         }
         let allowed = ready!(bucket.poll_allowance(cx)).min(buf.remaining());
+        if std::mem::take(&mut bucket.waited)
+            && let Some(e) = this.tcp.take_error()?
+        {
+            // Reset by the peer while paused: Linux still lets us read what it had received
+            // (up to the receive buffer, 128 KiB by default: half a minute at 4096 B/s), and
+            // the connection would hold its unauthenticated slot until then. It is dead now.
+            return Poll::Ready(Err(e));
+        }
         // At most `allowed` bytes leave the kernel; the rest stay in its socket buffer.
         loop {
             ready!(this.tcp.poll_read_ready(cx))?;

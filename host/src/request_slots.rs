@@ -136,21 +136,20 @@ impl RequestSlots {
     /// Waits up to `within` for every connection to end, then aborts what is left; false if
     /// some had to be aborted.
     pub async fn finish(mut self, within: Duration) -> bool {
-        let all = async {
-            for s in &mut self.live {
-                let _ = (&mut s.task).await;
-            }
-        };
-        if tokio::time::timeout(within, all).await.is_ok() {
-            return true;
-        }
-        for s in &self.live {
-            s.task.abort();
-        }
+        let deadline = tokio::time::Instant::now() + within;
+        let mut all_ended = true;
+        // Each handle is awaited to its end once (a finished one must not be polled again).
         for s in &mut self.live {
-            let _ = (&mut s.task).await;
+            if tokio::time::timeout_at(deadline, &mut s.task)
+                .await
+                .is_err()
+            {
+                s.task.abort();
+                let _ = (&mut s.task).await;
+                all_ended = false;
+            }
         }
-        false
+        all_ended
     }
 }
 
@@ -226,5 +225,21 @@ mod tests {
             "no room while both serve"
         );
         assert!(!slots.finish(Duration::from_millis(10)).await, "aborted");
+    }
+
+    #[tokio::test]
+    async fn finish_waits_for_the_connections_then_aborts_the_rest() {
+        let mut slots = RequestSlots::new(4);
+        slots.spawn(|_| async { tokio::time::sleep(Duration::from_millis(20)).await });
+        assert!(
+            slots.finish(Duration::from_secs(5)).await,
+            "all ended in time"
+        );
+
+        let mut slots = RequestSlots::new(4);
+        slots.spawn(|_| async { tokio::time::sleep(Duration::from_millis(20)).await });
+        let (_, _start, closed) = conn(&mut slots);
+        assert!(!slots.finish(Duration::from_millis(200)).await);
+        assert!(closed.await.is_err(), "the one still running was aborted");
     }
 }

@@ -6,7 +6,8 @@
 #   flooded: the same run while another loadgen process (`--flood 64 --source 127.0.0.2`, the
 #            per-address maximum of unauthenticated connections) sends whitespace before login
 #            as fast as the host takes it
-# Rounds alternate the rates (ABAB), so both see the same machine.
+# and then the flood alone (its server CPU with nothing else running). Rounds alternate the
+# rates (ABAB), so both see the same machine.
 #
 #   scripts/preauth-flood.sh [OUT.jsonl]
 #
@@ -109,6 +110,11 @@ for round in $(seq "$ROUNDS"); do
       wait "$flood_pid" || true
       sed "s|^{|{\"label\":\"r$round/rate$rate/$tls-$mode/flood\",|" "$work/flood.json" | tee -a "$out"
     done
+    # The flood alone: what it makes the host read and spend, with nothing else running.
+    sleep 1
+    "$LOADGEN" --port "$port" --tls none --flood "$FLOOD" --source 127.0.0.2 \
+      --duration "$DURATION" --server-pid "$host_pid" --json |
+      sed "s|^{|{\"label\":\"r$round/rate$rate/flood-alone\",|" | tee -a "$out"
     stop_host
   done
 done

@@ -177,7 +177,7 @@ mod tests {
     async fn a_newcomer_evicts_the_oldest_connection_still_waiting_for_its_request() {
         let mut slots = RequestSlots::new(3);
         let (a, start_a, mut closed_a) = conn(&mut slots);
-        let (b, _start_b, mut closed_b) = conn(&mut slots);
+        let (b, _start_b, closed_b) = conn(&mut slots);
         let (c, _start_c, mut closed_c) = conn(&mut slots);
         assert_eq!([a, b, c], [Admission::Free; 3]);
         // `a` completes its request: it keeps its slot.

@@ -258,7 +258,7 @@ async fn a_reset_flooder_frees_its_slot_at_once() {
         // Time for the host to use up its burst: its reads are now paused.
         tokio::time::sleep(Duration::from_millis(500)).await;
         // Reset, not FIN: with SO_LINGER 0 the close discards what is unsent and sends RST.
-        flooder.set_linger(Some(Duration::ZERO)).unwrap();
+        flooder.set_zero_linger().unwrap();
         drop(flooder);
         let start = Instant::now();
         loop {

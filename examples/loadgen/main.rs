@@ -1,7 +1,9 @@
 //! Load generator for XMPP servers: full SASL2 logins (connect, TLS, stream, authenticate,
 //! success, close) in a loop, FAST or password, with latency percentiles, failures by kind
 //! and, given `--server-pid`, the server's CPU time per login. `--hold N` instead opens N
-//! authenticated connections and keeps them idle (for a memory figure).
+//! authenticated connections and keeps them idle (for a memory figure); `--flood N` opens N
+//! unauthenticated ones that send whitespace as fast as the server reads (for the
+//! pre-authentication flood figure).
 //!
 //! ```text
 //! cargo run --release --example loadgen -- --port 5222 --user alice --password alicepass \
@@ -14,6 +16,7 @@
 //!
 //! Exit status: 0 ok, 1 setup error, 2 usage, 3 no login succeeded.
 
+mod flood;
 mod hold;
 mod logins;
 mod probe;
@@ -138,6 +141,15 @@ pub struct Args {
     /// --concurrency connections are opened at a time.
     #[arg(long, value_parser = hold_count)]
     pub hold: Option<usize>,
+    /// Open N connections that send a stream header and then whitespace, before any login,
+    /// as fast as the server reads it, until --duration; reports the bytes taken and, with
+    /// --server-pid, the server's CPU.
+    #[arg(long, value_parser = flood_count, conflicts_with = "hold")]
+    pub flood: Option<usize>,
+    /// Local address to connect from (another loopback address looks like another client to
+    /// the per-address limits).
+    #[arg(long)]
+    pub source: Option<std::net::IpAddr>,
     /// Report the server's CPU time (/proc/PID/stat) and RSS (/proc/PID/status).
     #[arg(long)]
     pub server_pid: Option<u32>,
@@ -209,6 +221,13 @@ fn seconds(s: &str) -> Result<Duration, String> {
     }
 }
 
+fn flood_count(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=flood::MAX_FLOOD).contains(&n) => Ok(n),
+        _ => Err(format!("1..{}", flood::MAX_FLOOD)),
+    }
+}
+
 fn hold_count(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(n) if (1..=MAX_HOLD).contains(&n) => Ok(n),
@@ -275,9 +294,12 @@ async fn main_async(args: Args) -> Result<Report, String> {
         domain: args.domain.clone(),
         from: Some(format!("{}@{}", args.user, args.domain)),
         timeout: args.timeout,
-        source: None,
+        source: args.source,
         tls_config: None,
     };
+    if let Some(n) = args.flood {
+        return flood::run_flood(&args, opts, n).await;
+    }
     let hold = args.hold;
     let ctx = Arc::new(logins::Ctx::new(args, opts));
     match hold {

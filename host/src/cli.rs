@@ -225,6 +225,13 @@ async fn passwd(config: HostConfig, user: &str) -> ExitCode {
         eprintln!("error: empty password");
         return ExitCode::from(1);
     }
+    if password.len() > crate::admin::MAX_PASSWORD_BYTES {
+        eprintln!(
+            "error: the password is longer than {} bytes",
+            crate::admin::MAX_PASSWORD_BYTES
+        );
+        return ExitCode::from(1);
+    }
     match server::change_password(&accounts, fast.as_ref(), user, password).await {
         Ok(()) => {
             println!(

@@ -128,6 +128,15 @@ pub struct ServerConfig {
         deserialize_with = "max_stanza_bytes"
     )]
     pub max_unauthenticated_stanza_bytes: usize,
+    /// Bytes per second one connection may send before it authenticates, TLS records
+    /// included, after a burst of 16 KiB that holds a whole login (or one second's worth, if
+    /// more); 0 = no limit. Reads pause while the allowance is used up, so what a fast sender
+    /// sends waits in TCP, not in the host. Authentication lifts it.
+    #[serde(
+        default = "default_max_unauthenticated_bytes_per_s",
+        deserialize_with = "max_unauthenticated_bytes_per_s"
+    )]
+    pub max_unauthenticated_bytes_per_s: u32,
     /// Failed password logins from one source or for one account before further password
     /// attempts are held back (`temporary-auth-failure`) with a doubling backoff; 0 = off.
     /// FAST logins are never held back.
@@ -174,6 +183,18 @@ fn default_max_unauthenticated_per_ip() -> u32 {
 }
 fn default_max_unauthenticated_stanza_bytes() -> usize {
     16 * 1024
+}
+fn default_max_unauthenticated_bytes_per_s() -> u32 {
+    4096
+}
+fn max_unauthenticated_bytes_per_s<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let n = ranged(d, 0, 1 << 30)?;
+    if (1..256).contains(&n) {
+        return Err(de::Error::custom(
+            "must be 0 (no limit) or between 256 and 1073741824",
+        ));
+    }
+    Ok(n as u32)
 }
 fn max_unauthenticated_per_ip<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     ranged(d, 1, 100_000).map(|n| n as u32)
@@ -281,6 +302,7 @@ impl ServerConfig {
             allow_plain: true,
             max_unauthenticated_per_ip: default_max_unauthenticated_per_ip(),
             max_unauthenticated_stanza_bytes: default_max_unauthenticated_stanza_bytes(),
+            max_unauthenticated_bytes_per_s: default_max_unauthenticated_bytes_per_s(),
             login_throttle_failures: default_login_throttle_failures(),
             login_throttle_max_backoff: default_login_throttle_max_backoff(),
             metrics_listen: None,
@@ -442,6 +464,13 @@ mod tests {
         assert!(c.server.tls_session_tickets);
         assert_eq!(c.server.max_connections, 10_000);
         assert_eq!(c.server.auth_timeout, Duration::from_secs(60));
+        assert_eq!(c.server.max_unauthenticated_bytes_per_s, 4096);
+        let off = HostConfig::from_toml_str(
+            &format!("{BASE}max_unauthenticated_bytes_per_s = 0\n"),
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(off.server.max_unauthenticated_bytes_per_s, 0);
         assert_eq!(
             c.fast().unwrap().pepper_file.as_deref(),
             Some(Path::new("/etc/x/p"))
@@ -475,6 +504,16 @@ mod tests {
             (
                 "max_unauthenticated_per_ip = 0\n",
                 "server.max_unauthenticated_per_ip",
+                "between",
+            ),
+            (
+                "max_unauthenticated_bytes_per_s = 100\n",
+                "server.max_unauthenticated_bytes_per_s",
+                "0 (no limit) or between 256",
+            ),
+            (
+                "max_unauthenticated_bytes_per_s = -1\n",
+                "server.max_unauthenticated_bytes_per_s",
                 "between",
             ),
             ("idle_timeout = \"2x\"\n", "server.idle_timeout", "unit"),

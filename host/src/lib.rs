@@ -11,6 +11,8 @@
 //! - [`metrics`], [`metrics_server`]: the prometheus-client registry (FAST lifecycle, store
 //!   latency, logins, connections) and the loopback `GET /metrics` listener (`metrics_listen`).
 //! - [`admin`]: the admin Unix socket of a running host and `host ctl`.
+//! - [`request_slots`]: the connection slots of those two listeners (a newcomer evicts the
+//!   oldest connection still waiting for its request).
 //! - [`harness`]: a throw-away host on loopback for tests and measurements.
 //! - [`client`]: a small SASL2/FAST client over TCP/TLS with real channel binding, which
 //!   parses what it receives with minidom and xmpp-parsers (not with the server's reader), for
@@ -30,6 +32,7 @@ pub mod log_budget;
 pub mod metrics;
 pub mod metrics_server;
 pub mod pre_auth;
+pub mod request_slots;
 pub mod router;
 pub mod server;
 pub mod tls;

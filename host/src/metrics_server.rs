@@ -5,7 +5,9 @@
 //! loopback (config load refuses anything else; [`MetricsServer::bind`] checks again for
 //! typed configs) and kept cheap to abuse: one path, small request heads, a header read
 //! timeout, one request per connection, a whole-connection deadline and a cap on
-//! concurrent connections (more are closed at accept).
+//! concurrent connections. At the cap a new connection takes the slot of the oldest one that
+//! has not sent its request ([`crate::request_slots`]), so idle or trickling connections
+//! cannot keep a scrape out.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -18,11 +20,12 @@ use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
 use crate::metrics::HostMetrics;
+use crate::request_slots::{Admission, RequestSlots};
 
 /// The OpenMetrics text content type (what prometheus-client's text encoder writes).
 const CONTENT_TYPE_OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -30,8 +33,9 @@ const CONTENT_TYPE_OPENMETRICS: &str = "application/openmetrics-text; version=1.
 const MAX_CONNECTIONS: usize = 16;
 /// Time a client has to send its request head.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
-/// Time one connection may live, request and response included.
-const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time one connection may live, request and response included (Prometheus' default scrape
+/// timeout is 10 s): what a connection whose request was read can hold its slot.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest request head: a scrape sends a few hundred bytes.
 const MAX_HEADER_BYTES: usize = 8 * 1024;
 
@@ -100,7 +104,7 @@ async fn accept_loop(
     metrics: Arc<HostMetrics>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut slots = RequestSlots::new(MAX_CONNECTIONS);
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
@@ -114,15 +118,12 @@ async fn accept_loop(
                 continue;
             }
         };
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            debug!(%peer, "metrics connection limit reached, closing");
-            continue;
-        };
         let metrics = metrics.clone();
         let mut shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
+        let admission = slots.spawn(move |started| async move {
             let service = hyper::service::service_fn(move |req| {
+                // The request head is read: this connection keeps its slot.
+                started.mark();
                 let metrics = metrics.clone();
                 async move { Ok::<_, Infallible>(respond(&req, &metrics)) }
             });
@@ -143,6 +144,13 @@ async fn accept_loop(
                 _ = shutdown.changed() => {}
             }
         });
+        match admission {
+            Admission::Free => {}
+            Admission::Evicted => {
+                debug!(%peer, "metrics connections at the limit: closed the oldest idle one");
+            }
+            Admission::Full => debug!(%peer, "every metrics connection is serving, closing"),
+        }
     }
 }
 

@@ -132,7 +132,7 @@ fn request(command: CtlCommand) -> Result<Request, ExitCode> {
         CtlCommand::Clients { user } => Request::Clients { user },
         CtlCommand::Revoke { user, client } => Request::Revoke { user, client },
         CtlCommand::RevokeBefore { time } => Request::RevokeBefore { before_ms: time },
-        CtlCommand::Stats => Request::Stats,
+        CtlCommand::Stats => Request::Stats {},
         CtlCommand::Passwd { user } => {
             let mut line = Zeroizing::new(String::new());
             if std::io::stdin().lock().read_line(&mut line).is_err() {

@@ -38,6 +38,11 @@ pub use socket::{AdminServer, AdminSocketError};
 /// `max_clients_per_account` entries of bounded labels: far below this).
 pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 
+/// The longest password `passwd` sets, in bytes: what SASL PLAIN accepts at login
+/// (`sasl2_fast::sasl2::plain::MAX_PLAIN_PASSWORD_BYTES`), so every password set can be used
+/// with every mechanism.
+pub const MAX_PASSWORD_BYTES: usize = sasl2_fast::sasl2::plain::MAX_PLAIN_PASSWORD_BYTES;
+
 /// The socket of a host with this `data_dir`.
 pub fn socket_path(data_dir: &Path) -> PathBuf {
     data_dir.join("admin.sock")
@@ -71,8 +76,9 @@ pub enum Request {
         /// The cutoff (unix ms); never in the future.
         before_ms: u64,
     },
-    /// Counters and sizes.
-    Stats,
+    /// Counters and sizes. A struct variant, not a unit one: serde ignores unknown fields
+    /// beside the tag of a unit variant even with `deny_unknown_fields`.
+    Stats {},
 }
 
 impl std::fmt::Debug for Request {
@@ -94,7 +100,7 @@ impl std::fmt::Debug for Request {
                 .debug_struct("RevokeBefore")
                 .field("before_ms", before_ms)
                 .finish(),
-            Request::Stats => f.write_str("Stats"),
+            Request::Stats {} => f.write_str("Stats"),
         }
     }
 }
@@ -299,6 +305,22 @@ mod tests {
             serde_json::from_str::<Request>(r#"{"command":"clients","user":"a","x":1}"#).is_err()
         );
         assert!(serde_json::from_str::<Request>(r#"{"command":"shutdown"}"#).is_err());
+        // Unknown fields are refused beside every command, `stats` (no fields) included.
+        let stats: Request = serde_json::from_str(r#"{"command":"stats"}"#).unwrap();
+        assert_eq!(
+            serde_json::to_string(&stats).unwrap(),
+            r#"{"command":"stats"}"#
+        );
+        for line in [
+            r#"{"command":"stats","x":1}"#,
+            r#"{"command":"revoke-before","before_ms":1,"x":1}"#,
+            r#"{"command":"passwd","user":"a","password":"b","x":1}"#,
+        ] {
+            let e = serde_json::from_str::<Request>(line)
+                .map(|_| ())
+                .unwrap_err();
+            assert!(e.to_string().contains("unknown field"), "{line}: {e}");
+        }
     }
 
     #[tokio::test]

@@ -123,6 +123,9 @@ pub enum AdminError {
     /// An empty password.
     #[error("empty password")]
     EmptyPassword,
+    /// A password longer than [`super::MAX_PASSWORD_BYTES`].
+    #[error("the password is longer than {} bytes", super::MAX_PASSWORD_BYTES)]
+    PasswordTooLong,
     /// The store or the accounts file failed.
     #[error("{0}")]
     Failed(String),
@@ -149,7 +152,7 @@ impl AdminContext {
             Request::Revoke { user, client } => self.revoke(&user, client.as_deref()).await,
             Request::Passwd { user, password } => self.passwd(&user, &password).await,
             Request::RevokeBefore { before_ms } => self.revoke_before(before_ms).await,
-            Request::Stats => self.stats().await,
+            Request::Stats {} => self.stats().await,
         }
     }
 
@@ -232,6 +235,9 @@ impl AdminContext {
         let account = self.account(user)?;
         if password.is_empty() {
             return Err(AdminError::EmptyPassword);
+        }
+        if password.len() > super::MAX_PASSWORD_BYTES {
+            return Err(AdminError::PasswordTooLong);
         }
         crate::server::change_password(&self.accounts, self.fast.as_ref(), &account, password)
             .await

@@ -1,6 +1,9 @@
 //! The host's side of the admin socket: created 0600 with no window where another user could
 //! reach it, a stale one (kill -9) replaced, a live one (another host) refused, removed on
-//! shutdown; one bounded request per connection.
+//! shutdown; one bounded request per connection. At most [`CONCURRENT`] connections are
+//! served at once; at the cap a new connection takes the slot of the oldest one that has not
+//! sent its request ([`crate::request_slots`]), so idle connections cannot lock `host ctl`
+//! out.
 
 use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
@@ -9,12 +12,12 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{Semaphore, watch};
-use tokio::task::JoinSet;
+use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use super::ops::AdminContext;
 use super::{Request, Response, read_line, socket_path};
+use crate::request_slots::{Admission, RequestSlots, RequestStarted};
 
 /// Time a peer has to send its request line.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
@@ -22,8 +25,10 @@ const READ_TIMEOUT: Duration = Duration::from_secs(5);
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(60);
 /// Time to write the response.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Admin connections served at once; more wait in the listen backlog.
-const CONCURRENT: usize = 4;
+/// Admin connections at once. At the cap a newcomer evicts the oldest connection still
+/// waiting for its request; with every slot running an operation, newcomers wait in the
+/// listen backlog.
+const CONCURRENT: usize = 8;
 /// Longest socket path (`sun_path` is 108 bytes with the terminating NUL on Linux).
 const MAX_PATH_BYTES: usize = 107;
 
@@ -161,27 +166,31 @@ async fn serve(
     owner: u32,
     mut stopped: watch::Receiver<bool>,
 ) {
-    let slots = Arc::new(Semaphore::new(CONCURRENT));
-    let mut running = JoinSet::new();
+    let mut slots = RequestSlots::new(CONCURRENT);
     loop {
-        let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => p,
+        tokio::select! {
+            _ = slots.room() => {}
             _ = stopped.changed() => break,
-        };
-        let Ok(permit) = permit else { break };
+        }
         let stream = tokio::select! {
             r = listener.accept() => r,
             _ = stopped.changed() => break,
         };
-        // Reap finished requests so the set stays small.
-        while running.try_join_next().is_some() {}
         match stream {
             Ok((stream, _)) => {
                 let context = context.clone();
-                running.spawn(async move {
-                    let _permit = permit;
-                    serve_one(stream, &context, owner).await;
+                let admission = slots.spawn(move |started| async move {
+                    serve_one(stream, &context, owner, started).await;
                 });
+                match admission {
+                    Admission::Free => {}
+                    Admission::Evicted => {
+                        debug!("admin connections at the limit: closed the oldest idle one");
+                    }
+                    // A waiting connection's request arrived since `room`: rare, and the
+                    // client sees the connection closed.
+                    Admission::Full => debug!("every admin connection is busy, closing"),
+                }
             }
             Err(e) => {
                 warn!(error = %e, "admin socket accept failed");
@@ -190,18 +199,17 @@ async fn serve(
         }
     }
     drop(listener);
-    let finish = async { while running.join_next().await.is_some() {} };
-    if tokio::time::timeout(OPERATION_TIMEOUT, finish)
-        .await
-        .is_err()
-    {
+    if !slots.finish(OPERATION_TIMEOUT).await {
         warn!("admin requests still running at shutdown were abandoned");
-        running.abort_all();
-        while running.join_next().await.is_some() {}
     }
 }
 
-async fn serve_one(mut stream: UnixStream, context: &AdminContext, owner: u32) {
+async fn serve_one(
+    mut stream: UnixStream,
+    context: &AdminContext,
+    owner: u32,
+    started: RequestStarted,
+) {
     // The file mode already keeps others out; this catches a mode changed by hand.
     match stream.peer_cred() {
         Ok(cred) if cred.uid() == owner || cred.uid() == 0 => {}
@@ -230,6 +238,8 @@ async fn serve_one(mut stream: UnixStream, context: &AdminContext, owner: u32) {
                 message: format!("bad request: {e}"),
             },
             Ok(request) => {
+                // Read whole: from now on this connection keeps its slot.
+                started.mark();
                 debug!(?request, "admin request");
                 match tokio::time::timeout(OPERATION_TIMEOUT, context.handle(request)).await {
                     Ok(r) => r,

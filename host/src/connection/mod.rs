@@ -7,6 +7,7 @@
 
 mod cam;
 mod early_data;
+mod shaping;
 mod stanza;
 mod transport;
 
@@ -105,6 +106,7 @@ pub async fn serve(
     slot: crate::pre_auth::PreAuthSlot,
 ) {
     let _ = tcp.set_nodelay(true);
+    let tcp = shaping::ShapedTcp::new(tcp, shared.config.server.max_unauthenticated_bytes_per_s);
     let auth_deadline = Instant::now() + shared.config.server.auth_timeout;
     let zero_rtt = direct_tls && shared.early_data.is_some();
     let mut early = None;
@@ -248,6 +250,10 @@ impl Conn {
                 last_read + idle
             };
             let grow = self.authed.is_some();
+            if grow {
+                // Authenticated: `max_unauthenticated_bytes_per_s` no longer applies.
+                self.io.end_shaping();
+            }
             let reader = &mut self.reader;
             let flow = tokio::select! {
                 r = self.io.read_with(&mut buf, grow, |data| reader.feed(data)) => match r {

@@ -5,12 +5,14 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 
-/// The socket, before or after TLS.
+use super::shaping::ShapedTcp;
+
+/// The socket, before or after TLS. Under both is a [`ShapedTcp`]: before authentication its
+/// reads are shaped (`max_unauthenticated_bytes_per_s`), TLS records included.
 pub enum Transport {
     /// Plain TCP (STARTTLS listener before `<proceed/>`).
-    Plain(TcpStream),
+    Plain(ShapedTcp),
     /// TLS.
     Tls(Box<tokio_rustls::server::TlsStream<HandshakeSocket>>),
     /// Transient state during the STARTTLS upgrade.
@@ -27,6 +29,15 @@ impl Transport {
     /// True once the connection is encrypted (direct TLS, or STARTTLS done).
     pub fn is_tls(&self) -> bool {
         matches!(self, Transport::Tls(_))
+    }
+
+    /// Reads are no longer shaped: the connection authenticated.
+    pub fn end_shaping(&mut self) {
+        match self {
+            Transport::Plain(s) => s.end_shaping(),
+            Transport::Tls(s) => s.get_mut().0.tcp.end_shaping(),
+            Transport::Upgrading => {}
+        }
     }
 
     /// Waits for the peer's next bytes and hands them to `take`; `None` at the end of the
@@ -113,7 +124,7 @@ impl Transport {
 /// dropped. After TLS 1.2 (whose last server flight the client does wait for) they go before
 /// the next read waits, as during the handshake. A failed handshake's alert goes on drop.
 pub struct HandshakeSocket {
-    tcp: TcpStream,
+    tcp: ShapedTcp,
     held: Vec<u8>,
     /// Writes are held and flushes wait: the handshake runs.
     holding: bool,
@@ -123,7 +134,7 @@ pub struct HandshakeSocket {
 
 impl HandshakeSocket {
     /// `tcp`, holding writes until [`HandshakeSocket::release`].
-    fn new(tcp: TcpStream) -> Self {
+    fn new(tcp: ShapedTcp) -> Self {
         HandshakeSocket {
             tcp,
             held: Vec::new(),
@@ -162,9 +173,9 @@ impl HandshakeSocket {
 /// accepts TLS (direct TLS and STARTTLS), so no path can keep holding after the handshake.
 pub async fn accept_tls(
     acceptor: &tokio_rustls::TlsAcceptor,
-    tcp: TcpStream,
+    tcp: impl Into<ShapedTcp>,
 ) -> io::Result<tokio_rustls::server::TlsStream<HandshakeSocket>> {
-    let mut s = acceptor.accept(HandshakeSocket::new(tcp)).await?;
+    let mut s = acceptor.accept(HandshakeSocket::new(tcp.into())).await?;
     handshake_done(&mut s);
     Ok(s)
 }

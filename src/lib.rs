@@ -31,6 +31,7 @@
 #![warn(missing_docs)]
 
 pub mod fast;
+mod mutation;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 #[cfg(feature = "prometheus")]

@@ -1,0 +1,225 @@
+//! The FAST token lifecycle, model-checked (issue 26; docs/model.md says what is covered, what
+//! is left out, and how to read a counterexample).
+//!
+//! `cargo test --release --test lifecycle_model -- --nocapture` explores every interleaving of
+//! clients, two hosts, an attacker replaying 0-RTT flights, the operator and time within the
+//! bounds below and prints `states explored: N`. A debug build (`cargo test --workspace`)
+//! checks smaller bounds, so the suite stays quick; the release run is the one of record.
+//!
+//! The planted bugs (`spec::Mutation`) run here too: each must make the checker print a
+//! counterexample for the property it breaks, so a property that can no longer fail is seen.
+
+mod model;
+mod spec;
+
+use std::time::Instant;
+
+use stateright::{Checker, HasDiscoveries, Model};
+
+use model::{
+    A_WAY_BACK_IN, Action, Bounds, Lifecycle, NEW_PROMOTED_ONLY_BY_ITS_OWN_USE,
+    NO_DISTRUSTED_TOKEN_ACCEPTED, NO_TOKEN_LOST, ONE_SUCCESS_PER_COUNT, Phase, State,
+};
+use spec::{Mutation, Policy};
+
+/// Lifetimes in ticks: rotation due after 1, expiry after 3, chain limit 4, so every one of
+/// them is reached within `t_max`.
+const POLICY: Policy = Policy {
+    ttl: 3,
+    min_ttl: 1,
+    max_chain: Some(4),
+};
+
+/// The bounds of record (release build; docs/model.md).
+fn bounds() -> Bounds {
+    if cfg!(debug_assertions) {
+        // Debug builds run ~20x slower: one client, smaller budgets.
+        return Bounds {
+            clients: vec![true],
+            hosts: 2,
+            t_max: 3,
+            logins: 3,
+            crashes: 1,
+            captures: 1,
+            replays: 1,
+            revocations: 1,
+            password_changes: 1,
+            sweeps: 1,
+            give_ups: 0,
+        };
+    }
+    Bounds {
+        clients: vec![true, false],
+        hosts: 2,
+        t_max: 4,
+        logins: 3,
+        crashes: 1,
+        captures: 1,
+        replays: 1,
+        revocations: 1,
+        password_changes: 1,
+        sweeps: 1,
+        give_ups: 0,
+    }
+}
+
+fn threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// One line per step: the action, then what the store and the clients look like after it.
+fn trace(model: &Lifecycle, path: stateright::Path<State, Action>) -> String {
+    let mut out = String::new();
+    let steps = path.into_vec();
+    for (i, (_, action)) in steps.iter().enumerate() {
+        let Some(action) = action else { continue };
+        let after = &steps[i + 1].0;
+        out.push_str(&format!("  {:>2}. {action:?}\n      {}\n", i + 1, summary(model, after)));
+    }
+    out
+}
+
+fn summary(_model: &Lifecycle, s: &State) -> String {
+    let slot = |x: Option<spec::Slot>| match x {
+        None => "-".to_owned(),
+        Some(x) => format!(
+            "T{}(at {}, exp {}{})",
+            x.token,
+            x.issued_at,
+            x.expires_at,
+            x.max_count.map_or(String::new(), |m| format!(", count {m}"))
+        ),
+    };
+    let records: Vec<String> = s
+        .records
+        .iter()
+        .enumerate()
+        .map(|(c, r)| match r {
+            None => format!("c{c}: none"),
+            Some(r) => format!(
+                "c{c}: v{} current {} new {}{}",
+                r.version,
+                slot(r.rec.current),
+                slot(r.rec.new),
+                if r.rec.revoked_before > 0 {
+                    format!(" revoked<{}", r.rec.revoked_before)
+                } else {
+                    String::new()
+                }
+            ),
+        })
+        .collect();
+    let held: Vec<String> = s
+        .clients
+        .iter()
+        .enumerate()
+        .map(|(c, cl)| format!("c{c} holds {}", cl.held.map_or("-".into(), |t| format!("T{t}"))))
+        .collect();
+    let hosts: Vec<String> = s
+        .hosts
+        .iter()
+        .enumerate()
+        .filter_map(|(h, op)| {
+            let op = op.as_ref()?;
+            let what = match op.phase {
+                Phase::Issue { .. } => "issue".to_owned(),
+                Phase::Commit { attempt, want, .. } => format!(
+                    "commit T{}{}",
+                    attempt.token,
+                    if want { " +token" } else { "" }
+                ),
+                Phase::Revoke { .. } => "revoke".to_owned(),
+                Phase::Sweep { .. } => "sweep".to_owned(),
+                Phase::Answer(o) => format!("answer {o:?}"),
+            };
+            Some(format!("h{h}: c{} {what}", op.client))
+        })
+        .collect();
+    format!(
+        "t={} cutoff<{} | {} | {} | {}",
+        s.now,
+        s.cutoff,
+        records.join("; "),
+        held.join(", "),
+        hosts.join(", ")
+    )
+}
+
+#[test]
+fn the_lifecycle_model_holds() {
+    let model = Lifecycle {
+        bounds: bounds(),
+        policy: POLICY,
+        mutation: None,
+    };
+    println!("bounds: {:?}\npolicy: {POLICY:?}", model.bounds);
+    let started = Instant::now();
+    let checker = model.clone().checker().threads(threads()).spawn_bfs().join();
+    let elapsed = started.elapsed();
+    println!(
+        "states explored: {} (unique; {} generated), max depth {}, {:.1} s, {} threads, {} build",
+        checker.unique_state_count(),
+        checker.state_count(),
+        checker.max_depth(),
+        elapsed.as_secs_f64(),
+        threads(),
+        if cfg!(debug_assertions) { "debug" } else { "release" },
+    );
+    for (name, path) in checker.discoveries() {
+        let always = model
+            .properties()
+            .iter()
+            .any(|p| p.name == name && p.expectation.discovery_is_failure());
+        if always {
+            println!("counterexample for \"{name}\":\n{}", trace(&model, path));
+        }
+    }
+    checker.assert_properties();
+}
+
+/// Checks `model` until the first broken property and returns its name and trace.
+fn first_counterexample(model: &Lifecycle) -> Option<(&'static str, String)> {
+    let checker = model
+        .clone()
+        .checker()
+        .threads(threads())
+        .finish_when(HasDiscoveries::AnyFailures)
+        .spawn_bfs()
+        .join();
+    let properties = model.properties();
+    let (name, path) = checker.discoveries().into_iter().find(|(name, _)| {
+        properties
+            .iter()
+            .any(|p| p.name == *name && p.expectation.discovery_is_failure())
+    })?;
+    Some((name, trace(model, path)))
+}
+
+#[test]
+fn planted_bugs_are_caught() {
+    for (mutation, expected) in [
+        (Mutation::PromoteOnAnyUse, NEW_PROMOTED_ONLY_BY_ITS_OWN_USE),
+        (Mutation::WriteWithoutCas, NO_DISTRUSTED_TOKEN_ACCEPTED),
+        (Mutation::RevokeOneSlot, NO_DISTRUSTED_TOKEN_ACCEPTED),
+        (Mutation::CountEqualAccepted, ONE_SUCCESS_PER_COUNT),
+        (Mutation::StampAtCommit, NO_DISTRUSTED_TOKEN_ACCEPTED),
+    ] {
+        let model = Lifecycle {
+            bounds: bounds(),
+            policy: POLICY,
+            mutation: Some(mutation),
+        };
+        let started = Instant::now();
+        let found = first_counterexample(&model);
+        let Some((name, trace)) = found else {
+            panic!("planted bug {} was not caught", mutation.name());
+        };
+        println!(
+            "planted bug {}: counterexample for \"{name}\" in {:.1} s\n{trace}",
+            mutation.name(),
+            started.elapsed().as_secs_f64()
+        );
+        assert_eq!(name, expected, "{} broke another property first", mutation.name());
+    }
+    let _ = (NO_TOKEN_LOST, A_WAY_BACK_IN);
+}

@@ -31,9 +31,9 @@
 #![warn(missing_docs)]
 
 pub mod fast;
-mod mutation;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+mod mutation;
 #[cfg(feature = "prometheus")]
 pub mod prometheus;
 pub mod sasl2;

@@ -19,9 +19,9 @@
 mod spec;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use proptest::prelude::*;
@@ -75,12 +75,28 @@ fn tick(ms: u64) -> Tick {
 
 #[derive(Debug, Clone)]
 enum Act {
-    PasswordLogin { client: u8 },
-    Verify { host: u8, client: u8, invalidate: bool, request: bool },
-    Commit { host: u8 },
-    HostCrash { host: u8 },
-    Replay { host: u8, flight: u8 },
-    RevokeClient { client: u8 },
+    PasswordLogin {
+        client: u8,
+    },
+    Verify {
+        host: u8,
+        client: u8,
+        invalidate: bool,
+        request: bool,
+    },
+    Commit {
+        host: u8,
+    },
+    HostCrash {
+        host: u8,
+    },
+    Replay {
+        host: u8,
+        flight: u8,
+    },
+    RevokeClient {
+        client: u8,
+    },
     PasswordChange,
     Sweep,
     Tick,
@@ -108,8 +124,14 @@ fn act() -> impl Strategy<Value = Act> {
 /// Where the store lives, and how it crashes.
 enum Backend {
     Memory(Arc<MemoryStore>),
-    Sled { dir: tempfile::TempDir, path: PathBuf, generation: u32 },
-    Postgres { url: String },
+    Sled {
+        dir: tempfile::TempDir,
+        path: PathBuf,
+        generation: u32,
+    },
+    Postgres {
+        url: String,
+    },
 }
 
 /// The model's side: records with versions, the cutoff, time, and what each client holds.
@@ -258,7 +280,12 @@ impl System {
 
     /// The store goes down without a flush and comes back; the hosts with it.
     async fn crash_store(&mut self) {
-        if let Backend::Sled { dir, path, generation } = &mut self.backend {
+        if let Backend::Sled {
+            dir,
+            path,
+            generation,
+        } = &mut self.backend
+        {
             // What kill -9 leaves: the files as they are now, the seal first (it may only
             // lag the database, never lead it).
             *generation += 1;
@@ -354,7 +381,10 @@ impl System {
         match (real, expected) {
             (Err(r), Err(e)) => {
                 assert_eq!(reason(r), e, "refusal reason");
-                self.count(format!("verify refused: {e:?}{}", if orphan { " (replay)" } else { "" }));
+                self.count(format!(
+                    "verify refused: {e:?}{}",
+                    if orphan { " (replay)" } else { "" }
+                ));
                 if !orphan {
                     self.model.held[c] = None;
                 }
@@ -373,7 +403,10 @@ impl System {
                 );
                 let want = spec::wants_token(&POLICY, &plan, &a, request, m.now);
                 let _ = m;
-                self.count(format!("verified: {which:?}{}", if orphan { " (replay)" } else { "" }));
+                self.count(format!(
+                    "verified: {which:?}{}",
+                    if orphan { " (replay)" } else { "" }
+                ));
                 self.pending[h] = Some(Pending {
                     real: v,
                     client: c,
@@ -398,8 +431,7 @@ impl System {
         let (mut plan, mut version) = (p.plan, p.version);
         loop {
             let m = &mut self.model;
-            let (next, issued) =
-                spec::commit_next(&POLICY, &plan, p.want, m.tokens + 1, p.stamp);
+            let (next, issued) = spec::commit_next(&POLICY, &plan, p.want, m.tokens + 1, p.stamp);
             if next == plan.before {
                 return Ok(issued);
             }
@@ -407,7 +439,13 @@ impl System {
             if cur.map(|r| r.0) != Some(version) {
                 self.count("commit lost a race: read again");
                 let m = &self.model;
-                plan = POLICY.evaluate(None, cur.as_ref().map(|r| &r.1), m.cutoff, &p.attempt, m.now)?;
+                plan = POLICY.evaluate(
+                    None,
+                    cur.as_ref().map(|r| &r.1),
+                    m.cutoff,
+                    &p.attempt,
+                    m.now,
+                )?;
                 version = cur.map_or(0, |r| r.0);
                 continue;
             }
@@ -417,9 +455,15 @@ impl System {
     }
 
     async fn commit(&mut self, h: usize) {
-        let Some(p) = self.pending[h].take() else { return };
+        let Some(p) = self.pending[h].take() else {
+            return;
+        };
         let request = p.want.then(|| {
-            let kind = if p.request { IssueKind::Requested } else { IssueKind::Rotated };
+            let kind = if p.request {
+                IssueKind::Requested
+            } else {
+                IssueKind::Rotated
+            };
             TokenRequest::new(mech(), kind)
         });
         let (c, orphan, invalidate) = (p.client, p.orphan, p.attempt.invalidate);
@@ -435,7 +479,11 @@ impl System {
             }
             (Ok(issued), Ok(slot)) => {
                 assert_eq!(issued.is_some(), slot.is_some(), "token issued");
-                self.count(if slot.is_some() { "commit issued a token" } else { "commit, no token" });
+                self.count(if slot.is_some() {
+                    "commit issued a token"
+                } else {
+                    "commit, no token"
+                });
                 let mut received = None;
                 if let (Some(t), Some(slot)) = (issued, slot) {
                     assert_eq!(tick(t.expires_at), slot.expires_at, "announced expiry");
@@ -445,7 +493,11 @@ impl System {
                 }
                 if !orphan {
                     let held = &mut self.model.held[c];
-                    let next = if invalidate { received } else { received.or(*held) };
+                    let next = if invalidate {
+                        received
+                    } else {
+                        received.or(*held)
+                    };
                     if next != *held {
                         self.model.next_count[c] = 1;
                     }
@@ -481,10 +533,20 @@ impl System {
                 self.model.held[c] = Some(id);
                 self.model.next_count[c] = 1;
             }
-            Act::Verify { host, client, invalidate, request } => {
+            Act::Verify {
+                host,
+                client,
+                invalidate,
+                request,
+            } => {
                 let c = client as usize;
                 let Some(t) = self.model.held[c] else { return };
-                if self.pending.iter().flatten().any(|p| p.client == c && !p.orphan) {
+                if self
+                    .pending
+                    .iter()
+                    .flatten()
+                    .any(|p| p.client == c && !p.orphan)
+                {
                     return; // one login at a time per client
                 }
                 let a = self.model.attempt(c, t, invalidate);
@@ -500,11 +562,15 @@ impl System {
                 let Some(&(c, a, request)) = self.model.flights.get(flight as usize) else {
                     return;
                 };
-                self.verify(host as usize, c as usize, a, request, true).await;
+                self.verify(host as usize, c as usize, a, request, true)
+                    .await;
             }
             Act::RevokeClient { client } => {
                 let c = client as usize;
-                let real = self.hosts[1].revoke_client(&key(c), &RevokedBy::Admin).await.unwrap();
+                let real = self.hosts[1]
+                    .revoke_client(&key(c), &RevokedBy::Admin)
+                    .await
+                    .unwrap();
                 let m = &mut self.model;
                 assert_eq!(real, m.records[c].is_some(), "revoke_client");
                 if let Some((_, rec)) = m.records[c] {
@@ -595,7 +661,9 @@ where
 
 #[test]
 fn memory_store_follows_the_model() {
-    run("memory", 512, || async { Backend::Memory(Arc::new(MemoryStore::new())) });
+    run("memory", 512, || async {
+        Backend::Memory(Arc::new(MemoryStore::new()))
+    });
 }
 
 #[test]
@@ -603,7 +671,11 @@ fn sled_store_follows_the_model() {
     run("sled", 48, || async {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tokens");
-        Backend::Sled { dir, path, generation: 0 }
+        Backend::Sled {
+            dir,
+            path,
+            generation: 0,
+        }
     });
 }
 

@@ -204,9 +204,9 @@ impl FastTokens {
         // sweep removes it at expiry, so a second attempt gets the same answer instead of a
         // misleading not-authorized.
         let cutoff = view.revoked_before.max(rec.value.revoked_before);
-        let distrust = if used.issued_at < cutoff
-            && !(which == SlotName::New && planted("revoke-one-slot"))
-        {
+        let revoked =
+            used.issued_at < cutoff && !(which == SlotName::New && planted("revoke-one-slot"));
+        let distrust = if revoked {
             Some(RejectReason::Revoked)
         } else if now >= used.expires_at {
             Some(RejectReason::Expired)

@@ -30,23 +30,11 @@ const POLICY: Policy = Policy {
     max_chain: Some(4),
 };
 
-/// The bounds of record (release build; docs/model.md).
+/// The bounds of record (docs/model.md), checked by the release build; a debug build checks
+/// [`debug_bounds`].
 fn bounds() -> Bounds {
     if cfg!(debug_assertions) {
-        // Debug builds run ~20x slower: one client, smaller budgets.
-        return Bounds {
-            clients: vec![true],
-            hosts: 2,
-            t_max: 3,
-            logins: 3,
-            crashes: 1,
-            captures: 1,
-            replays: 1,
-            revocations: 1,
-            password_changes: 1,
-            sweeps: 1,
-            give_ups: 0,
-        };
+        return debug_bounds();
     }
     Bounds {
         clients: vec![true, false],
@@ -63,6 +51,34 @@ fn bounds() -> Bounds {
     }
 }
 
+/// Debug builds run about twenty times slower: one client (the 0-RTT one), two logins, and a
+/// shorter clock, so `cargo test --workspace` stays quick. Every `sometimes` property is
+/// still reached.
+fn debug_bounds() -> Bounds {
+    Bounds {
+        clients: vec![true],
+        hosts: 2,
+        t_max: 3,
+        logins: 2,
+        crashes: 1,
+        captures: 1,
+        replays: 1,
+        revocations: 1,
+        password_changes: 1,
+        sweeps: 1,
+        give_ups: 0,
+    }
+}
+
+/// The bounds the planted bugs are checked with: the first counterexample ends the search,
+/// so these may be wider than the debug bounds (a token must be issued, then used twice).
+fn planted_bounds() -> Bounds {
+    Bounds {
+        logins: 3,
+        ..debug_bounds()
+    }
+}
+
 fn threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
@@ -74,7 +90,11 @@ fn trace(model: &Lifecycle, path: stateright::Path<State, Action>) -> String {
     for (i, (_, action)) in steps.iter().enumerate() {
         let Some(action) = action else { continue };
         let after = &steps[i + 1].0;
-        out.push_str(&format!("  {:>2}. {action:?}\n      {}\n", i + 1, summary(model, after)));
+        out.push_str(&format!(
+            "  {:>2}. {action:?}\n      {}\n",
+            i + 1,
+            summary(model, after)
+        ));
     }
     out
 }
@@ -87,7 +107,8 @@ fn summary(_model: &Lifecycle, s: &State) -> String {
             x.token,
             x.issued_at,
             x.expires_at,
-            x.max_count.map_or(String::new(), |m| format!(", count {m}"))
+            x.max_count
+                .map_or(String::new(), |m| format!(", count {m}"))
         ),
     };
     let records: Vec<String> = s
@@ -113,7 +134,12 @@ fn summary(_model: &Lifecycle, s: &State) -> String {
         .clients
         .iter()
         .enumerate()
-        .map(|(c, cl)| format!("c{c} holds {}", cl.held.map_or("-".into(), |t| format!("T{t}"))))
+        .map(|(c, cl)| {
+            format!(
+                "c{c} holds {}",
+                cl.held.map_or("-".into(), |t| format!("T{t}"))
+            )
+        })
         .collect();
     let hosts: Vec<String> = s
         .hosts
@@ -154,7 +180,12 @@ fn the_lifecycle_model_holds() {
     };
     println!("bounds: {:?}\npolicy: {POLICY:?}", model.bounds);
     let started = Instant::now();
-    let checker = model.clone().checker().threads(threads()).spawn_bfs().join();
+    let checker = model
+        .clone()
+        .checker()
+        .threads(threads())
+        .spawn_bfs()
+        .join();
     let elapsed = started.elapsed();
     println!(
         "states explored: {} (unique; {} generated), max depth {}, {:.1} s, {} threads, {} build",
@@ -163,7 +194,11 @@ fn the_lifecycle_model_holds() {
         checker.max_depth(),
         elapsed.as_secs_f64(),
         threads(),
-        if cfg!(debug_assertions) { "debug" } else { "release" },
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        },
     );
     for (name, path) in checker.discoveries() {
         let always = model
@@ -199,13 +234,13 @@ fn first_counterexample(model: &Lifecycle) -> Option<(&'static str, String)> {
 fn planted_bugs_are_caught() {
     for (mutation, expected) in [
         (Mutation::PromoteOnAnyUse, NEW_PROMOTED_ONLY_BY_ITS_OWN_USE),
-        (Mutation::WriteWithoutCas, NO_DISTRUSTED_TOKEN_ACCEPTED),
+        (Mutation::WriteWithoutCas, ONE_SUCCESS_PER_COUNT),
         (Mutation::RevokeOneSlot, NO_DISTRUSTED_TOKEN_ACCEPTED),
         (Mutation::CountEqualAccepted, ONE_SUCCESS_PER_COUNT),
         (Mutation::StampAtCommit, NO_DISTRUSTED_TOKEN_ACCEPTED),
     ] {
         let model = Lifecycle {
-            bounds: bounds(),
+            bounds: planted_bounds(),
             policy: POLICY,
             mutation: Some(mutation),
         };
@@ -219,7 +254,40 @@ fn planted_bugs_are_caught() {
             mutation.name(),
             started.elapsed().as_secs_f64()
         );
-        assert_eq!(name, expected, "{} broke another property first", mutation.name());
+        assert_eq!(
+            name,
+            expected,
+            "{} broke another property first",
+            mutation.name()
+        );
     }
-    let _ = (NO_TOKEN_LOST, A_WAY_BACK_IN);
+    let _ = A_WAY_BACK_IN;
+}
+
+/// A known gap, kept as a test so it stays visible (docs/model.md, "Findings"): a client that
+/// gives up on a login its host is still processing and logs in again on the other host may be
+/// handed a token that the first login, committing late, then overwrites with one nobody
+/// receives (F-19 overwrites an unused `new`). The client is left with a dead token and falls
+/// back to its password. The bounds of record leave such clients out (`give_ups: 0`); this
+/// test shows the checker finds the trace when they are let in, and fails once a change to
+/// the commit (and to this model with it) closes the gap.
+#[test]
+fn known_gap_a_login_its_client_gave_up_on_overwrites_the_newer_token() {
+    let mut bounds = planted_bounds();
+    bounds.clients = vec![false];
+    bounds.give_ups = 1;
+    bounds.crashes = 0;
+    bounds.captures = 0;
+    bounds.replays = 0;
+    bounds.revocations = 0;
+    bounds.password_changes = 0;
+    bounds.sweeps = 0;
+    let model = Lifecycle {
+        bounds,
+        policy: POLICY,
+        mutation: None,
+    };
+    let (name, trace) = first_counterexample(&model).expect("the gap is still there");
+    println!("known gap: counterexample for \"{name}\"\n{trace}");
+    assert_eq!(name, NO_TOKEN_LOST);
 }

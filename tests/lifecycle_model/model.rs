@@ -225,8 +225,8 @@ impl Lifecycle {
     /// A client's own login was refused although its token is alive, and not because a
     /// replayed copy of this very flight got in first (one of two copies must lose, Z-4).
     fn refusal_unexplained(s: &State, a: &Attempt, r: Reject, now: Tick) -> bool {
-        let copy_won = r == Reject::Replay
-            && a.count.is_some_and(|n| s.successes.contains(&(a.token, n)));
+        let copy_won =
+            r == Reject::Replay && a.count.is_some_and(|n| s.successes.contains(&(a.token, n)));
         let straddled = s.tokens[a.token as usize - 1].straddled;
         Self::alive(s, a.token, now) && !copy_won && !straddled
     }
@@ -251,13 +251,24 @@ impl Lifecycle {
     }
 
     /// A FAST attempt read and decided by a host: the start of a login or replay.
-    fn verify(&self, s: &mut State, host: usize, c: usize, a: Attempt, request: bool, orphan: bool) {
+    fn verify(
+        &self,
+        s: &mut State,
+        host: usize,
+        c: usize,
+        a: Attempt,
+        request: bool,
+        orphan: bool,
+    ) {
         let rec = s.records[c];
         let now = s.now;
-        let phase = match self
-            .policy
-            .evaluate(self.mutation, rec.as_ref().map(|r| &r.rec), s.cutoff, &a, now)
-        {
+        let phase = match self.policy.evaluate(
+            self.mutation,
+            rec.as_ref().map(|r| &r.rec),
+            s.cutoff,
+            &a,
+            now,
+        ) {
             Err(r) => {
                 if !orphan && Self::refusal_unexplained(s, &a, r, now) {
                     s.broken.own_login_refused = true;
@@ -301,7 +312,11 @@ impl Lifecycle {
 
     /// A new token of client `c` in the ghost; F-19: its unused predecessors are superseded.
     fn ghost_issue(s: &mut State, c: usize, slot: &Slot, op: &Op, rotated: bool) {
-        for g in s.tokens.iter_mut().filter(|g| g.client as usize == c && !g.used) {
+        for g in s
+            .tokens
+            .iter_mut()
+            .filter(|g| g.client as usize == c && !g.used)
+        {
             g.dead = true;
         }
         s.tokens.push(Ghost {
@@ -576,7 +591,8 @@ impl Model for Lifecycle {
                 Phase::Answer(_) => out.push(Action::Deliver { host }),
                 _ => out.push(Action::Step { host }),
             }
-            if s.budget.crashes > 0 && !matches!(op.phase, Phase::Revoke { .. } | Phase::Sweep { .. })
+            if s.budget.crashes > 0
+                && !matches!(op.phase, Phase::Revoke { .. } | Phase::Sweep { .. })
             {
                 out.push(Action::Crash { host });
             }
@@ -631,7 +647,11 @@ impl Model for Lifecycle {
                 let a = self.attempt_of(&s, c, t, invalidate);
                 if captured {
                     s.budget.captures -= 1;
-                    s.flights.push(Flight { client, attempt: a, request });
+                    s.flights.push(Flight {
+                        client,
+                        attempt: a,
+                        request,
+                    });
                 }
                 let cl = &mut s.clients[c];
                 cl.busy = true;
@@ -760,9 +780,10 @@ impl Model for Lifecycle {
                     .any(|c| c.held.is_some_and(|t| s.tokens[t as usize - 1].rotated))
             }),
             Property::sometimes("a replayed 0-RTT flight is refused", |_, s: &State| {
-                s.hosts.iter().flatten().any(|o| {
-                    o.orphan && o.phase == Phase::Answer(Outcome::Refused(Reject::Replay))
-                })
+                s.hosts
+                    .iter()
+                    .flatten()
+                    .any(|o| o.orphan && o.phase == Phase::Answer(Outcome::Refused(Reject::Replay)))
             }),
             Property::sometimes("a revoked token is refused", |_, s: &State| {
                 s.hosts

@@ -187,7 +187,8 @@ impl Policy {
             .find_map(|(w, s)| s.filter(|s| s.token == a.token).map(|s| (w, s)))
             .ok_or(Reject::UnknownToken)?;
         let cutoff = account_cutoff.max(rec.revoked_before);
-        let revocation_checked = !(mutation == Some(Mutation::RevokeOneSlot) && which == Which::New);
+        let revocation_checked =
+            !(mutation == Some(Mutation::RevokeOneSlot) && which == Which::New);
         if revocation_checked && used.issued_at < cutoff {
             return Err(Reject::Revoked);
         }

@@ -668,7 +668,7 @@ fn memory_store_follows_the_model() {
 
 #[test]
 fn sled_store_follows_the_model() {
-    run("sled", 48, || async {
+    run("sled", 160, || async {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tokens");
         Backend::Sled {
@@ -682,7 +682,7 @@ fn sled_store_follows_the_model() {
 #[test]
 fn postgres_store_follows_the_model() {
     let pg = TestPostgres::start().unwrap_or_else(|e| panic!("{e}"));
-    run("postgres", 24, || {
+    run("postgres", 64, || {
         let url = pg.fresh_database().unwrap();
         async move { Backend::Postgres { url } }
     });

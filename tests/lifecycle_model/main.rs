@@ -58,8 +58,9 @@ fn bounds_of_record() -> Vec<(&'static str, Bounds)> {
     ]
 }
 
-/// Debug builds run about twenty times slower: two logins per client and a shorter clock, so
-/// `cargo test --workspace` stays quick. Every `sometimes` property is still reached.
+/// Debug builds explore about six times fewer states per second: two logins per client and a
+/// shorter clock keep `cargo test --workspace` quick. Every `sometimes` property is still
+/// reached.
 fn debug_bounds() -> Vec<(&'static str, Bounds)> {
     let one = |counting: bool| Bounds {
         clients: vec![counting],

@@ -35,6 +35,7 @@
 pub mod fast;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+mod mutation;
 #[cfg(feature = "prometheus")]
 pub mod prometheus;
 #[cfg(feature = "rustls")]

@@ -21,6 +21,7 @@ use super::hooks::RejectReason;
 use super::ht::HtMechanism;
 use super::token::FastToken;
 use super::tokens::{FastTokens, IssuedToken, MAX_CAS_RETRIES, TokenRequest, ms};
+use crate::mutation::planted;
 use crate::store::{
     CasOutcome, ClientKey, ClientRecord, Durability, LoginView, StoreError, TokenSlot,
 };
@@ -143,6 +144,8 @@ pub struct Verified {
     pub chain_started_at: u64,
     /// The client asked to invalidate its tokens (F-21).
     pub invalidated: bool,
+    /// When the record was read: the time a token this login issues is stamped with.
+    verified_at: u64,
     attempt: Attempt,
     plan: Plan,
 }
@@ -210,7 +213,9 @@ impl FastTokens {
             .revoked_before
             .max(rec.value.revoked_before)
             .max(a.account_cutoff);
-        let distrust = if used.issued_at < cutoff {
+        let revoked =
+            used.issued_at < cutoff && !(which == SlotName::New && planted("revoke-one-slot"));
+        let distrust = if revoked {
             Some(RejectReason::Revoked)
         } else if now >= used.expires_at {
             Some(RejectReason::Expired)
@@ -231,13 +236,20 @@ impl FastTokens {
         // login needs count >= 1. A replay ends here: nothing is planned, nothing is written
         // (Z-5). The commit's compare-and-swap decides again if the record moved, so two
         // copies of one flight cannot both pass.
+        let stale = |c: u32, m: u32| {
+            if planted("count-equal-accepted") {
+                c < m
+            } else {
+                c <= m
+            }
+        };
         let replayed = match (a.count, a.early_data) {
             (None, true) => {
                 return Err(self.reject(Some(key), None, mech_name, RejectReason::Malformed));
             }
             (None, false) => false,
-            (Some(c), true) => c <= used.max_count.unwrap_or(0),
-            (Some(c), false) => used.max_count.is_some_and(|m| c <= m),
+            (Some(c), true) => stale(c, used.max_count.unwrap_or(0)),
+            (Some(c), false) => used.max_count.is_some_and(|m| stale(c, m)),
         };
         if replayed {
             return Err(self.reject(Some(key), None, mech_name, RejectReason::Replay));
@@ -245,7 +257,9 @@ impl FastTokens {
 
         let mut next = rec.value.clone();
         let mut durability = Durability::Lazy;
-        let promoted = !a.invalidate && which == SlotName::New;
+        let promoted = !a.invalidate
+            && (which == SlotName::New
+                || (planted("promote-on-any-use") && rec.value.new.is_some()));
         if a.invalidate {
             // F-21, and protocol.md §9 item 9: both slots, so an older `current` cannot
             // outlive a logout performed with the `new` token (Prosody's gap).
@@ -328,6 +342,7 @@ impl FastTokens {
                 && now.saturating_sub(plan.used.issued_at) >= ms(self.config().token_min_ttl),
             chain_started_at: plan.used.chain_started_at,
             invalidated: req.invalidate,
+            verified_at: now,
             mechanism: req.mechanism,
             slot: plan.which,
             key,
@@ -358,6 +373,7 @@ impl FastTokens {
             attempt,
             mut plan,
             chain_started_at,
+            verified_at,
             ..
         } = verified;
         let mech_name = attempt.mechanism.name();
@@ -366,8 +382,17 @@ impl FastTokens {
             let mut next = plan.next.clone();
             let mut durability = plan.durability;
             let mut issued = None;
+            // Stamped with the time of the read that decided this login, not of this write: a
+            // password change landing in between (it only raises the account's cutoff, so the
+            // compare-and-swap below does not see it) must revoke this token too, as it does
+            // the one that was used (docs/model.md, "Findings").
+            let stamp = if planted("stamp-at-commit") {
+                now
+            } else {
+                verified_at
+            };
             if let Some(r) = issue
-                && let Some(slot) = self.new_slot(r.mechanism, chain_started_at, now)
+                && let Some(slot) = self.new_slot(r.mechanism, chain_started_at, stamp)
             {
                 // F-19: an unused `new` is overwritten; F-17: `current` stays.
                 next.new = Some(slot.clone());
@@ -379,9 +404,17 @@ impl FastTokens {
             if next != plan.before {
                 // A record left without tokens is deleted, its labels with it (CAM-6).
                 let write = (!next.is_empty()).then_some(next);
+                let expected = if planted("write-without-cas") {
+                    match self.store().get(&key).await {
+                        Ok(v) => v.map(|v| v.version),
+                        Err(e) => return Err(self.unavailable(&key, mech_name, &e)),
+                    }
+                } else {
+                    Some(plan.version)
+                };
                 match self
                     .store()
-                    .compare_and_swap(&key, Some(plan.version), write, durability)
+                    .compare_and_swap(&key, expected, write, durability)
                     .await
                 {
                     Ok(CasOutcome::Written(_)) => {}

@@ -163,6 +163,23 @@ async fn pipelined(
     Ok(())
 }
 
+/// The owner's phone (a known device once it logged in) with the right password.
+async fn owner_login(
+    base: &ConnectOptions,
+    args: &Args,
+) -> Result<Outcome, Box<dyn std::error::Error + Send + Sync>> {
+    let owner: IpAddr = OWNER_SOURCE.parse()?;
+    attempt(
+        base,
+        owner,
+        Path::Sasl2Plain,
+        &args.account,
+        &args.password,
+        OWNER_AGENT,
+    )
+    .await
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let args = Args::parse();
@@ -170,18 +187,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         return Err("--addr must be a loopback address".into());
     }
     let base = ConnectOptions::localhost(args.addr, Tls::StartTls, &args.ca, None)?;
-    let owner: IpAddr = OWNER_SOURCE.parse()?;
     // The owner's phone logged in before the attack: a known device.
-    match attempt(
-        &base,
-        owner,
-        Path::Sasl2Plain,
-        &args.account,
-        &args.password,
-        OWNER_AGENT,
-    )
-    .await?
-    {
+    match owner_login(&base, &args).await? {
         Outcome::Success(_) => {}
         Outcome::Failure(f) => return Err(format!("the owner cannot log in: {f:?}").into()),
     }
@@ -225,16 +232,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     while Instant::now() + Duration::from_secs(1) < end {
         let started = Instant::now();
         owner_tries += 1;
-        if let Ok(Outcome::Success(_)) = attempt(
-            &base,
-            owner,
-            Path::Sasl2Plain,
-            &args.account,
-            &args.password,
-            OWNER_AGENT,
-        )
-        .await
-        {
+        if let Ok(Outcome::Success(_)) = owner_login(&base, &args).await {
             owner_ok += 1;
             owner_ms.push(started.elapsed().as_secs_f64() * 1000.0);
         }

@@ -12,18 +12,22 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 const HOST: &str = env!("CARGO_BIN_EXE_host");
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_abort_flood_with_reconnects_writes_a_bounded_log() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("host.toml");
+/// The host binary on plaintext loopback with alice, at the default log level (RUST_LOG unset).
+fn start_host(dir: &Path) -> HostProcess {
+    let cfg = dir.join("host.toml");
     std::fs::write(
         &cfg,
         "[server]\ndomain = \"localhost\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\n\
          require_tls = false\n[accounts]\nalice = \"alicepass\"\n[plugins.fast]\nenabled = true\n",
     )
     .unwrap();
-    // The default level: RUST_LOG unset.
-    let host = HostProcess::start(Path::new(HOST), &cfg, None).unwrap();
+    HostProcess::start(Path::new(HOST), &cfg, None).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abort_flood_with_reconnects_writes_a_bounded_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = start_host(dir.path());
     let addr = host.addr();
     let before = host.log_len();
 
@@ -82,14 +86,7 @@ const HEADER: &str = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' 
 async fn guesses_from_another_address_are_logged_during_an_abort_flood() {
     use base64::Engine as _;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("host.toml");
-    std::fs::write(
-        &cfg,
-        "[server]\ndomain = \"localhost\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\n\
-         require_tls = false\n[accounts]\nalice = \"alicepass\"\n[plugins.fast]\nenabled = true\n",
-    )
-    .unwrap();
-    let host = HostProcess::start(Path::new(HOST), &cfg, None).unwrap();
+    let host = start_host(dir.path());
     let addr = host.addr();
 
     let flood = tokio::spawn(async move {

@@ -105,14 +105,15 @@ impl PostLoginFeatures {
         features.build()
     }
 
-    /// Serialized as a top-level element of a `jabber:client` stream, the form
-    /// [`crate::stream::write_element`] gives [`PostLoginFeatures::to_element`], for hosts
-    /// that write strings.
+    /// Serialized as a top-level element of a `jabber:client` stream whose header declares
+    /// `xmlns:stream`, the form [`crate::stream::write_element`] gives
+    /// [`PostLoginFeatures::to_element`] (`<stream:features>`, as RFC 6120's examples and every
+    /// peer server write it), for hosts that write strings.
     pub fn xml(&self) -> &'static str {
         if self.resource_binding {
-            "<features xmlns='http://etherx.jabber.org/streams'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></features>"
+            "<stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></stream:features>"
         } else {
-            "<features xmlns='http://etherx.jabber.org/streams'/>"
+            "<stream:features/>"
         }
     }
 }

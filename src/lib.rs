@@ -32,6 +32,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod blocking;
 pub mod fast;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;

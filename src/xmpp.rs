@@ -169,3 +169,28 @@ mod tests {
         assert_eq!(truncate_utf8("€", 2), "");
     }
 }
+
+/// `bytes` random bytes as lowercase hex: resource parts (Bind 2), stream ids, ids a host makes.
+///
+/// # Panics
+/// If the OS random number generator fails (nothing safe can be done without it).
+pub fn random_hex(bytes: usize) -> String {
+    let mut b = vec![0u8; bytes];
+    getrandom::fill(&mut b).expect("OS random number generator");
+    crate::xmpp::lower_hex(&b)
+}
+
+#[cfg(test)]
+mod random_hex_tests {
+    #[test]
+    fn random_hex_is_lowercase_hex_of_the_length_asked_and_differs() {
+        let a = super::random_hex(16);
+        assert_eq!(a.len(), 32);
+        assert!(
+            a.bytes()
+                .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+        );
+        assert_ne!(a, super::random_hex(16));
+        assert_eq!(super::random_hex(0), "");
+    }
+}

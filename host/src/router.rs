@@ -135,7 +135,7 @@ impl Router {
             user_agent_id: user_agent_id.map(str::to_owned),
             tx,
             facts,
-            cam_id: sasl2_fast::sasl2::bind2::random_hex(12),
+            cam_id: sasl2_fast::xmpp::random_hex(12),
             since: unix_ms(),
         });
         id

@@ -189,7 +189,7 @@ async fn open_sled_off_executor(
     data_dir: &Path,
 ) -> Result<crate::store::sled_store::SledStore, crate::store::StoreError> {
     let (config, data_dir) = (config.clone(), data_dir.to_path_buf());
-    crate::sasl2::plain::run_blocking(move || open_sled(&config, &data_dir))
+    crate::blocking::run_blocking(move || open_sled(&config, &data_dir))
         .await
         .unwrap_or_else(|| {
             Err(crate::store::StoreError::backend(

@@ -19,16 +19,6 @@ use crate::xmpp::ns;
 /// Longest resource prefix kept from a client `<tag>` or requested resource.
 pub const MAX_TAG_CHARS: usize = 32;
 
-/// `bytes` random bytes as lowercase hex.
-///
-/// # Panics
-/// If the OS random number generator fails (nothing safe can be done without it).
-pub fn random_hex(bytes: usize) -> String {
-    let mut b = vec![0u8; bytes];
-    getrandom::fill(&mut b).expect("OS random number generator");
-    crate::xmpp::lower_hex(&b)
-}
-
 /// Keeps letters, digits and `-_.` (at most [`MAX_TAG_CHARS`]); `None` if nothing is left.
 pub fn sanitize_tag(tag: &str) -> Option<String> {
     let s: String = tag
@@ -45,15 +35,15 @@ pub fn sanitize_tag(tag: &str) -> Option<String> {
 /// id (B-9).
 pub fn make_resource(tag: Option<&str>) -> ResourcePart {
     let s = match tag.and_then(sanitize_tag) {
-        Some(t) => format!("{t}.{}", random_hex(4)),
-        None => random_hex(4),
+        Some(t) => format!("{t}.{}", crate::xmpp::random_hex(4)),
+        None => crate::xmpp::random_hex(4),
     };
     // Letters, digits, '-', '_', '.' and hex always form a valid resourcepart; the fallback
     // only guards against a stringprep surprise on an exotic letter.
     ResourcePart::new(&s)
         .map(|r| r.into_owned())
         .unwrap_or_else(|_| {
-            ResourcePart::new(&random_hex(4))
+            ResourcePart::new(&crate::xmpp::random_hex(4))
                 .expect("hex is a valid resource")
                 .into_owned()
         })
@@ -154,20 +144,5 @@ impl InlineFeature for Bind2 {
             .extensions
             .insert(BoundResource { jid, tag, enable });
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod random_hex_tests {
-    #[test]
-    fn random_hex_is_lowercase_hex_of_the_length_asked_and_differs() {
-        let a = super::random_hex(16);
-        assert_eq!(a.len(), 32);
-        assert!(
-            a.bytes()
-                .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
-        );
-        assert_ne!(a, super::random_hex(16));
-        assert_eq!(super::random_hex(0), "");
     }
 }

@@ -145,19 +145,6 @@ fn parse(input: &[u8]) -> Option<PlainMessage<'_>> {
     })
 }
 
-/// Runs CPU-heavy or blocking work (PBKDF2, opening a store) off the async executor when a
-/// tokio runtime is present. `None` if the task could not complete.
-pub(crate) async fn run_blocking<T, F>(f: F) -> Option<T>
-where
-    T: Send + 'static,
-    F: FnOnce() -> T + Send + 'static,
-{
-    match tokio::runtime::Handle::try_current() {
-        Ok(handle) => handle.spawn_blocking(f).await.ok(),
-        Err(_) => Some(f()),
-    }
-}
-
 /// True if `password` (already prepared) matches `creds`.
 fn verify(hash: ScramHash, password: &[u8], creds: &ScramCredentials) -> bool {
     let salted = salted_password(hash, password, &creds.salt, creds.iterations);
@@ -234,7 +221,9 @@ impl PlainMechanism {
             Ok(c) => c,
             Err(step) => return step,
         };
-        let Some(matches) = run_blocking(move || verify(hash, &password, &creds)).await else {
+        let Some(matches) =
+            crate::blocking::run_blocking(move || verify(hash, &password, &creds)).await
+        else {
             return fail(SaslCondition::TemporaryAuthFailure);
         };
         if !(matches && known) {

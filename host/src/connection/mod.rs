@@ -395,7 +395,7 @@ impl Conn {
     }
 
     fn open_stream(&mut self, to: Option<&str>) {
-        let id = sasl2_fast::sasl2::bind2::random_hex(16);
+        let id = sasl2_fast::xmpp::random_hex(16);
         self.out.push_str(&stream_header_xml(
             ns::JABBER_CLIENT,
             Some(&self.shared.config.server.domain),

@@ -38,17 +38,6 @@ use crate::store::observed::{StoreErrorKind, StoreObserver, StoreOp, StoreOutcom
 /// A label set of one (name, value) pair with static strings.
 type Label = [(&'static str, &'static str); 1];
 
-/// Every [`RejectReason`], in declaration order (the index is `reason as usize`).
-const REJECT_REASONS: [RejectReason; 7] = [
-    RejectReason::UnknownToken,
-    RejectReason::Expired,
-    RejectReason::Revoked,
-    RejectReason::ChainTooOld,
-    RejectReason::Replay,
-    RejectReason::Malformed,
-    RejectReason::StoreUnavailable,
-];
-
 /// Counters of the FAST token lifecycle:
 /// `sasl2_fast_token_events_total{event}` (`issued`, `rotated`, `promoted`, `used`,
 /// `invalidated`, `revoked`, `expired`) and `sasl2_fast_rejected_total{reason}` (the
@@ -92,7 +81,7 @@ impl FastLifecycleMetrics {
             invalidated: event("invalidated"),
             revoked: event("revoked"),
             expired: event("expired"),
-            rejected: REJECT_REASONS.map(reason),
+            rejected: RejectReason::ALL.map(reason),
         }
     }
 
@@ -229,7 +218,7 @@ mod tests {
 
     #[test]
     fn reasons_are_indexed_in_declaration_order() {
-        for (i, r) in REJECT_REASONS.into_iter().enumerate() {
+        for (i, r) in RejectReason::ALL.into_iter().enumerate() {
             assert_eq!(r as usize, i, "{r:?}");
         }
         for (i, op) in StoreOp::ALL.into_iter().enumerate() {
@@ -246,7 +235,7 @@ mod tests {
         let m = FastLifecycleMetrics::register(&mut registry);
         let before = text(&registry);
         // Every label set exists from the start, at 0.
-        for r in REJECT_REASONS {
+        for r in RejectReason::ALL {
             let line = format!("sasl2_fast_rejected_total{{reason=\"{}\"}} 0\n", r.as_str());
             assert!(before.contains(&line), "{line} in {before}");
         }

@@ -504,7 +504,9 @@ impl Host {
         {
             warn!("some connections did not close in time");
         }
-        drop(sweeper);
+        if let Some(sweeper) = sweeper {
+            sweeper.shutdown().await;
+        }
         let suppressed = shared.pre_auth_log.flush();
         if suppressed > 0 {
             warn!(
@@ -518,16 +520,10 @@ impl Host {
             if let Err(e) = f.tokens().store().flush().await {
                 warn!(error = %e, "flushing the token store failed");
             }
-            // The aborted sweeper task drops its handle on the tokens asynchronously; wait for
-            // it so the store (and its file lock) is really released when we return.
+            // The sweeper is gone (awaited above) and so are the connections: this is the
+            // last reference, so the store (and its file lock) is released when we return.
             let tokens = f.tokens().clone();
             drop(f);
-            for _ in 0..200 {
-                if Arc::strong_count(&tokens) == 1 {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
             if Arc::strong_count(&tokens) != 1 {
                 warn!("token store still referenced after shutdown");
             }

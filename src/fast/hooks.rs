@@ -43,6 +43,18 @@ pub enum RejectReason {
 }
 
 impl RejectReason {
+    /// Every reason, in declaration order (`reason as usize` is its index), for metrics and
+    /// statistics that list them all.
+    pub const ALL: [RejectReason; 7] = [
+        RejectReason::UnknownToken,
+        RejectReason::Expired,
+        RejectReason::Revoked,
+        RejectReason::ChainTooOld,
+        RejectReason::Replay,
+        RejectReason::Malformed,
+        RejectReason::StoreUnavailable,
+    ];
+
     /// A stable name for logs and metrics.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -265,5 +277,21 @@ impl FastObserver for TracingObserver {
     }
     fn rejected(&self, e: &RejectEvent) {
         tracing::debug!(account = ?e.account, client = ?e.client, mechanism = %e.mechanism, reason = e.reason.as_str(), "fast attempt rejected");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RejectReason;
+
+    /// Counters index by `reason as usize`: `ALL` must list every reason at its own index.
+    #[test]
+    fn every_reject_reason_is_listed_at_its_index() {
+        for (i, r) in RejectReason::ALL.into_iter().enumerate() {
+            assert_eq!(r as usize, i, "{r:?}");
+        }
+        let names: std::collections::BTreeSet<_> =
+            RejectReason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(names.len(), RejectReason::ALL.len());
     }
 }

@@ -575,16 +575,31 @@ impl FastTokens {
                 }
             }
         });
-        SweeperHandle(task)
+        SweeperHandle(Some(task))
     }
 }
 
-/// Stops the background sweep when dropped.
+/// Stops the background sweep when dropped; [`SweeperHandle::shutdown`] also waits for it.
 #[derive(Debug)]
-pub struct SweeperHandle(tokio::task::JoinHandle<()>);
+pub struct SweeperHandle(Option<tokio::task::JoinHandle<()>>);
+
+impl SweeperHandle {
+    /// Stops the sweep and waits until its task is gone, and with it the task's reference to
+    /// the tokens (and so to the store: a host that returns from shutdown has let go of the
+    /// store's file lock).
+    pub async fn shutdown(mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+            // Resolves once the task's future has been dropped (cancelled) or had ended.
+            let _ = task.await;
+        }
+    }
+}
 
 impl Drop for SweeperHandle {
     fn drop(&mut self) {
-        self.0.abort();
+        if let Some(task) = &self.0 {
+            task.abort();
+        }
     }
 }

@@ -346,18 +346,10 @@ impl AdminContext {
 
 fn fast_stats(m: &FastMetrics) -> FastStats {
     let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    let rejected: BTreeMap<String, u64> = [
-        RejectReason::UnknownToken,
-        RejectReason::Expired,
-        RejectReason::Revoked,
-        RejectReason::ChainTooOld,
-        RejectReason::Replay,
-        RejectReason::Malformed,
-        RejectReason::StoreUnavailable,
-    ]
-    .into_iter()
-    .map(|r| (r.as_str().to_owned(), m.rejected(r)))
-    .collect();
+    let rejected: BTreeMap<String, u64> = RejectReason::ALL
+        .into_iter()
+        .map(|r| (r.as_str().to_owned(), m.rejected(r)))
+        .collect();
     FastStats {
         issued: l(&m.issued),
         rotated: l(&m.rotated),

@@ -20,7 +20,7 @@
 
 use std::net::IpAddr;
 
-use sasl2_fast::sasl2::{CheckOutcome, Failure};
+use sasl2_fast::sasl2::Failure;
 
 use crate::log_budget::LogBudget;
 use crate::metrics::HostMetrics;
@@ -66,8 +66,8 @@ pub fn login_failed(
         return;
     };
     metrics.password_failed(check.reason());
-    match check.outcome {
-        CheckOutcome::Held(retry_after) => crate::budgeted!(
+    match check.retry_after_secs() {
+        Some(retry_after_s) => crate::budgeted!(
             budget,
             source,
             info,
@@ -76,10 +76,10 @@ pub fn login_failed(
             mechanism = %mechanism_label,
             %source,
             reason = %check.reason(),
-            retry_after_s = retry_after.as_secs().max(1),
+            retry_after_s,
             "password login held back"
         ),
-        CheckOutcome::Rejected | CheckOutcome::Undecided => crate::budgeted!(
+        None => crate::budgeted!(
             budget,
             source,
             info,

@@ -27,7 +27,7 @@ use super::inline::success_element;
 use super::offers::Advertised;
 use super::request::{decode_payload, parse_authenticate, parse_rfc6120_auth};
 use super::task::{MAX_TASK_NAME, TaskContext, TaskInput, TaskSession, TaskStep};
-use super::throttle::{Admission, CheckOutcome, CheckReport, Verdict};
+use super::throttle::{Admission, CheckOutcome, CheckReport, Verdict, retry_after_secs};
 use super::{
     AuthenticateRequest, Authenticated, ClaimContext, CredentialCheck, Extensions, Failure,
     InlineError, Mechanism, SaslCondition, SaslProfile, Step, StreamInfo, SuccessBuilder,
@@ -527,11 +527,12 @@ impl Negotiator {
         let ticket = match throttle.admit(&who).await {
             Admission::Admit(ticket) => ticket,
             Admission::Hold { retry_after } => {
-                // Round up: "try again in 0 s" would invite a retry that is held again.
-                let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
                 let mut f = Failure::with_text(
                     SaslCondition::TemporaryAuthFailure,
-                    format!("too many failed logins; try again in {} s", secs.max(1)),
+                    format!(
+                        "too many failed logins; try again in {} s",
+                        retry_after_secs(retry_after)
+                    ),
                 );
                 f.check = Some(CheckReport {
                     identity: check.identity,

@@ -216,7 +216,23 @@ pub enum CheckOutcome {
     Undecided,
 }
 
+/// Whole seconds a held client is told to wait: rounded up ("try again in 0 s" would invite a
+/// retry that is held again), at least one.
+pub fn retry_after_secs(retry_after: Duration) -> u64 {
+    let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+    secs.max(1)
+}
+
 impl CheckReport {
+    /// For a held attempt, the seconds its `<failure>` told the client to wait
+    /// ([`retry_after_secs`]).
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self.outcome {
+            CheckOutcome::Held(d) => Some(retry_after_secs(d)),
+            CheckOutcome::Rejected | CheckOutcome::Undecided => None,
+        }
+    }
+
     /// The reason word for logs and metrics: `held`, `rejected` or `undecided`.
     pub fn reason(&self) -> &'static str {
         match self.outcome {

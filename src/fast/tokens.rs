@@ -82,10 +82,12 @@ pub struct IssuedToken {
     pub expires_at: u64,
 }
 
-/// One client of an account, for the owner's device list or an admin.
-#[derive(Debug, Clone)]
+/// One client of an account, for the owner's device list or an admin (serialized as an admin
+/// tool shows it: the key's account and client hash flattened beside the rest; no secret).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ClientInfo {
     /// The client key (its `Debug` shows only a hash label).
+    #[serde(flatten)]
     pub key: ClientKey,
     /// `<software>` as last seen.
     pub software: Option<String>,

@@ -126,6 +126,43 @@ impl fmt::Debug for ClientKey {
     }
 }
 
+/// `{"account": ..., "client": <the hash, 64 hex digits>}`: how an admin tool names a client
+/// (the hash, never the user-agent id; its first 16 digits are [`ClientKey::client_label`]).
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename = "ClientKey")]
+struct ClientKeyForm {
+    account: String,
+    client: String,
+}
+
+impl serde::Serialize for ClientKey {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        ClientKeyForm {
+            account: self.account.clone(),
+            client: crate::xmpp::lower_hex(&self.client),
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ClientKey {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let form = ClientKeyForm::deserialize(deserializer)?;
+        let digits = form.client.as_bytes();
+        let mut client = [0u8; 32];
+        // `from_str_radix` alone would take a sign.
+        if digits.len() != 64 || !digits.iter().all(u8::is_ascii_hexdigit) {
+            return Err(D::Error::custom("client: 64 hex digits expected"));
+        }
+        for (byte, pair) in client.iter_mut().zip(digits.chunks(2)) {
+            let pair = std::str::from_utf8(pair).map_err(D::Error::custom)?;
+            *byte = u8::from_str_radix(pair, 16).map_err(D::Error::custom)?;
+        }
+        ClientKey::from_parts(&form.account, client).map_err(D::Error::custom)
+    }
+}
+
 /// One token of a client: `current` or `new` (protocol.md §8).
 ///
 /// `nonce` is not the token, but together with the server pepper it yields the token, so it is

@@ -30,7 +30,7 @@ use xmpp_parsers::stream_error::DefinedCondition;
 pub use budget::ElementBudget;
 pub use header::StreamHeader;
 pub use reader::StreamReader;
-pub use writer::{stream_header_xml, to_xml, write_element};
+pub use writer::{stream_header_xml, to_xml, write_element, write_stream_error};
 
 /// Bytes [`StreamReader::feed`] accepts beyond the largest unit a limit allows.
 ///

@@ -12,6 +12,7 @@
 use std::fmt::Write as _;
 
 use minidom::{Element, Node};
+use xmpp_parsers::stream_error::{DefinedCondition, StreamError};
 
 use crate::xmpp::ns;
 
@@ -117,6 +118,26 @@ fn write(out: &mut String, el: &Element, default_ns: Option<&str>, in_stream: bo
 /// `jabber:client`). Elements of the streams namespace are written with the `stream:` prefix.
 pub fn write_element(out: &mut String, el: &Element, stream_ns: &str) {
     write(out, el, Some(stream_ns), true);
+}
+
+/// Appends `<stream:error>` with an RFC 6120 §4.9.3 condition and an optional English text,
+/// built from xmpp-parsers' `StreamError`, as a top-level element of a stream whose default
+/// namespace is `stream_ns`. The caller then closes the stream (§4.9.1.1).
+pub fn write_stream_error(
+    out: &mut String,
+    stream_ns: &str,
+    condition: DefinedCondition,
+    text: Option<&str>,
+) {
+    let error = match text {
+        Some(t) => StreamError::new(condition, "en", t),
+        None => StreamError {
+            condition,
+            texts: Default::default(),
+            application_specific: Vec::new(),
+        },
+    };
+    write_element(out, &Element::from(error), stream_ns);
 }
 
 /// `el` on its own, declaring its namespace.

@@ -12,18 +12,18 @@
 //!                                    (`<data_dir>/admin.sock`), or the store when it is stopped
 //! ```
 //!
-//! `ctl` is in [`crate::admin`]; `passwd` and `clients` are the older, offline-only forms.
+//! `ctl` is in [`crate::admin`]; `passwd` and `clients` are older names of `ctl passwd` and
+//! `ctl clients` (the same code path and printout).
 //!
 //! A config error exits with status 2 and a message naming the key; so does a usage error.
 
-use std::io::BufRead as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::server::{self, Host, Listeners};
-use crate::{HostAccounts, HostConfig};
+use crate::admin::Request;
+use crate::{Host, HostConfig, Listeners};
 
 /// The example XMPP server of sasl2-fast: SASL2 with FAST tokens, Bind 2, STARTTLS and direct
 /// TLS.
@@ -45,7 +45,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Changes USER's password (the new one is read from stdin) and revokes USER's FAST
-    /// tokens. The host must be stopped (`host ctl passwd` works on a running host).
+    /// tokens: `host ctl passwd`, on the running host or, with none, on the store.
     Passwd {
         /// The configuration file.
         #[arg(short, long, value_name = "FILE")]
@@ -53,8 +53,8 @@ enum Command {
         /// The account.
         user: String,
     },
-    /// Lists USER's FAST clients. The host must be stopped (with sled; PostgreSQL allows it
-    /// while hosts run; `host ctl clients` works on a running host).
+    /// Lists USER's FAST clients: `host ctl clients`, on the running host or, with none, on
+    /// the store.
     Clients {
         /// The configuration file.
         #[arg(short, long, value_name = "FILE")]
@@ -131,12 +131,28 @@ pub fn main() -> ExitCode {
     rt.block_on(async move {
         match cli.command {
             None => run(config).await,
-            Some(Command::Passwd { user, .. }) => passwd(config, &user).await,
-            Some(Command::Clients { user, .. }) => clients(config, &user).await,
+            // The older names of `ctl passwd` and `ctl clients`: the same request, the same
+            // code and printout, on the running host or, with none, on the store.
+            Some(Command::Passwd { user, .. }) => {
+                ctl(
+                    config,
+                    Request::Passwd {
+                        user,
+                        password: Default::default(),
+                    },
+                )
+                .await
+            }
+            Some(Command::Clients { user, .. }) => ctl(config, Request::Clients { user }).await,
             Some(Command::MigrateStore { to, .. }) => migrate_store(config, to).await,
             Some(Command::Ctl(args)) => crate::admin::ctl::run(config, args).await,
         }
     })
+}
+
+async fn ctl(config: HostConfig, request: Request) -> ExitCode {
+    let timeout = std::time::Duration::from_secs(crate::admin::ctl::DEFAULT_TIMEOUT_SECS);
+    crate::admin::ctl::run_request(config, request, false, timeout).await
 }
 
 async fn run(config: HostConfig) -> ExitCode {
@@ -186,111 +202,6 @@ fn wait_for_signal() -> impl std::future::Future<Output = ()> {
         }
         let _ = tokio::signal::ctrl_c().await;
     }
-}
-
-/// Opens what `passwd` / `clients` need; the host must be stopped (sled holds a lock).
-async fn open_fast_offline(
-    config: &HostConfig,
-) -> Result<Option<sasl2_fast::fast::FastPlugin>, ExitCode> {
-    server::open_fast(config, Vec::new()).await.map_err(|e| {
-        eprintln!("error: {e}");
-        eprintln!("error: cannot open the token store; is the host still running? Stop it first.");
-        ExitCode::from(1)
-    })
-}
-
-async fn passwd(config: HostConfig, user: &str) -> ExitCode {
-    if let Err(e) = server::ensure_data_dir(&config.server.data_dir) {
-        eprintln!("error: {e}");
-        return ExitCode::from(1);
-    }
-    let fast = match open_fast_offline(&config).await {
-        Ok(f) => f,
-        Err(c) => return c,
-    };
-    let accounts = match HostAccounts::load(&config.accounts, &config.server.data_dir) {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    let mut line = zeroize::Zeroizing::new(String::new());
-    if std::io::stdin().lock().read_line(&mut line).is_err() {
-        eprintln!("error: cannot read the new password from stdin");
-        return ExitCode::from(1);
-    }
-    let password = line.trim_end_matches(['\r', '\n']);
-    if password.is_empty() {
-        eprintln!("error: empty password");
-        return ExitCode::from(1);
-    }
-    if password.len() > crate::admin::MAX_PASSWORD_BYTES {
-        eprintln!(
-            "error: the password is longer than {} bytes",
-            crate::admin::MAX_PASSWORD_BYTES
-        );
-        return ExitCode::from(1);
-    }
-    match server::change_password(&accounts, fast.as_ref(), user, password).await {
-        Ok(()) => {
-            println!(
-                "password of {user} changed (stored in {}); FAST tokens revoked",
-                accounts.file().display()
-            );
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(1)
-        }
-    }
-}
-
-fn fmt_ms(ms: u64) -> String {
-    sasl2_fast::fast::clock::xep0082(ms)
-}
-
-async fn clients(config: HostConfig, user: &str) -> ExitCode {
-    let Some(user) = sasl2_fast::sasl2::accounts::normalize_username(user) else {
-        eprintln!("error: invalid username");
-        return ExitCode::from(2);
-    };
-    let fast = match open_fast_offline(&config).await {
-        Ok(Some(f)) => f,
-        Ok(None) => {
-            eprintln!("FAST is not enabled in this config");
-            return ExitCode::from(1);
-        }
-        Err(c) => return c,
-    };
-    let list = match fast.tokens().clients(&user).await {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("error: token store: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    if list.is_empty() {
-        println!("{user}: no FAST clients");
-    }
-    for c in list {
-        println!("client {}", c.key.client_label());
-        println!("  software:  {}", c.software.as_deref().unwrap_or("-"));
-        println!("  device:    {}", c.device.as_deref().unwrap_or("-"));
-        println!("  created:   {}", fmt_ms(c.created_at));
-        println!("  last used: {}", fmt_ms(c.last_used_at));
-        if let Some((m, exp)) = &c.current {
-            println!("  current:   {m}, expires {}", fmt_ms(*exp));
-        }
-        if let Some((m, exp)) = &c.new {
-            println!("  new:       {m}, expires {}", fmt_ms(*exp));
-        }
-        if c.revoked {
-            println!("  revoked");
-        }
-    }
-    ExitCode::SUCCESS
 }
 
 async fn migrate_store(config: HostConfig, to: String) -> ExitCode {

@@ -20,6 +20,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod accept;
 pub mod accounts;
 pub mod admin;
 pub mod audit;
@@ -28,6 +29,7 @@ pub mod client;
 pub mod config;
 mod connection;
 pub mod harness;
+pub mod listeners;
 pub mod log_budget;
 pub mod metrics;
 pub mod metrics_server;
@@ -35,8 +37,11 @@ pub mod pre_auth;
 pub mod request_slots;
 pub mod router;
 pub mod server;
+pub mod setup;
+mod shared;
 pub mod tls;
 
 pub use accounts::HostAccounts;
 pub use config::{ConfigError, HostConfig, ServerConfig};
-pub use server::{Host, HostError, Listeners, run};
+pub use listeners::Listeners;
+pub use server::{Host, HostError, run};

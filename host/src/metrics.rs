@@ -282,6 +282,19 @@ impl HostMetrics {
             .inc();
     }
 
+    /// Logins since start, summed over mechanisms (what `host ctl stats` shows).
+    pub fn login_totals(&self) -> LoginTotals {
+        let mut totals = LoginTotals::default();
+        for (name, c) in &self.logins {
+            match HtMechanism::from_name(name) {
+                Some(_) => totals.fast += c.success.get(),
+                None => totals.password += c.success.get(),
+            }
+            totals.failed += c.failure.get();
+        }
+        totals
+    }
+
     fn connection_gauge(&self, state: ConnectionState, tls: bool) -> &Gauge {
         &self.connections[state as usize][tls as usize]
     }
@@ -291,6 +304,17 @@ impl Default for HostMetrics {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// Logins since start, counted once per `<success>` or `<failure>`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LoginTotals {
+    /// Successful logins with a password mechanism (SCRAM, PLAIN).
+    pub password: u64,
+    /// Successful logins with a FAST token (HT-*).
+    pub fast: u64,
+    /// Failed attempts (any mechanism).
+    pub failed: u64,
 }
 
 /// A SASL attempt in progress: when its `<authenticate>` (`<auth>`) arrived and which of our

@@ -22,7 +22,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::metrics::HostMetrics;
 use crate::request_slots::{Admission, RequestSlots};
@@ -105,19 +105,9 @@ async fn accept_loop(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut slots = RequestSlots::new(MAX_CONNECTIONS);
-    loop {
-        let accepted = tokio::select! {
-            r = listener.accept() => r,
-            _ = shutdown.changed() => return,
-        };
-        let (tcp, peer) = match accepted {
-            Ok(x) => x,
-            Err(e) => {
-                warn!(error = %e, "metrics accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
+    while let Some((tcp, peer)) =
+        crate::accept::next_connection(&listener, &mut shutdown, "metrics").await
+    {
         let metrics = metrics.clone();
         let mut shutdown = shutdown.clone();
         let admission = slots.spawn(move |started| async move {

@@ -68,6 +68,30 @@ fn ctl(cfg: &Path, args: &[&str]) -> Output {
     ctl_in(cfg, args, "")
 }
 
+/// `host SUBCOMMAND --config cfg ARGS...` with `stdin`: the older names `passwd` and
+/// `clients`.
+fn older_in(subcommand: &str, cfg: &Path, args: &[&str], stdin: &str) -> Output {
+    use std::io::Write as _;
+    let mut child = Command::new(HOST)
+        .arg(subcommand)
+        .arg("--config")
+        .arg(cfg)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
 fn out(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -305,6 +329,49 @@ async fn every_command_acts_on_the_running_host() {
     // A clean shutdown removes the socket.
     assert!(host.stop().unwrap().success());
     assert!(!sock.exists(), "the socket outlived the host");
+}
+
+/// `host passwd` and `host clients` are `host ctl passwd` and `host ctl clients` by older
+/// names (issue 24 item 3): on a running host they ask it (before, they failed on the store's
+/// lock), and they print what `ctl` prints. `clients --json` shows the library's one client
+/// type, whose whole hash also names the client for `revoke`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_passwd_and_clients_are_ctl_by_their_older_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "");
+    let data = dir.path().join("data");
+    let host = HostProcess::start(Path::new(HOST), &cfg, Some("info")).unwrap();
+    let addr = host.addr();
+    let (mut session, _) = issue(addr, &data, UA1, "alicepass", true).await;
+
+    let older = ok(older_in("clients", &cfg, &["alice"], ""));
+    assert_eq!(older, ok(ctl(&cfg, &["clients", "alice"])), "one printout");
+    assert!(older.contains(&format!("client {}", label(UA1))), "{older}");
+
+    let json: Value =
+        serde_json::from_str(&ok(ctl(&cfg, &["clients", "alice", "--json"]))).expect("JSON");
+    let listed = &json["clients"][0];
+    assert_eq!(listed["account"], "alice", "{json}");
+    let hash = listed["client"].as_str().expect("the client hash");
+    assert_eq!(hash.len(), 64, "{json}");
+    assert!(hash.starts_with(&label(UA1)), "{json}");
+    assert_eq!(listed["new"][0], MECH, "{json}");
+
+    // `host passwd` on the running host: the host changes it and closes the sessions.
+    let o = ok(older_in("passwd", &cfg, &["alice"], "n3w-p4ssw0rd\n"));
+    assert!(o.contains("password of alice changed"), "{o}");
+    assert!(o.contains("1 live session(s) closed"), "{o}");
+    assert!(!o.contains("n3w-p4ssw0rd"));
+    assert_eq!(closed_with(&mut session).await, "not-authorized");
+    assert_eq!(password_login(addr, &data, "n3w-p4ssw0rd").await, "success");
+
+    // The whole hash of `--json` names a client for `revoke`.
+    let (_, t2) = issue(addr, &data, UA2, "n3w-p4ssw0rd", false).await;
+    let whole = sasl2_fast::xmpp::lower_hex(ClientKey::new("alice", UA2).unwrap().client_hash());
+    let o = ok(ctl(&cfg, &["revoke", "alice", &whole]));
+    assert!(o.contains(&label(UA2)), "{o}");
+    assert_eq!(fast(addr, &data, UA2, &t2).await, "credentials-expired");
+    assert!(host.stop().unwrap().success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

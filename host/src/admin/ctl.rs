@@ -14,14 +14,15 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Args, Subcommand};
+use clap::Args;
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::UnixStream;
 use zeroize::Zeroizing;
 
 use super::ops::AdminContext;
-use super::{ClientView, Reply, Request, Response, Stats, read_line, socket_path};
-use crate::{HostAccounts, HostConfig};
+use super::{Reply, Request, Response, Stats, read_line, socket_path};
+use crate::HostConfig;
+use sasl2_fast::fast::tokens::ClientInfo;
 
 /// `host ctl --config FILE COMMAND`.
 #[derive(Debug, Args)]
@@ -30,7 +31,7 @@ pub struct CtlArgs {
     #[arg(short, long, value_name = "FILE")]
     pub config: PathBuf,
     /// Seconds to wait for a running host's answer before giving up (exit 1).
-    #[arg(long, value_name = "SECS", default_value_t = 10,
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_TIMEOUT_SECS,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub timeout: u64,
     /// Print the result as JSON (one object) instead of text.
@@ -38,41 +39,11 @@ pub struct CtlArgs {
     pub json: bool,
     /// What to do.
     #[command(subcommand)]
-    pub command: CtlCommand,
+    pub command: Request,
 }
 
-/// The `ctl` commands.
-#[derive(Debug, Subcommand)]
-pub enum CtlCommand {
-    /// Lists USER's FAST clients (label, software, device, tokens, expiries).
-    Clients {
-        /// The account.
-        user: String,
-    },
-    /// Revokes USER's FAST clients, or only CLIENT (a label `clients` prints); a running host
-    /// also closes their live sessions.
-    Revoke {
-        /// The account.
-        user: String,
-        /// The client label.
-        client: Option<String>,
-    },
-    /// Changes USER's password (the new one is read from stdin, one line), revokes USER's
-    /// FAST tokens and, on a running host, closes USER's sessions.
-    Passwd {
-        /// The account (must exist).
-        user: String,
-    },
-    /// Revokes every FAST token of every account issued before TIME, an RFC 3339 timestamp
-    /// such as 2026-12-02T17:00:00Z or 2026-12-02T18:00:00+01:00 (`date -u +%FT%TZ`).
-    RevokeBefore {
-        /// The cutoff (RFC 3339, not in the future).
-        #[arg(value_name = "TIME", value_parser = parse_rfc3339_ms)]
-        time: u64,
-    },
-    /// Connections by state, logins and FAST counters since start, and the store's size.
-    Stats,
-}
+/// `--timeout`'s default, in seconds.
+pub const DEFAULT_TIMEOUT_SECS: u64 = 10;
 
 /// An RFC 3339 timestamp as unix milliseconds (what `revoke-before` takes).
 pub fn parse_rfc3339_ms(s: &str) -> Result<u64, String> {
@@ -83,12 +54,27 @@ pub fn parse_rfc3339_ms(s: &str) -> Result<u64, String> {
 
 /// Runs `host ctl` with its config already loaded.
 pub async fn run(config: HostConfig, args: CtlArgs) -> ExitCode {
-    let request = match request(args.command) {
-        Ok(r) => r,
-        Err(code) => return code,
-    };
+    let timeout = Duration::from_secs(args.timeout);
+    run_request(config, args.command, args.json, timeout).await
+}
+
+/// Runs one request: on the running host over its admin socket, or, when none answers, on
+/// the store directly with the same operations; prints the reply (text or JSON). Also what
+/// `host passwd` and `host clients` run.
+pub async fn run_request(
+    config: HostConfig,
+    mut request: Request,
+    json: bool,
+    timeout: Duration,
+) -> ExitCode {
+    if let Request::Passwd { password, .. } = &mut request {
+        match read_password() {
+            Ok(p) => *password = p,
+            Err(code) => return code,
+        }
+    }
     let path = socket_path(&config.server.data_dir);
-    let response = match ask(&path, &request, Duration::from_secs(args.timeout)).await {
+    let response = match ask(&path, &request, timeout).await {
         Ok(r) => r,
         Err(Ask::NotRunning) => {
             eprintln!(
@@ -107,7 +93,7 @@ pub async fn run(config: HostConfig, args: CtlArgs) -> ExitCode {
     };
     match response {
         Response::Ok { reply } => {
-            if args.json {
+            if json {
                 match serde_json::to_string_pretty(&reply) {
                     Ok(s) => println!("{s}"),
                     Err(e) => {
@@ -127,29 +113,19 @@ pub async fn run(config: HostConfig, args: CtlArgs) -> ExitCode {
     }
 }
 
-fn request(command: CtlCommand) -> Result<Request, ExitCode> {
-    Ok(match command {
-        CtlCommand::Clients { user } => Request::Clients { user },
-        CtlCommand::Revoke { user, client } => Request::Revoke { user, client },
-        CtlCommand::RevokeBefore { time } => Request::RevokeBefore { before_ms: time },
-        CtlCommand::Stats => Request::Stats {},
-        CtlCommand::Passwd { user } => {
-            let mut line = Zeroizing::new(String::new());
-            if std::io::stdin().lock().read_line(&mut line).is_err() {
-                eprintln!("error: cannot read the new password from stdin");
-                return Err(ExitCode::from(1));
-            }
-            let password = line.trim_end_matches(['\r', '\n']);
-            if password.is_empty() {
-                eprintln!("error: empty password");
-                return Err(ExitCode::from(1));
-            }
-            Request::Passwd {
-                user,
-                password: Zeroizing::new(password.to_owned()),
-            }
-        }
-    })
+/// The new password: one line of stdin, without its line end.
+fn read_password() -> Result<Zeroizing<String>, ExitCode> {
+    let mut line = Zeroizing::new(String::new());
+    if std::io::stdin().lock().read_line(&mut line).is_err() {
+        eprintln!("error: cannot read the new password from stdin");
+        return Err(ExitCode::from(1));
+    }
+    let password = line.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        eprintln!("error: empty password");
+        return Err(ExitCode::from(1));
+    }
+    Ok(Zeroizing::new(password.to_owned()))
 }
 
 enum Ask {
@@ -209,8 +185,8 @@ async fn offline(config: &HostConfig) -> Result<AdminContext, ExitCode> {
         eprintln!("error: {message}");
         ExitCode::from(1)
     };
-    crate::server::ensure_data_dir(&config.server.data_dir).map_err(|e| fail(e.to_string()))?;
-    let fast = crate::server::open_fast(config, Vec::new())
+    let accounts = crate::setup::open_accounts(config).map_err(|e| fail(e.to_string()))?;
+    let fast = crate::setup::open_fast(config, None, Vec::new(), None)
         .await
         .map_err(|e| {
             fail(format!(
@@ -218,8 +194,6 @@ async fn offline(config: &HostConfig) -> Result<AdminContext, ExitCode> {
                  answer on its admin socket?"
             ))
         })?;
-    let accounts = HostAccounts::load(&config.accounts, &config.server.data_dir)
-        .map_err(|e| fail(e.to_string()))?;
     Ok(AdminContext {
         accounts: Arc::new(accounts),
         fast,
@@ -269,12 +243,12 @@ fn print_reply(reply: &Reply) {
     }
 }
 
-fn print_clients(account: &str, clients: &[ClientView]) {
+fn print_clients(account: &str, clients: &[ClientInfo]) {
     if clients.is_empty() {
         println!("{account}: no FAST clients");
     }
     for c in clients {
-        println!("client {}", c.client);
+        println!("client {}", c.key.client_label());
         println!("  software:  {}", c.software.as_deref().unwrap_or("-"));
         println!("  device:    {}", c.device.as_deref().unwrap_or("-"));
         println!("  created:   {}", fmt_ms(c.created_at));

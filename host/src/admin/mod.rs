@@ -29,6 +29,7 @@ mod socket;
 
 use std::path::{Path, PathBuf};
 
+use sasl2_fast::fast::tokens::ClientInfo;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
@@ -48,36 +49,46 @@ pub fn socket_path(data_dir: &Path) -> PathBuf {
     data_dir.join("admin.sock")
 }
 
-/// What `host ctl` asks for.
-#[derive(Clone, Serialize, Deserialize)]
+/// What `host ctl` asks for: its subcommands (clap) and the admin socket's request line
+/// (serde) are this one type, so a command cannot mean one thing on the command line and
+/// another to the host.
+#[derive(Clone, Serialize, Deserialize, clap::Subcommand)]
 #[serde(tag = "command", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Request {
-    /// The FAST clients of an account.
+    /// Lists USER's FAST clients (label, software, device, tokens, expiries).
     Clients {
-        /// The account (normalized by the host).
+        /// The account.
         user: String,
     },
-    /// Revokes one client of an account (`client` = its label) or all of them.
+    /// Revokes USER's FAST clients, or only CLIENT (a label `clients` prints); a running host
+    /// also closes their live sessions.
     Revoke {
         /// The account.
         user: String,
-        /// The client label `clients` prints; `None` = every client.
+        /// The client label (or the whole client hash of `clients --json`); none: every
+        /// client.
         client: Option<String>,
     },
-    /// Sets a password and revokes the account's FAST tokens.
+    /// Changes USER's password (the new one is read from stdin, one line), revokes USER's
+    /// FAST tokens and, on a running host, closes USER's sessions.
     Passwd {
         /// The account (must exist).
         user: String,
-        /// The new password; zeroized on drop, never in `Debug`.
+        /// The new password: read from stdin, never an argument (it would show in `ps`);
+        /// zeroized on drop, never in `Debug`.
+        #[arg(skip)]
         password: Zeroizing<String>,
     },
-    /// Revokes every token issued before `before_ms` (unix ms), of every account.
+    /// Revokes every FAST token of every account issued before TIME, an RFC 3339 timestamp
+    /// such as 2026-12-02T17:00:00Z or 2026-12-02T18:00:00+01:00 (`date -u +%FT%TZ`).
     RevokeBefore {
-        /// The cutoff (unix ms); never in the future.
+        /// The cutoff (RFC 3339, not in the future), as unix ms on the socket.
+        #[arg(value_name = "TIME", value_parser = ctl::parse_rfc3339_ms)]
         before_ms: u64,
     },
-    /// Counters and sizes. A struct variant, not a unit one: serde ignores unknown fields
-    /// beside the tag of a unit variant even with `deny_unknown_fields`.
+    /// Connections by state, logins and FAST counters since start, and the store's size.
+    // A struct variant, not a unit one: serde ignores unknown fields beside the tag of a unit
+    // variant even with `deny_unknown_fields`.
     Stats {},
 }
 
@@ -130,7 +141,7 @@ pub enum Reply {
         /// The normalized account.
         account: String,
         /// Its clients.
-        clients: Vec<ClientView>,
+        clients: Vec<ClientInfo>,
     },
     /// `revoke`.
     Revoked {
@@ -159,27 +170,6 @@ pub enum Reply {
     Stats(Box<Stats>),
 }
 
-/// One FAST client, as `clients` shows it (no secret: labels, names, times).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClientView {
-    /// The client label (first 8 bytes of the user-agent id's SHA-256, hex).
-    pub client: String,
-    /// `<software>` as last seen.
-    pub software: Option<String>,
-    /// `<device>` as last seen.
-    pub device: Option<String>,
-    /// First token issued (unix ms).
-    pub created_at: u64,
-    /// Last FAST login, coarse (unix ms).
-    pub last_used_at: u64,
-    /// Mechanism and expiry (unix ms) of the current token.
-    pub current: Option<(String, u64)>,
-    /// Mechanism and expiry (unix ms) of an unused new token.
-    pub new: Option<(String, u64)>,
-    /// True if the client's tokens were revoked.
-    pub revoked: bool,
-}
-
 /// What `stats` reports. The live parts are `None` when the host is stopped.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stats {
@@ -190,7 +180,7 @@ pub struct Stats {
     /// Connections by state.
     pub connections: Option<ConnectionStats>,
     /// Logins since start.
-    pub logins: Option<LoginStats>,
+    pub logins: Option<crate::metrics::LoginTotals>,
     /// FAST lifecycle counters since start (`FastMetrics`).
     pub fast: Option<FastStats>,
     /// The token store.
@@ -210,17 +200,6 @@ pub struct ConnectionStats {
     pub bound: u64,
     /// `max_connections`.
     pub max: u64,
-}
-
-/// Logins since start, counted once per `<success>` or `<failure>`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LoginStats {
-    /// Successful logins with a password mechanism (SCRAM, PLAIN).
-    pub password: u64,
-    /// Successful logins with a FAST token (HT-*).
-    pub fast: u64,
-    /// Failed attempts (any mechanism).
-    pub failed: u64,
 }
 
 /// `FastMetrics` as numbers.

@@ -18,59 +18,35 @@ use std::time::Instant;
 use sasl2_fast::fast::FastPlugin;
 use sasl2_fast::fast::config::StoreKind;
 use sasl2_fast::fast::hooks::{FastMetrics, RejectReason, RevokedBy};
+use sasl2_fast::fast::tokens::ClientInfo;
 use sasl2_fast::sasl2::accounts::normalize_username;
 use sasl2_fast::store::ClientKey;
 use tokio::sync::Semaphore;
 use tracing::info;
 use xmpp_parsers::stream_error::DefinedCondition;
 
-use super::{
-    ClientView, ConnectionStats, FastStats, LoginStats, Reply, Request, Response, Stats, StoreStats,
-};
+use super::{ConnectionStats, FastStats, Reply, Request, Response, Stats, StoreStats};
 use crate::HostAccounts;
-use crate::server::Shared;
+use crate::metrics::HostMetrics;
+use crate::pre_auth::PreAuthSlots;
+use crate::router::Router;
 
-/// Logins counted by the connections (for `stats`).
-#[derive(Debug, Default)]
-pub struct LoginCounters {
-    password: AtomicU64,
-    fast: AtomicU64,
-    failed: AtomicU64,
-}
-
-impl LoginCounters {
-    /// A successful login with `mechanism` (HT-* = FAST).
-    pub fn succeeded(&self, mechanism: &str) {
-        let c = if mechanism.starts_with("HT-") {
-            &self.fast
-        } else {
-            &self.password
-        };
-        c.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// A failed attempt.
-    pub fn failed(&self) {
-        self.failed.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn snapshot(&self) -> LoginStats {
-        LoginStats {
-            password: self.password.load(Ordering::Relaxed),
-            fast: self.fast.load(Ordering::Relaxed),
-            failed: self.failed.load(Ordering::Relaxed),
-        }
-    }
-}
-
-/// What only a running host has: sessions and counters.
+/// What only a running host has, as handles on the parts `stats` and the revocations read
+/// (not the connections' shared state: the admin socket outliving a connection keeps nothing
+/// of it alive).
 pub struct LiveHost {
-    /// Connections' shared state (router, pre-auth slots, login counters).
-    pub shared: Arc<Shared>,
+    /// Bound sessions (closed on revocation, counted by `stats`).
+    pub router: Arc<Router>,
+    /// Unauthenticated connections per source address.
+    pub pre_auth_slots: Arc<PreAuthSlots>,
+    /// The host's metrics (login totals).
+    pub metrics: Arc<HostMetrics>,
     /// FAST lifecycle counters.
-    pub metrics: Arc<FastMetrics>,
+    pub fast_metrics: Arc<FastMetrics>,
     /// The `max_connections` semaphore (open connections = max - available).
     pub connection_limit: Arc<Semaphore>,
+    /// `max_connections`.
+    pub max_connections: usize,
     /// When the host started.
     pub started: Instant,
 }
@@ -171,25 +147,12 @@ impl AdminContext {
 
     async fn clients(&self, user: &str) -> Result<Reply, AdminError> {
         let account = self.account(user)?;
-        let list = self
+        let clients = self
             .fast()?
             .tokens()
             .clients(&account)
             .await
             .map_err(failed)?;
-        let clients = list
-            .into_iter()
-            .map(|c| ClientView {
-                client: c.key.client_label(),
-                software: c.software,
-                device: c.device,
-                created_at: c.created_at,
-                last_used_at: c.last_used_at,
-                current: c.current,
-                new: c.new,
-                revoked: c.revoked,
-            })
-            .collect();
         Ok(Reply::Clients { account, clients })
     }
 
@@ -200,9 +163,15 @@ impl AdminContext {
         let labels: Vec<String> = match label {
             Some(l) => {
                 let l = l.to_ascii_lowercase();
-                let Some(c) = list.iter().find(|c| c.key.client_label() == l) else {
+                // The label `clients` prints, or the whole hash of `clients --json`.
+                let named = |c: &&ClientInfo| {
+                    c.key.client_label() == l
+                        || sasl2_fast::xmpp::lower_hex(c.key.client_hash()) == l
+                };
+                let Some(c) = list.iter().find(named) else {
                     return Err(AdminError::UnknownClient { account, client: l });
                 };
+                let l = c.key.client_label();
                 tokens
                     .revoke_client(&c.key, &RevokedBy::Admin)
                     .await
@@ -239,7 +208,7 @@ impl AdminContext {
         if password.len() > super::MAX_PASSWORD_BYTES {
             return Err(AdminError::PasswordTooLong);
         }
-        crate::server::change_password(&self.accounts, self.fast.as_ref(), &account, password)
+        crate::setup::change_password(&self.accounts, self.fast.as_ref(), &account, password)
             .await
             .map_err(failed)?;
         // Every session was opened with the old password or a token it revoked.
@@ -270,7 +239,7 @@ impl AdminContext {
     /// many were told (0 when the host is stopped).
     fn close_sessions(&self, account: &str, matches: impl Fn(Option<&str>) -> bool) -> usize {
         let Some(live) = &self.live else { return 0 };
-        let closed = live.shared.router.close_matching(
+        let closed = live.router.close_matching(
             account,
             matches,
             DefinedCondition::NotAuthorized,
@@ -323,10 +292,9 @@ impl AdminContext {
                 store,
             })));
         };
-        let server = &live.shared.config.server;
-        let max = server.max_connections as u64;
+        let max = live.max_connections as u64;
         let open = max.saturating_sub(live.connection_limit.available_permits() as u64);
-        let unauthenticated = u64::from(live.shared.pre_auth_slots.total()).min(open);
+        let unauthenticated = u64::from(live.pre_auth_slots.total()).min(open);
         Ok(Reply::Stats(Box::new(Stats {
             running: true,
             uptime_secs: Some(live.started.elapsed().as_secs()),
@@ -334,11 +302,11 @@ impl AdminContext {
                 open,
                 unauthenticated,
                 authenticated: open - unauthenticated,
-                bound: live.shared.router.session_count() as u64,
+                bound: live.router.session_count() as u64,
                 max,
             }),
-            logins: Some(live.shared.logins.snapshot()),
-            fast: self.fast.as_ref().map(|_| fast_stats(&live.metrics)),
+            logins: Some(live.metrics.login_totals()),
+            fast: self.fast.as_ref().map(|_| fast_stats(&live.fast_metrics)),
             store,
         })))
     }

@@ -172,30 +172,22 @@ async fn serve(
             _ = slots.room() => {}
             _ = stopped.changed() => break,
         }
-        let stream = tokio::select! {
-            r = listener.accept() => r,
-            _ = stopped.changed() => break,
+        let Some(stream) = crate::accept::next_connection(&listener, &mut stopped, "admin").await
+        else {
+            break;
         };
-        match stream {
-            Ok((stream, _)) => {
-                let context = context.clone();
-                let admission = slots.spawn(move |started| async move {
-                    serve_one(stream, &context, owner, started).await;
-                });
-                match admission {
-                    Admission::Free => {}
-                    Admission::Evicted => {
-                        debug!("admin connections at the limit: closed the oldest idle one");
-                    }
-                    // A waiting connection's request arrived since `room`: rare, and the
-                    // client sees the connection closed.
-                    Admission::Full => debug!("every admin connection is busy, closing"),
-                }
+        let context = context.clone();
+        let admission = slots.spawn(move |started| async move {
+            serve_one(stream, &context, owner, started).await;
+        });
+        match admission {
+            Admission::Free => {}
+            Admission::Evicted => {
+                debug!("admin connections at the limit: closed the oldest idle one");
             }
-            Err(e) => {
-                warn!(error = %e, "admin socket accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            // A waiting connection's request arrived since `room`: rare, and the client sees
+            // the connection closed.
+            Admission::Full => debug!("every admin connection is busy, closing"),
         }
     }
     drop(listener);

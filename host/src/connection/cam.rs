@@ -26,7 +26,7 @@ impl Conn {
             Some(Ok(j)) => {
                 (j.node().is_none()
                     && j.resource().is_none()
-                    && j.domain().as_str() == self.shared.config.server.domain)
+                    && j.domain().as_str() == self.shared.server.domain)
                     || j.as_str() == a.bare.as_str()
             }
             Some(Err(_)) => false,

@@ -119,7 +119,7 @@ impl Conn {
         let account = a.account.clone();
         let full_jid = Jid::from(b.full_jid.clone());
         let my_id = b.id;
-        let domain = self.shared.config.server.domain.clone();
+        let domain = self.shared.server.domain.clone();
         let to_raw = el.attr("to").map(str::to_owned);
         let reply_to_error = |this: &mut Conn, el: &Element, cond: DefinedCondition| {
             if el.attr("type") != Some("error") && (el.name() != "iq" || is_request) {

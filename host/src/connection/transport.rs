@@ -6,7 +6,12 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use sasl2_fast::sasl2::TlsInfo;
+use tokio::time::Instant;
+use tracing::debug;
+
 use super::shaping::ShapedTcp;
+use crate::shared::Shared;
 
 /// The socket, before or after TLS. Under both is a [`ShapedTcp`]: before authentication its
 /// reads are shaped (`max_unauthenticated_bytes_per_s`), TLS records included.
@@ -165,6 +170,60 @@ impl HandshakeSocket {
         }
         self.held = Vec::new();
         Poll::Ready(Ok(()))
+    }
+}
+
+/// A freshly accepted socket's transport, with the TLS facts and the TLS 1.3 early data of a
+/// direct-TLS handshake.
+pub(super) struct Opened {
+    pub io: Transport,
+    pub tls: Option<TlsInfo>,
+    pub early: Option<Vec<u8>>,
+}
+
+/// Plain TCP on the STARTTLS port; on the direct-TLS port (XEP-0368) the handshake first,
+/// by `deadline`, through the 0-RTT acceptor when `zero_rtt`. `None`: the handshake failed or
+/// timed out (logged at debug level: an unauthenticated peer's doing).
+pub(super) async fn open(
+    shared: &Shared,
+    tcp: ShapedTcp,
+    direct_tls: bool,
+    zero_rtt: bool,
+    deadline: Instant,
+) -> Option<Opened> {
+    if !direct_tls {
+        return Some(Opened {
+            io: Transport::Plain(tcp),
+            tls: None,
+            early: None,
+        });
+    }
+    let acceptor = match (&shared.early_data, zero_rtt) {
+        (Some(e), true) => &e.acceptor,
+        _ => &shared.acceptor,
+    };
+    match tokio::time::timeout_at(deadline, accept_tls(acceptor, tcp)).await {
+        Ok(Ok(mut s)) => {
+            let info = shared.tls.connection_info(s.get_ref().1);
+            // Z-8: the handshake is complete; the early data waits in rustls.
+            let early = match zero_rtt {
+                true => crate::tls::early_data::take_early_data(s.get_mut().1),
+                false => None,
+            };
+            Some(Opened {
+                io: Transport::Tls(Box::new(s)),
+                tls: Some(info),
+                early,
+            })
+        }
+        Ok(Err(e)) => {
+            debug!(error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            debug!("TLS handshake timed out");
+            None
+        }
     }
 }
 

@@ -205,6 +205,13 @@ fn the_host_has_no_import_circle() {
         assert!(g[from].contains(to), "expected {from} -> {to} in {g:?}");
     }
     assert_eq!(circle(&g), None, "an import circle in host/src");
+    // DESIGN.md: only what starts a host imports the server.
+    let importers: Vec<&str> = g
+        .iter()
+        .filter(|(_, deps)| deps.contains("server"))
+        .map(|(m, _)| m.as_str())
+        .collect();
+    assert_eq!(importers, ["cli", "harness"]);
 }
 
 #[test]

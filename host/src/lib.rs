@@ -1,7 +1,7 @@
 //! # sasl2-fast-host
 //!
 //! The example XMPP server of `sasl2-fast`, as a library that tests and the `host` binary
-//! share, and the SASL2/FAST test client that drives it.
+//! share, and (feature `testing`) the SASL2/FAST test client that drives it.
 //!
 //! - [`run`] / [`Host::start`]: serve [`Listeners`] with a typed [`HostConfig`] until
 //!   shutdown (mini-redis style). TLS (STARTTLS and direct TLS, rustls), SASL2 with FAST and
@@ -13,8 +13,8 @@
 //! - [`admin`]: the admin Unix socket of a running host and `host ctl`.
 //! - [`request_slots`]: the connection slots of those two listeners (a newcomer evicts the
 //!   oldest connection still waiting for its request).
-//! - [`harness`]: a throw-away host on loopback for tests and measurements.
-//! - [`client`]: a small SASL2/FAST client over TCP/TLS with real channel binding, which
+//! - `harness` (feature `testing`): a throw-away host on loopback for tests and measurements.
+//! - `client` (feature `testing`): a small SASL2/FAST client over TCP/TLS with real channel binding, which
 //!   parses what it receives with minidom and xmpp-parsers (not with the server's reader), for
 //!   the integration tests and the load generator.
 #![forbid(unsafe_code)]
@@ -25,9 +25,11 @@ pub mod accounts;
 pub mod admin;
 pub mod audit;
 pub mod cli;
+#[cfg(feature = "testing")]
 pub mod client;
 pub mod config;
 mod connection;
+#[cfg(feature = "testing")]
 pub mod harness;
 pub mod listeners;
 pub mod log_budget;

@@ -21,7 +21,7 @@ use sasl2_fast::fast::tokens::SweeperHandle;
 use sasl2_fast::sasl2::bind2::Bind2;
 use sasl2_fast::sasl2::plain::PlainProvider;
 use sasl2_fast::sasl2::scram::ScramProvider;
-use sasl2_fast::sasl2::{BackoffThrottle, Sasl2Server, ScramHash};
+use sasl2_fast::sasl2::{BackoffThrottle, Sasl2Server, ScramHash, UnknownAccounts};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
@@ -109,14 +109,11 @@ fn sasl2_server(
     // Unknown accounts get fake SCRAM salts from a key that survives restarts (the key
     // config accounts' salts come from), so they cannot be told from real ones by probing
     // across a restart (S-29).
-    let fake_key = accounts.fake_key().clone();
-
+    let unknown = UnknownAccounts::new(accounts.fake_key().clone(), ITERATIONS);
     let store = accounts.store();
     let scram = |hash, plus| {
         Arc::new(
-            ScramProvider::new(hash, plus, store.clone())
-                .with_fake_iterations(ITERATIONS)
-                .with_fake_key(fake_key.clone()),
+            ScramProvider::new(hash, plus, store.clone()).with_unknown_accounts(unknown.clone()),
         )
     };
     // RFC 6120 SASL beside SASL2: clients without SASL2 log in with the same mechanisms
@@ -130,9 +127,7 @@ fn sasl2_server(
         .inline_feature(Arc::new(Bind2::new()));
     if server.allow_plain {
         builder = builder.mechanism(Arc::new(
-            PlainProvider::new(store.clone())
-                .with_fake_iterations(ITERATIONS)
-                .with_fake_key(fake_key.clone()),
+            PlainProvider::new(store.clone()).with_unknown_accounts(unknown.clone()),
         ));
     }
     // Password guessing is bounded inside the SASL layer, before every credential check;

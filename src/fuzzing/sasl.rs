@@ -5,6 +5,7 @@ use std::sync::{Arc, OnceLock};
 
 use crate::fast::ht::{MAX_AUTHCID_BYTES, parse_initiator};
 use crate::fast::{FastConfig, FastPlugin, FastTokens, HtMechanism, Pepper};
+use crate::sasl2::UnknownAccounts;
 use crate::sasl2::accounts::MemoryAccounts;
 use crate::sasl2::credentials::derive_credentials_with_salt;
 use crate::sasl2::plain::PlainProvider;
@@ -52,7 +53,7 @@ fn fixture() -> &'static Fixture {
 
 fn scram_provider(a: &Arc<MemoryAccounts>, plus: bool) -> ScramProvider {
     ScramProvider::new(ScramHash::Sha256, plus, a.clone())
-        .with_fake_iterations(1)
+        .with_unknown_accounts(UnknownAccounts::default().with_iterations(1))
         .dangerous_fixed_nonce_for_tests("fuzz")
 }
 
@@ -70,7 +71,8 @@ fn server(f: &Fixture) -> Arc<Sasl2Server> {
             .mechanism(Arc::new(scram_provider(&f.accounts, true)))
             .mechanism(Arc::new(scram_provider(&f.accounts, false)))
             .mechanism(Arc::new(
-                PlainProvider::new(f.accounts.clone()).with_fake_iterations(1),
+                PlainProvider::new(f.accounts.clone())
+                    .with_unknown_accounts(UnknownAccounts::default().with_iterations(1)),
             ))
             .inline_feature(Arc::new(crate::sasl2::bind2::Bind2::new()))
             .inline_feature(Arc::new(FastPlugin::new(Arc::new(tokens))))
@@ -154,7 +156,8 @@ pub fn scram(data: &[u8]) {
         .collect();
     let f = fixture();
     let scram = scram_provider(&f.accounts, flags & 2 != 0);
-    let plain = PlainProvider::new(f.accounts.clone()).with_fake_iterations(1);
+    let plain = PlainProvider::new(f.accounts.clone())
+        .with_unknown_accounts(UnknownAccounts::default().with_iterations(1));
     f.rt.block_on(async {
         drive(&scram, &f.stream, flags & 1 != 0, &msgs).await;
         drive(&plain, &f.stream, flags & 1 != 0, &msgs).await;

@@ -261,3 +261,65 @@ impl FakeKey {
         }
     }
 }
+
+/// How the password mechanisms answer for an account that does not exist (S-29): with fake
+/// credentials derived from a [`FakeKey`] and the iteration count of real accounts, so a probe
+/// cannot tell a name without an account from one with it, by salt, count or time. One value
+/// for every provider of a server (`with_unknown_accounts` on the SCRAM and PLAIN providers).
+#[derive(Clone)]
+pub struct UnknownAccounts {
+    key: Option<FakeKey>,
+    iterations: u32,
+}
+
+impl fmt::Debug for UnknownAccounts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UnknownAccounts")
+            .field("key", &self.key.as_ref().map(|_| "[redacted]"))
+            .field("iterations", &self.iterations)
+            .finish()
+    }
+}
+
+impl UnknownAccounts {
+    /// Fake credentials from `key` (give a stable one: [`FakeKey::load_or_create`]) with
+    /// `iterations` (use the count of your real accounts; at least 1).
+    pub fn new(key: FakeKey, iterations: u32) -> Self {
+        UnknownAccounts {
+            key: Some(key),
+            iterations: iterations.max(1),
+        }
+    }
+
+    /// The same, with the key kept and `iterations` instead.
+    pub fn with_iterations(mut self, iterations: u32) -> Self {
+        self.iterations = iterations.max(1);
+        self
+    }
+
+    /// The iteration count the fake credentials carry.
+    pub fn iterations(&self) -> u32 {
+        self.iterations
+    }
+
+    /// The fake credentials of `username` for `hash`; `None` when there is no key (the OS
+    /// random generator failed at start: every attempt then fails with
+    /// `temporary-auth-failure`).
+    pub(crate) fn credentials(&self, hash: ScramHash, username: &str) -> Option<ScramCredentials> {
+        self.key
+            .as_ref()
+            .map(|k| k.credentials(hash, username, self.iterations))
+    }
+}
+
+impl Default for UnknownAccounts {
+    /// A key for this process only ([`FakeKey::per_process`]: an unknown account's salt then
+    /// changes across a restart while a real one's does not) and
+    /// [`crate::sasl2::scram::DEFAULT_FAKE_ITERATIONS`].
+    fn default() -> Self {
+        UnknownAccounts {
+            key: FakeKey::per_process(),
+            iterations: crate::sasl2::scram::DEFAULT_FAKE_ITERATIONS,
+        }
+    }
+}

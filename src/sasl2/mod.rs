@@ -44,7 +44,7 @@ pub mod task;
 pub mod throttle;
 
 pub use condition::{Failure, SaslCondition};
-pub use credentials::{ScramCredentials, ScramHash};
+pub use credentials::{ScramCredentials, ScramHash, UnknownAccounts};
 pub use inline::{
     ClaimContext, Extensions, InlineError, InlineFeature, InlineOrder, Offer, SessionResumed,
     SharedInlineFeature, SuccessBuilder, SuccessContext,

@@ -24,10 +24,9 @@ use zeroize::Zeroizing;
 use super::accounts::{AccountStore, MAX_USERNAME_BYTES, normalize_username};
 use super::authzid::{MAX_AUTHZID_BYTES, check_authzid};
 use super::credentials::{
-    FakeKey, ScramCredentials, ScramHash, credentials_usable, keys_from_salted, prepare_password,
-    salted_password,
+    ScramCredentials, ScramHash, UnknownAccounts, credentials_usable, keys_from_salted,
+    prepare_password, salted_password,
 };
-use super::scram::DEFAULT_FAKE_ITERATIONS;
 use super::{
     AuthenticateRequest, Authenticated, CredentialCheck, Failure, MAX_SASL_PAYLOAD, Mechanism,
     MechanismProvider, SaslCondition, Step, StreamInfo,
@@ -39,14 +38,13 @@ pub const MAX_PLAIN_PASSWORD_BYTES: usize = 1024;
 /// The PLAIN mechanism provider.
 pub struct PlainProvider {
     accounts: Arc<dyn AccountStore>,
-    fake_iterations: u32,
-    fake_key: Option<FakeKey>,
+    unknown: UnknownAccounts,
 }
 
 impl fmt::Debug for PlainProvider {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PlainProvider")
-            .field("fake_iterations", &self.fake_iterations)
+            .field("unknown", &self.unknown)
             .field("accounts", &self.accounts)
             .finish()
     }
@@ -57,23 +55,15 @@ impl PlainProvider {
     pub fn new(accounts: Arc<dyn AccountStore>) -> Self {
         PlainProvider {
             accounts,
-            fake_iterations: DEFAULT_FAKE_ITERATIONS,
-            fake_key: FakeKey::per_process(),
+            unknown: UnknownAccounts::default(),
         }
     }
 
-    /// The PBKDF2 iteration count spent on unknown accounts (default
-    /// [`DEFAULT_FAKE_ITERATIONS`]), so they take as long as real ones. Use the count of your
-    /// real accounts.
-    pub fn with_fake_iterations(mut self, iterations: u32) -> Self {
-        self.fake_iterations = iterations.max(1);
-        self
-    }
-
-    /// The key unknown accounts' fake credentials come from (see
-    /// [`crate::sasl2::scram::ScramProvider::with_fake_key`]).
-    pub fn with_fake_key(mut self, key: FakeKey) -> Self {
-        self.fake_key = Some(key);
+    /// How unknown accounts are answered: the PBKDF2 iterations spent on them (so they take
+    /// as long as real ones) and the key of their fake credentials. Default:
+    /// [`UnknownAccounts::default`]; give the one the server's SCRAM providers have.
+    pub fn with_unknown_accounts(mut self, unknown: UnknownAccounts) -> Self {
+        self.unknown = unknown;
         self
     }
 }
@@ -90,8 +80,7 @@ impl MechanismProvider for PlainProvider {
     fn start(&self, stream: &StreamInfo, _request: &AuthenticateRequest) -> Box<dyn Mechanism> {
         Box::new(PlainMechanism {
             accounts: self.accounts.clone(),
-            fake_iterations: self.fake_iterations,
-            fake_key: self.fake_key.clone(),
+            unknown: self.unknown.clone(),
             stream: stream.clone(),
             state: State::Start,
         })
@@ -111,8 +100,7 @@ enum State {
 
 struct PlainMechanism {
     accounts: Arc<dyn AccountStore>,
-    fake_iterations: u32,
-    fake_key: Option<FakeKey>,
+    unknown: UnknownAccounts,
     stream: StreamInfo,
     state: State,
 }
@@ -187,10 +175,9 @@ impl PlainMechanism {
             }
             None => {
                 let c = self
-                    .fake_key
-                    .as_ref()
-                    .ok_or_else(|| fail(SaslCondition::TemporaryAuthFailure))?
-                    .credentials(ScramHash::Sha256, username, self.fake_iterations);
+                    .unknown
+                    .credentials(ScramHash::Sha256, username)
+                    .ok_or_else(|| fail(SaslCondition::TemporaryAuthFailure))?;
                 Ok((ScramHash::Sha256, c, false))
             }
         }
@@ -283,7 +270,8 @@ mod tests {
     fn provider() -> PlainProvider {
         let a = Arc::new(MemoryAccounts::new());
         a.set_password("user", "pencil", ITER);
-        PlainProvider::new(a).with_fake_iterations(ITER)
+        PlainProvider::new(a)
+            .with_unknown_accounts(UnknownAccounts::default().with_iterations(ITER))
     }
 
     fn request() -> AuthenticateRequest {

@@ -268,28 +268,19 @@ impl Conn {
         let Transport::Plain(tcp) = std::mem::replace(&mut self.io, Transport::Upgrading) else {
             return false;
         };
-        let accept = transport::accept_tls(&self.shared.acceptor, tcp);
-        match tokio::time::timeout_at(deadline, accept).await {
-            Ok(Ok(s)) => {
-                let info = self.shared.tls.connection_info(s.get_ref().1);
-                debug!(version = ?info.version, cb = ?info.channel_bindings, "STARTTLS done");
-                self.tls = Some(info);
-                self.gauge.set_tls();
-                self.io = Transport::Tls(Box::new(s));
-                self.reader.reset();
-                self.header_sent = false;
-                self.negotiator = None;
-                true
-            }
-            Ok(Err(e)) => {
-                debug!(error = %e, "STARTTLS handshake failed");
-                false
-            }
-            Err(_) => {
-                debug!("STARTTLS handshake timed out");
-                false
-            }
-        }
+        let Some(s) = transport::handshake(&self.shared.acceptor, tcp, deadline, "STARTTLS").await
+        else {
+            return false;
+        };
+        let info = self.shared.tls.connection_info(s.get_ref().1);
+        debug!(version = ?info.version, cb = ?info.channel_bindings, "STARTTLS done");
+        self.tls = Some(info);
+        self.gauge.set_tls();
+        self.io = Transport::Tls(Box::new(s));
+        self.reader.reset();
+        self.header_sent = false;
+        self.negotiator = None;
+        true
     }
 
     /// Handles what the peer's last bytes completed: `fed` is the reader's verdict on them.

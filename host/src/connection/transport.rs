@@ -181,9 +181,9 @@ pub(super) struct Opened {
     pub early: Option<Vec<u8>>,
 }
 
-/// Plain TCP on the STARTTLS port; on the direct-TLS port (XEP-0368) the handshake first,
+/// Plain TCP on the STARTTLS port; on the direct-TLS port (XEP-0368) the [`handshake`] first,
 /// by `deadline`, through the 0-RTT acceptor when `zero_rtt`. `None`: the handshake failed or
-/// timed out (logged at debug level: an unauthenticated peer's doing).
+/// timed out.
 pub(super) async fn open(
     shared: &Shared,
     tcp: ShapedTcp,
@@ -202,26 +202,36 @@ pub(super) async fn open(
         (Some(e), true) => &e.acceptor,
         _ => &shared.acceptor,
     };
+    let mut s = handshake(acceptor, tcp, deadline, "direct TLS").await?;
+    let info = shared.tls.connection_info(s.get_ref().1);
+    // Z-8: the handshake is complete; the early data waits in rustls.
+    let early = match zero_rtt {
+        true => crate::tls::early_data::take_early_data(s.get_mut().1),
+        false => None,
+    };
+    Some(Opened {
+        io: Transport::Tls(Box::new(s)),
+        tls: Some(info),
+        early,
+    })
+}
+
+/// [`accept_tls`] by `deadline`. `None`: the handshake (`what`: direct TLS or STARTTLS) failed
+/// or timed out, logged at debug level (an unauthenticated peer's doing).
+pub(super) async fn handshake(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    tcp: ShapedTcp,
+    deadline: Instant,
+    what: &'static str,
+) -> Option<tokio_rustls::server::TlsStream<HandshakeSocket>> {
     match tokio::time::timeout_at(deadline, accept_tls(acceptor, tcp)).await {
-        Ok(Ok(mut s)) => {
-            let info = shared.tls.connection_info(s.get_ref().1);
-            // Z-8: the handshake is complete; the early data waits in rustls.
-            let early = match zero_rtt {
-                true => crate::tls::early_data::take_early_data(s.get_mut().1),
-                false => None,
-            };
-            Some(Opened {
-                io: Transport::Tls(Box::new(s)),
-                tls: Some(info),
-                early,
-            })
-        }
+        Ok(Ok(s)) => Some(s),
         Ok(Err(e)) => {
-            debug!(error = %e, "TLS handshake failed");
+            debug!(error = %e, handshake = what, "TLS handshake failed");
             None
         }
         Err(_) => {
-            debug!("TLS handshake timed out");
+            debug!(handshake = what, "TLS handshake timed out");
             None
         }
     }

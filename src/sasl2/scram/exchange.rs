@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 use super::super::accounts::{AccountStore, normalize_username};
 use super::super::authzid::check_authzid;
 use super::super::credentials::{
-    FakeKey, ScramCredentials, ScramHash, credentials_usable, digest, hash_len, hmac,
+    ScramCredentials, ScramHash, UnknownAccounts, credentials_usable, digest, hash_len, hmac,
 };
 use super::super::{
     Authenticated, ChannelBindingType, CredentialCheck, Failure, Mechanism, SaslCondition, Step,
@@ -71,8 +71,7 @@ pub(super) struct ScramMechanism {
     pub(super) plus: bool,
     /// Non-PLUS attempt on a stream where the server offers `-PLUS` (downgrade check).
     pub(super) plus_offered_here: bool,
-    pub(super) fake_iterations: u32,
-    pub(super) fake_key: Option<FakeKey>,
+    pub(super) unknown: UnknownAccounts,
     pub(super) fixed_nonce_suffix: Option<String>,
     pub(super) accounts: Arc<dyn AccountStore>,
     pub(super) stream: StreamInfo,
@@ -154,10 +153,9 @@ impl ScramMechanism {
                 return Err(fail(TemporaryAuthFailure));
             }
             Ok(None) => (
-                self.fake_key
-                    .as_ref()
-                    .ok_or_else(|| fail(TemporaryAuthFailure))?
-                    .credentials(self.hash, &username, self.fake_iterations),
+                self.unknown
+                    .credentials(self.hash, &username)
+                    .ok_or_else(|| fail(TemporaryAuthFailure))?,
                 false,
             ),
             Err(e) => {

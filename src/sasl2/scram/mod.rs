@@ -28,7 +28,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::accounts::AccountStore;
-use super::credentials::{FakeKey, ScramHash};
+use super::credentials::{ScramHash, UnknownAccounts};
 use super::{AuthenticateRequest, Mechanism, MechanismProvider, StreamInfo};
 use exchange::{ScramMechanism, State};
 
@@ -66,8 +66,7 @@ pub struct ScramProvider {
     hash: ScramHash,
     plus: bool,
     plus_offered: bool,
-    fake_iterations: u32,
-    fake_key: Option<FakeKey>,
+    unknown: UnknownAccounts,
     fixed_nonce_suffix: Option<String>,
     accounts: Arc<dyn AccountStore>,
 }
@@ -77,7 +76,7 @@ impl fmt::Debug for ScramProvider {
         f.debug_struct("ScramProvider")
             .field("name", &self.name())
             .field("plus_offered", &self.plus_offered)
-            .field("fake_iterations", &self.fake_iterations)
+            .field("unknown", &self.unknown)
             .field("fixed_nonce", &self.fixed_nonce_suffix.is_some())
             .field("accounts", &self.accounts)
             .finish()
@@ -92,9 +91,8 @@ impl ScramProvider {
             hash,
             plus,
             plus_offered: true,
-            fake_iterations: DEFAULT_FAKE_ITERATIONS,
-            // Created now so its first use costs nothing measurable.
-            fake_key: FakeKey::per_process(),
+            // Its key is created now so its first use costs nothing measurable.
+            unknown: UnknownAccounts::default(),
             fixed_nonce_suffix: None,
             accounts,
         }
@@ -109,19 +107,14 @@ impl ScramProvider {
         self
     }
 
-    /// The iteration count announced for unknown accounts (default
-    /// [`DEFAULT_FAKE_ITERATIONS`]). Use the count of your real accounts, so the challenge does
-    /// not tell unknown accounts apart.
-    pub fn with_fake_iterations(mut self, iterations: u32) -> Self {
-        self.fake_iterations = iterations.max(1);
-        self
-    }
-
-    /// The key unknown accounts' salts are derived from. Give a stable one
-    /// ([`FakeKey::load_or_create`]): the default is per process, so across a restart an
-    /// unknown account's salt changes while a real one's does not (S-29).
-    pub fn with_fake_key(mut self, key: FakeKey) -> Self {
-        self.fake_key = Some(key);
+    /// How unknown accounts are answered (S-29): the iteration count announced for them (use
+    /// the count of your real accounts, so the challenge does not tell them apart) and the
+    /// key their salts are derived from. Give a stable key
+    /// ([`FakeKey::load_or_create`](super::credentials::FakeKey::load_or_create)): the
+    /// default is per process, so across a restart an unknown account's salt changes while a
+    /// real one's does not.
+    pub fn with_unknown_accounts(mut self, unknown: UnknownAccounts) -> Self {
+        self.unknown = unknown;
         self
     }
 
@@ -159,8 +152,7 @@ impl MechanismProvider for ScramProvider {
             hash: self.hash,
             plus: self.plus,
             plus_offered_here: !self.plus && self.plus_offered && stream.has_channel_binding(),
-            fake_iterations: self.fake_iterations,
-            fake_key: self.fake_key.clone(),
+            unknown: self.unknown.clone(),
             fixed_nonce_suffix: self.fixed_nonce_suffix.clone(),
             accounts: self.accounts.clone(),
             stream: stream.clone(),

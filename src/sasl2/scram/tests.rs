@@ -73,7 +73,8 @@ fn accounts() -> Arc<MemoryAccounts> {
 }
 
 fn provider(hash: ScramHash, plus: bool, a: Arc<MemoryAccounts>) -> ScramProvider {
-    ScramProvider::new(hash, plus, a).with_fake_iterations(ITER)
+    ScramProvider::new(hash, plus, a)
+        .with_unknown_accounts(UnknownAccounts::default().with_iterations(ITER))
 }
 
 fn start(p: &ScramProvider, s: &StreamInfo) -> Box<dyn Mechanism> {
@@ -457,7 +458,8 @@ async fn fake_salts_survive_a_restart_with_a_key_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("scram-fake-key");
     let salt = async |key: crate::sasl2::credentials::FakeKey| {
-        let p = provider(ScramHash::Sha256, false, accounts()).with_fake_key(key);
+        let p = provider(ScramHash::Sha256, false, accounts())
+            .with_unknown_accounts(UnknownAccounts::new(key, ITER));
         let mut m = start(&p, &plain_stream());
         let c =
             challenge(crate::sasl2::step_unthrottled(&mut *m, Some(b"n,,n=nobody,r=abc")).await);

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use sasl2_fast::fast::FastPlugin;
 use sasl2_fast::fast::hooks::{FastMetrics, FastObserver, TracingObserver};
-use sasl2_fast::fast::plugin::OpenError;
+use sasl2_fast::fast::open::OpenError;
 use sasl2_fast::fast::tokens::SweeperHandle;
 use sasl2_fast::sasl2::bind2::Bind2;
 use sasl2_fast::sasl2::plain::PlainProvider;

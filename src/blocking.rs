@@ -1,5 +1,5 @@
 //! CPU-heavy or blocking work off the async executor: PBKDF2 of a PLAIN password
-//! (`sasl2::plain`), opening a sled store (`fast::plugin`).
+//! (`sasl2::plain`), opening a sled store (`fast::open`).
 
 /// Runs CPU-heavy or blocking work (PBKDF2, opening a store) off the async executor when a
 /// tokio runtime is present. `None` if the task could not complete.

@@ -287,7 +287,7 @@ async fn records_without_a_seal_are_refused_unless_distrusted() {
 mod pepper {
     use sasl2_fast::fast::HtMechanism;
     use sasl2_fast::fast::config::PepperRecovery;
-    use sasl2_fast::fast::plugin::OpenError;
+    use sasl2_fast::fast::open::OpenError;
     use sasl2_fast::fast::tokens::{IssueKind, TokenRequest};
     use sasl2_fast::fast::{FastConfig, FastPlugin};
     use sasl2_fast::secret_file::SecretFileError;

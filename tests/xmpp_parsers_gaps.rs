@@ -162,6 +162,40 @@ async fn success_without_additional_data() {
     );
 }
 
+/// The `<token>` of `<success>` carries its `expiry` in XEP-0082's UTC form, `...Z` (F-11), the
+/// form clients parse. xmpp-parsers: `fast::Token::expiry` is a `date::DateTime`, which writes
+/// `+00:00` (chrono's `to_rfc3339`), so the crate builds `<token>` over minidom.
+#[tokio::test]
+async fn token_expiry_is_written_in_the_z_form() {
+    let theirs = Element::from(xmpp_parsers::fast::Token {
+        token: "secret-token:fast-x".to_owned(),
+        expiry: "2026-08-01T12:00:00Z".parse().unwrap(),
+    });
+    assert_eq!(theirs.attr("expiry"), Some("2026-08-01T12:00:00+00:00"));
+
+    let (server, _) = server(false);
+    let mut n = Negotiator::new(server, stream());
+    let xml = format!(
+        "<authenticate xmlns='urn:xmpp:sasl:2' mechanism='PLAIN'><initial-response>{PLAIN_IR}</initial-response>\
+         <user-agent id='d4565fa7-4d72-4749-b3d3-740edbf87770'/>\
+         <request-token xmlns='urn:xmpp:fast:0' mechanism='HT-SHA-256-NONE'/></authenticate>"
+    );
+    let s = success_of(n.handle(parse(&xml)).await);
+    let token = s.get_child("token", ns::FAST).expect("a <token>");
+    let expiry = token.attr("expiry").unwrap();
+    // YYYY-MM-DDThh:mm:ssZ: UTC, `Z`, whole seconds, as written on the wire.
+    assert_eq!(expiry.len(), 20, "{expiry}");
+    assert!(expiry.ends_with('Z'), "{expiry}");
+    let wire = sasl2_fast::stream::to_xml(&s);
+    assert!(
+        wire.contains(&format!(" expiry='{expiry}'")),
+        "the written <success> carries the Z form"
+    );
+    // And it still reads back with xmpp-parsers.
+    let back = xmpp_parsers::fast::Token::try_from(token.clone()).unwrap();
+    assert_eq!(back.expiry, expiry.parse().unwrap());
+}
+
 /// RFC 6120 `<auth>` naming a mechanism outside xmpp-parsers' closed `sasl::Mechanism` enum
 /// (here an HT name, which some clients try on servers without SASL2) must get
 /// `invalid-mechanism` (RFC 6120 §6.4.4), not a parse error. xmpp-parsers: `Auth::mechanism`

@@ -215,7 +215,7 @@ async fn migrate_store(config: HostConfig, to: String) -> ExitCode {
         eprintln!("error: migrate-store copies from a sled store; this config has another store");
         return ExitCode::from(2);
     }
-    let from = match sasl2_fast::fast::plugin::open_sled(fast, &config.server.data_dir) {
+    let from = match sasl2_fast::fast::open::open_sled(fast, &config.server.data_dir) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: cannot open the sled token store: {e}");

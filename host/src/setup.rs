@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use sasl2_fast::fast::FastPlugin;
 use sasl2_fast::fast::hooks::{FastObserver, RevokedBy};
-use sasl2_fast::fast::plugin::OpenError;
+use sasl2_fast::fast::open::OpenError;
 use sasl2_fast::sasl2::accounts::AccountStore;
 use sasl2_fast::store::observed::StoreObserver;
 use tracing::info;

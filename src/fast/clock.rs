@@ -4,6 +4,8 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use chrono::{DateTime, SecondsFormat, Utc};
+
 /// A source of wall-clock time in unix milliseconds.
 pub trait Clock: fmt::Debug + Send + Sync {
     /// Milliseconds since the unix epoch.
@@ -51,32 +53,14 @@ impl Clock for ManualClock {
 }
 
 /// Formats unix milliseconds as an XEP-0082 DateTime in UTC, `YYYY-MM-DDThh:mm:ssZ`
-/// (the `expiry` attribute, F-11).
+/// (the `expiry` attribute, F-11): `Z` and whole seconds (the milliseconds are cut), the form
+/// clients parse. Times past chrono's range (about year 262 000) show its last instant.
 pub fn xep0082(ms: u64) -> String {
-    let secs = ms / 1000;
-    let days = (secs / 86400) as i64;
-    let rem = secs % 86400;
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
+    i64::try_from(ms)
+        .ok()
+        .and_then(DateTime::from_timestamp_millis)
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+        .to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
 #[cfg(test)]
@@ -89,6 +73,8 @@ mod tests {
         assert_eq!(xep0082(951_782_400_000), "2000-02-29T00:00:00Z");
         assert_eq!(xep0082(1_785_585_600_999), "2026-08-01T12:00:00Z");
         assert_eq!(xep0082(4_102_444_799_000), "2099-12-31T23:59:59Z");
+        // Past chrono's range: its last instant, never a panic.
+        assert_eq!(xep0082(u64::MAX), "+262142-12-31T23:59:59Z");
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! - [`token`]: token secrets, the pepper, sealing at rest.
 //! - [`tokens`]: the lifecycle over a [`crate::store::TokenStore`]; [`login`]: a FAST login's
 //!   one read and one write.
-//! - [`plugin`]: the SASL2 inline feature a host registers.
+//! - [`plugin`]: the SASL2 inline feature a host registers; [`open`]: its start-up from a
+//!   config (the store it names, the pepper beside it).
 //! - `known_devices`: FAST's client records tell the login throttle which devices are the
 //!   owner's ([`crate::sasl2::KnownDevices`]).
 //! - [`standalone`]: the same FAST pieces for a server that keeps its own SASL2 code.
@@ -19,6 +20,7 @@ pub mod hooks;
 pub mod ht;
 mod known_devices;
 pub mod login;
+pub mod open;
 pub mod plugin;
 pub mod standalone;
 pub mod token;

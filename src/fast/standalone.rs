@@ -25,7 +25,7 @@
 //! `tests/fast_only.rs` performs a whole FAST login through these calls alone, over real TLS.
 
 use minidom::Element;
-use xmpp_parsers::fast::{RequestToken, Token};
+use xmpp_parsers::fast::RequestToken;
 use zeroize::Zeroizing;
 
 use super::clock::xep0082;
@@ -342,10 +342,7 @@ impl FastLogin {
             None => None,
         };
         let issued = tokens.commit(v, want.as_ref()).await.map_err(failure_for)?;
-        issued.map(token_element).transpose().map_err(|e| {
-            tracing::warn!(error = %e, "FAST token element");
-            Failure::new(SaslCondition::TemporaryAuthFailure)
-        })
+        Ok(issued.map(token_element))
     }
 }
 
@@ -375,23 +372,25 @@ pub async fn issue_token(
     let issued = tokens
         .issue(&key, &labels.request(mechanism, IssueKind::Requested))
         .await?;
-    issued.map(token_element).transpose()
+    Ok(issued.map(token_element))
 }
 
-/// The `<token>` of `<success>` (F-11), its expiry in XEP-0082's UTC form (`...Z`,
-/// protocol.md §8), whatever offset form xmpp-parsers would choose for the parsed value.
-fn token_element(t: IssuedToken) -> Result<Element, crate::BoxError> {
-    let expiry = xep0082(t.expires_at);
-    let mut token = Element::from(Token {
-        token: t.token.expose().to_owned(),
-        expiry: expiry.parse()?,
-    });
-    token.set_attr(
-        rxml::Namespace::NONE,
-        rxml::NcName::try_from("expiry").expect("valid name"),
-        expiry,
-    );
-    Ok(token)
+/// The `<token>` of `<success>` (F-11), built once with minidom's builder: `expiry` in
+/// XEP-0082's UTC form (`YYYY-MM-DDThh:mm:ssZ`), what clients parse.
+/// xmpp-parsers' `fast::Token` would write `+00:00` (its `DateTime` serialises with chrono's
+/// `to_rfc3339`); `token_expiry_is_written_in_the_z_form` (tests/xmpp_parsers_gaps.rs) pins
+/// both that and that xmpp-parsers reads this element back.
+fn token_element(t: IssuedToken) -> Element {
+    Element::builder("token", ns::FAST)
+        .attr(
+            rxml::NcName::try_from("token").expect("NCName"),
+            t.token.expose(),
+        )
+        .attr(
+            rxml::NcName::try_from("expiry").expect("NCName"),
+            xep0082(t.expires_at),
+        )
+        .build()
 }
 
 /// The SASL failure for a rejected token (F-28: distrusted tokens answer

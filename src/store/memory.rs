@@ -4,6 +4,10 @@
 //! no `.await` inside the critical section, so a blocking mutex is cheaper than an async one and
 //! cannot be held across a suspension point. Nothing survives the process, so
 //! [`Durability`] is ignored.
+//!
+//! It writes only the methods [`TokenStore`] requires and keeps its defaults for the rest
+//! (`get_for_login`, `remove_account`, `flush`): the smallest store there is, and the one the
+//! conformance suite checks the defaults on.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -12,8 +16,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use async_trait::async_trait;
 
 use super::{
-    CasOutcome, ClientKey, ClientRecord, Durability, LoginView, RevocationScope, StoreError,
-    TokenStore, Versioned, check_account, codec, fresh_version,
+    CasOutcome, ClientKey, ClientRecord, Durability, RevocationScope, StoreError, TokenStore,
+    Versioned, check_account, codec, fresh_version,
 };
 
 /// A [`TokenStore`] kept in memory.
@@ -72,19 +76,6 @@ fn account_range(account: &str) -> Result<(ClientKey, ClientKey), StoreError> {
 impl TokenStore for MemoryStore {
     async fn get(&self, key: &ClientKey) -> Result<Option<Versioned<ClientRecord>>, StoreError> {
         Ok(self.lock().records.get(key).cloned())
-    }
-
-    async fn get_for_login(&self, key: &ClientKey) -> Result<LoginView, StoreError> {
-        let inner = self.lock();
-        let own = inner
-            .account_cutoffs
-            .get(key.account())
-            .copied()
-            .unwrap_or(0);
-        Ok(LoginView {
-            record: inner.records.get(key).cloned(),
-            revoked_before: own.max(inner.global_cutoff),
-        })
     }
 
     async fn compare_and_swap(
@@ -155,26 +146,6 @@ impl TokenStore for MemoryStore {
             .collect())
     }
 
-    async fn remove_account(&self, account: &str) -> Result<usize, StoreError> {
-        check_account(account)?;
-        let range = account_range(account)?;
-        let mut inner = self.lock();
-        let inner = &mut *inner;
-        let keys: Vec<ClientKey> = inner
-            .records
-            .range(range.0..=range.1)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in &keys {
-            if let Some(old) = inner.records.remove(key)
-                && let Some(at) = old.value.expires_at()
-            {
-                inner.expiry.remove(&(at, key.clone()));
-            }
-        }
-        Ok(keys.len())
-    }
-
     async fn raise_revocation_cutoff(
         &self,
         scope: RevocationScope,
@@ -201,10 +172,6 @@ impl TokenStore for MemoryStore {
 
     async fn len(&self) -> Result<u64, StoreError> {
         Ok(self.lock().records.len() as u64)
-    }
-
-    async fn flush(&self) -> Result<(), StoreError> {
-        Ok(())
     }
 }
 

@@ -359,7 +359,31 @@ pub struct LoginView {
 ///
 /// Any implementation, in this crate or outside it, can check itself against the contract
 /// below with the public conformance suite: enable the `test-kit` feature and call
-/// `test_kit::run_all` with a function that makes fresh, empty stores (see its docs).
+/// `test_kit::run_all` with a function that makes fresh, empty stores (see its docs). The suite
+/// calls every method, the provided ones as the store has them (its override or the default).
+///
+/// # What a store writes
+/// Seven methods are required, in two groups:
+/// - **Records and revocation** (the login path and every revocation):
+///   [`get`](TokenStore::get), [`compare_and_swap`](TokenStore::compare_and_swap),
+///   [`raise_revocation_cutoff`](TokenStore::raise_revocation_cutoff),
+///   [`revocation_cutoff`](TokenStore::revocation_cutoff).
+/// - **Listing** (the owner's device list and the per-account cap, the expiry sweep, metrics):
+///   [`clients_of`](TokenStore::clients_of), [`expired`](TokenStore::expired),
+///   [`len`](TokenStore::len). None has a default: each needs an index only the store has.
+///
+/// Three are provided from those, and worth overriding only where the backend does better:
+/// - [`get_for_login`](TokenStore::get_for_login): `get` then `revocation_cutoff`, two reads;
+///   a networked store answers both in one round trip (PostgreSQL: one statement).
+/// - [`remove_account`](TokenStore::remove_account): `clients_of`, then one durable
+///   `compare_and_swap` delete per record; a store with batches or `DELETE ... WHERE` does it in
+///   one write.
+/// - [`flush`](TokenStore::flush): nothing to do, right for a store that makes every write
+///   durable before it returns. A store that defers [`Durability::Lazy`] writes must override
+///   it.
+///
+/// [`memory::MemoryStore`] writes only the required methods; [`sled_store::SledStore`]
+/// overrides `remove_account` and `flush`, `postgres::PostgresStore` all three.
 ///
 /// # Contract
 /// - **Atomic per record.** Every state change of one (account, client) record happens in one
@@ -386,14 +410,10 @@ pub struct LoginView {
 #[allow(clippy::len_without_is_empty)]
 #[async_trait]
 pub trait TokenStore: fmt::Debug + Send + Sync {
+    // Records and revocation: required.
+
     /// Reads one record.
     async fn get(&self, key: &ClientKey) -> Result<Option<Versioned<ClientRecord>>, StoreError>;
-
-    /// Reads one record and the revocation cutoff of its account in one round trip (one
-    /// query for a SQL store): the read a FAST login makes. Equivalent to [`TokenStore::get`]
-    /// plus [`TokenStore::revocation_cutoff`], but a store must not answer with a cutoff older
-    /// than one that was durable before the call began.
-    async fn get_for_login(&self, key: &ClientKey) -> Result<LoginView, StoreError>;
 
     /// Atomically replaces the record at `key` if its version is `expected` (`None`: no record
     /// exists). `new = None` deletes the record.
@@ -404,6 +424,19 @@ pub trait TokenStore: fmt::Debug + Send + Sync {
         new: Option<ClientRecord>,
         durability: Durability,
     ) -> Result<CasOutcome, StoreError>;
+
+    /// Raises a revocation cutoff: tokens in scope issued before `before` (unix milliseconds) are no
+    /// longer trusted. Cutoffs only move forward. Durable.
+    async fn raise_revocation_cutoff(
+        &self,
+        scope: RevocationScope,
+        before: u64,
+    ) -> Result<(), StoreError>;
+
+    /// The cutoff that applies to `account`: the larger of its own and the global one.
+    async fn revocation_cutoff(&self, account: &str) -> Result<u64, StoreError>;
+
+    // Listing: required.
 
     /// Every record of one account, at most `limit` of them, in key order.
     async fn clients_of(
@@ -417,23 +450,177 @@ pub trait TokenStore: fmt::Debug + Send + Sync {
     /// number returned, not to the store size.
     async fn expired(&self, before: u64, limit: usize) -> Result<Vec<ClientKey>, StoreError>;
 
-    /// Deletes every record of an account; returns how many were removed. Durable.
-    async fn remove_account(&self, account: &str) -> Result<usize, StoreError>;
-
-    /// Raises a revocation cutoff: tokens in scope issued before `before` (unix milliseconds) are no
-    /// longer trusted. Cutoffs only move forward. Durable.
-    async fn raise_revocation_cutoff(
-        &self,
-        scope: RevocationScope,
-        before: u64,
-    ) -> Result<(), StoreError>;
-
-    /// The cutoff that applies to `account`: the larger of its own and the global one.
-    async fn revocation_cutoff(&self, account: &str) -> Result<u64, StoreError>;
-
     /// Number of client records (for metrics and tests).
     async fn len(&self) -> Result<u64, StoreError>;
 
-    /// Makes every earlier write durable.
-    async fn flush(&self) -> Result<(), StoreError>;
+    // Provided: override where the backend does better.
+
+    /// Reads one record and the revocation cutoff of its account: the read a FAST login makes.
+    /// Equivalent to [`TokenStore::get`] plus [`TokenStore::revocation_cutoff`], which is the
+    /// default (two reads); a networked store overrides it to answer both in one round trip
+    /// (one query for a SQL store). An override must not answer with a cutoff older than one
+    /// that was durable before the call began.
+    async fn get_for_login(&self, key: &ClientKey) -> Result<LoginView, StoreError> {
+        let record = self.get(key).await?;
+        let revoked_before = self.revocation_cutoff(key.account()).await?;
+        Ok(LoginView {
+            record,
+            revoked_before,
+        })
+    }
+
+    /// Deletes every record of an account; returns how many were removed. Durable.
+    ///
+    /// The default lists the account with [`TokenStore::clients_of`] and deletes each record
+    /// with a durable [`TokenStore::compare_and_swap`], until a listing comes back empty (so a
+    /// client created meanwhile goes too). A record that changed since its listing is listed
+    /// again; after 64 such races it gives up with [`StoreError::Contended`].
+    async fn remove_account(&self, account: &str) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        let mut conflicts = 0;
+        loop {
+            let page = self.clients_of(account, REMOVE_ACCOUNT_PAGE).await?;
+            if page.is_empty() {
+                return Ok(removed);
+            }
+            for (key, record) in page {
+                match self
+                    .compare_and_swap(&key, Some(record.version), None, Durability::Durable)
+                    .await?
+                {
+                    CasOutcome::Written(_) => removed += 1,
+                    // A login changed it (or a concurrent removal took it) since the listing.
+                    CasOutcome::Conflict => {
+                        conflicts += 1;
+                        if conflicts > REMOVE_ACCOUNT_MAX_CONFLICTS {
+                            return Err(StoreError::Contended);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Makes every earlier write durable. The default does nothing: right for a store whose
+    /// every write, [`Durability::Lazy`] ones included, is durable when it returns. A store
+    /// that defers lazy writes overrides it.
+    async fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// Records the default [`TokenStore::remove_account`] lists per round.
+const REMOVE_ACCOUNT_PAGE: usize = 256;
+
+/// Races with concurrent updates the default [`TokenStore::remove_account`] accepts before it
+/// gives up.
+const REMOVE_ACCOUNT_MAX_CONFLICTS: usize = 64;
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::memory::MemoryStore;
+    use super::test_kit::{key, record};
+    use super::*;
+
+    /// A memory store where a concurrent login updates each record just before the first
+    /// `races` deletes of it land: what the default `remove_account` must survive.
+    #[derive(Debug)]
+    struct Racing {
+        inner: MemoryStore,
+        races: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl TokenStore for Racing {
+        async fn get(
+            &self,
+            key: &ClientKey,
+        ) -> Result<Option<Versioned<ClientRecord>>, StoreError> {
+            self.inner.get(key).await
+        }
+        async fn compare_and_swap(
+            &self,
+            key: &ClientKey,
+            expected: Option<u64>,
+            new: Option<ClientRecord>,
+            durability: Durability,
+        ) -> Result<CasOutcome, StoreError> {
+            if new.is_none()
+                && self
+                    .races
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok()
+                && let Some(cur) = self.inner.get(key).await?
+            {
+                let mut bumped = cur.value.clone();
+                bumped.last_used_at += 1;
+                let out = self
+                    .inner
+                    .compare_and_swap(key, Some(cur.version), Some(bumped), Durability::Lazy)
+                    .await?;
+                assert!(matches!(out, CasOutcome::Written(_)));
+            }
+            self.inner
+                .compare_and_swap(key, expected, new, durability)
+                .await
+        }
+        async fn raise_revocation_cutoff(
+            &self,
+            scope: RevocationScope,
+            before: u64,
+        ) -> Result<(), StoreError> {
+            self.inner.raise_revocation_cutoff(scope, before).await
+        }
+        async fn revocation_cutoff(&self, account: &str) -> Result<u64, StoreError> {
+            self.inner.revocation_cutoff(account).await
+        }
+        async fn clients_of(
+            &self,
+            account: &str,
+            limit: usize,
+        ) -> Result<Vec<(ClientKey, Versioned<ClientRecord>)>, StoreError> {
+            self.inner.clients_of(account, limit).await
+        }
+        async fn expired(&self, before: u64, limit: usize) -> Result<Vec<ClientKey>, StoreError> {
+            self.inner.expired(before, limit).await
+        }
+        async fn len(&self) -> Result<u64, StoreError> {
+            self.inner.len().await
+        }
+    }
+
+    async fn racing(races: usize) -> Racing {
+        let store = Racing {
+            inner: MemoryStore::new(),
+            races: AtomicUsize::new(races),
+        };
+        for k in [key("a", "1"), key("a", "2"), key("b", "1")] {
+            let out = store
+                .compare_and_swap(&k, None, Some(record(Some(10))), Durability::Lazy)
+                .await
+                .unwrap();
+            assert!(matches!(out, CasOutcome::Written(_)));
+        }
+        store
+    }
+
+    #[tokio::test]
+    async fn default_remove_account_lists_again_what_changed_under_it() {
+        let store = racing(5).await;
+        assert_eq!(store.remove_account("a").await.unwrap(), 2);
+        assert!(store.clients_of("a", 10).await.unwrap().is_empty());
+        assert_eq!(store.len().await.unwrap(), 1, "b's record stays");
+    }
+
+    #[tokio::test]
+    async fn default_remove_account_gives_up_on_a_record_that_keeps_changing() {
+        let store = racing(usize::MAX).await;
+        assert!(matches!(
+            store.remove_account("a").await,
+            Err(StoreError::Contended)
+        ));
+        assert_eq!(store.len().await.unwrap(), 3);
+    }
 }

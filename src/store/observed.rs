@@ -462,9 +462,6 @@ mod tests {
         async fn get(&self, _: &ClientKey) -> Result<Option<Versioned<ClientRecord>>, StoreError> {
             lost_connection().await
         }
-        async fn get_for_login(&self, _: &ClientKey) -> Result<LoginView, StoreError> {
-            lost_connection().await
-        }
         async fn compare_and_swap(
             &self,
             _: &ClientKey,
@@ -484,9 +481,6 @@ mod tests {
         async fn expired(&self, _: u64, _: usize) -> Result<Vec<ClientKey>, StoreError> {
             lost_connection().await
         }
-        async fn remove_account(&self, _: &str) -> Result<usize, StoreError> {
-            lost_connection().await
-        }
         async fn raise_revocation_cutoff(
             &self,
             _: RevocationScope,
@@ -498,9 +492,6 @@ mod tests {
             lost_connection().await
         }
         async fn len(&self) -> Result<u64, StoreError> {
-            lost_connection().await
-        }
-        async fn flush(&self) -> Result<(), StoreError> {
             lost_connection().await
         }
     }

@@ -52,8 +52,8 @@ use zeroize::Zeroizing;
 
 use super::seal::{Seal, SealState, SealWriter};
 use super::{
-    CasOutcome, ClientKey, ClientRecord, Durability, LoginView, RevocationScope, StoreError,
-    TokenStore, Versioned, check_account, codec, fresh_version,
+    CasOutcome, ClientKey, ClientRecord, Durability, RevocationScope, StoreError, TokenStore,
+    Versioned, check_account, codec, fresh_version,
 };
 
 /// Name of the tree holding client records.
@@ -551,17 +551,6 @@ impl TokenStore for SledStore {
             None => Ok(None),
             Some(v) => decode_value(&v).map(Some),
         }
-    }
-
-    async fn get_for_login(&self, key: &ClientKey) -> Result<LoginView, StoreError> {
-        let record = self.get(key).await?;
-        let revoked_before = self
-            .cutoff_at(&ClientKey::account_prefix(key.account()))?
-            .max(self.cutoff_at(GLOBAL_CUTOFF_KEY)?);
-        Ok(LoginView {
-            record,
-            revoked_before,
-        })
     }
 
     async fn compare_and_swap(

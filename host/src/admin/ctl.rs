@@ -47,9 +47,9 @@ pub const DEFAULT_TIMEOUT_SECS: u64 = 10;
 
 /// An RFC 3339 timestamp as unix milliseconds (what `revoke-before` takes).
 pub fn parse_rfc3339_ms(s: &str) -> Result<u64, String> {
-    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+    let t = chrono::DateTime::parse_from_rfc3339(s)
         .map_err(|e| format!("not an RFC 3339 time such as 2026-12-02T17:00:00Z ({e})"))?;
-    u64::try_from(t.unix_timestamp_nanos() / 1_000_000).map_err(|_| "before 1970".to_owned())
+    u64::try_from(t.timestamp_millis()).map_err(|_| "before 1970".to_owned())
 }
 
 /// Runs `host ctl` with its config already loaded.

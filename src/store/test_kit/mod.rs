@@ -18,6 +18,11 @@
 //!
 //! Each check gets its own fresh store; a failing check panics with its name. The checks are
 //! also public one by one, for a store that wants to run them as separate tests.
+//!
+//! Every method of [`TokenStore`] is called, the provided ones (`get_for_login`,
+//! `remove_account`, `flush`) as the store has them: its override, or the trait's default.
+//! `tests/store_conformance.rs` runs the suite on `MemoryStore`, which keeps all three
+//! defaults, on `SledStore` (default `get_for_login`) and on `PostgresStore` (all overridden).
 
 mod postgres_server;
 

@@ -205,13 +205,25 @@ fn the_host_has_no_import_circle() {
         assert!(g[from].contains(to), "expected {from} -> {to} in {g:?}");
     }
     assert_eq!(circle(&g), None, "an import circle in host/src");
+    let users = |of: &str| -> Vec<&str> {
+        g.iter()
+            .filter(|(_, deps)| deps.contains(of))
+            .map(|(m, _)| m.as_str())
+            .collect()
+    };
     // DESIGN.md: only what starts a host imports the server.
-    let importers: Vec<&str> = g
-        .iter()
-        .filter(|(_, deps)| deps.contains("server"))
-        .map(|(m, _)| m.as_str())
-        .collect();
-    assert_eq!(importers, ["cli", "harness"]);
+    assert_eq!(users("server"), ["cli", "harness"]);
+    // The test client and harness are behind the `testing` feature: no part of the server
+    // uses them (their own tests aside), and the crate root gates both.
+    assert_eq!(users("client"), ["harness"]);
+    assert!(users("harness").is_empty());
+    let lib = std::fs::read_to_string(repo().join("host/src/lib.rs")).unwrap();
+    for module in ["client", "harness"] {
+        assert!(
+            lib.contains(&format!("#[cfg(feature = \"testing\")]\npub mod {module};")),
+            "host/src/lib.rs must gate `{module}` behind the testing feature"
+        );
+    }
 }
 
 #[test]

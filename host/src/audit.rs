@@ -66,6 +66,9 @@ pub fn login_failed(
         return;
     };
     metrics.password_failed(check.reason());
+    // Two arms that differ in one field and the message, on purpose: tracing's macros take
+    // their fields as syntax, and the two messages are what fail2ban filters match literally
+    // (docs/operations.md), so each line is written out whole.
     match check.retry_after_secs() {
         Some(retry_after_s) => crate::budgeted!(
             budget,

@@ -360,51 +360,38 @@ impl Host {
     /// Stops accepting, ends every stream with `</stream:stream>`, waits for the connections
     /// (at most 10 s), flushes the token store and releases it (the sled lock), so the same
     /// `data_dir` can be opened again.
-    pub async fn shutdown(self) {
-        let Host {
-            shared,
-            admin,
-            accounts,
-            fast,
-            metrics,
-            sweeper,
-            metrics_server,
-            shutdown_tx,
-            accept_tasks,
-            mut done_rx,
-            ..
-        } = self;
+    pub async fn shutdown(mut self) {
         info!("shutting down");
         // First: `ctl` must not find a socket of a host that no longer serves, and the admin
         // context holds the token store, which is released last.
-        admin.shutdown().await;
-        let _ = shutdown_tx.send(true);
-        for t in accept_tasks {
+        self.admin.shutdown().await;
+        let _ = self.shutdown_tx.send(true);
+        for t in self.accept_tasks {
             let _ = t.await;
         }
-        if let Some(m) = metrics_server {
+        if let Some(m) = self.metrics_server {
             m.join().await;
         }
         // Every connection task holds a sender; `None` means all have finished.
-        if tokio::time::timeout(Duration::from_secs(10), done_rx.recv())
+        if tokio::time::timeout(Duration::from_secs(10), self.done_rx.recv())
             .await
             .is_err()
         {
             warn!("some connections did not close in time");
         }
-        if let Some(sweeper) = sweeper {
+        if let Some(sweeper) = self.sweeper {
             sweeper.shutdown().await;
         }
-        let suppressed = shared.pre_auth_log.flush();
+        let suppressed = self.shared.pre_auth_log.flush();
         if suppressed > 0 {
             warn!(
                 suppressed,
                 "log lines of unauthenticated peers suppressed (over the log budget)"
             );
         }
-        drop(shared);
-        drop(accounts);
-        if let Some(f) = fast {
+        drop(self.shared);
+        drop(self.accounts);
+        if let Some(f) = self.fast {
             if let Err(e) = f.tokens().store().flush().await {
                 warn!(error = %e, "flushing the token store failed");
             }
@@ -416,6 +403,6 @@ impl Host {
                 warn!("token store still referenced after shutdown");
             }
         }
-        info!(fast = %metrics.summary(), "shut down");
+        info!(fast = %self.metrics.summary(), "shut down");
     }
 }

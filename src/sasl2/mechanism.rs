@@ -77,6 +77,25 @@ pub enum Step {
     Failure(Failure),
 }
 
+#[cfg(test)]
+impl Step {
+    /// The condition of a failure; any other step fails the test.
+    pub(crate) fn failure_condition(self) -> super::SaslCondition {
+        match self {
+            Step::Failure(f) => f.condition,
+            other => panic!("expected failure, got {other:?}"),
+        }
+    }
+
+    /// The result of a success; any other step fails the test.
+    pub(crate) fn authenticated(self) -> Authenticated {
+        match self {
+            Step::Success(a) => a,
+            other => panic!("expected success, got {other:?}"),
+        }
+    }
+}
+
 /// A credential received and not yet checked: whose it is, as the mechanism normalized the
 /// authentication identity.
 #[derive(Debug, Clone, PartialEq, Eq)]

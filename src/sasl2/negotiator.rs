@@ -178,6 +178,19 @@ struct TaskPhase {
     completed: Vec<String>,
 }
 
+impl TaskPhase {
+    /// What a task is told about this attempt on `stream`.
+    fn task_context<'a>(&'a self, stream: &'a StreamInfo) -> TaskContext<'a> {
+        TaskContext {
+            stream,
+            request: &self.request,
+            username: &self.auth.username,
+            mechanism: &self.request.mechanism,
+            completed: &self.completed,
+        }
+    }
+}
+
 /// Per-stream SASL state.
 pub struct Negotiator {
     server: Arc<Sasl2Server>,
@@ -574,13 +587,7 @@ impl Negotiator {
         if phase.request.profile == SaslProfile::Sasl2 && phase.auth.tasks_allowed {
             let mut required = Vec::new();
             for (i, task) in self.server.tasks.iter().enumerate() {
-                let ctx = TaskContext {
-                    stream: &self.stream,
-                    request: &phase.request,
-                    username: &phase.auth.username,
-                    mechanism: &phase.request.mechanism,
-                    completed: &phase.completed,
-                };
+                let ctx = phase.task_context(&self.stream);
                 if task.name().len() <= MAX_TASK_NAME && task.required(&ctx).await {
                     required.push(i);
                 }
@@ -642,13 +649,7 @@ impl Negotiator {
             }
         }
         let session = {
-            let ctx = TaskContext {
-                stream: &self.stream,
-                request: &phase.request,
-                username: &phase.auth.username,
-                mechanism: &phase.request.mechanism,
-                completed: &phase.completed,
-            };
+            let ctx = phase.task_context(&self.stream);
             self.server.tasks[index].start(&ctx)
         };
         phase.running = Some((index, session));

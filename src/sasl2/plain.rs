@@ -284,17 +284,11 @@ mod tests {
     }
 
     fn condition(step: Step) -> SaslCondition {
-        match step {
-            Step::Failure(f) => f.condition,
-            other => panic!("expected failure, got {other:?}"),
-        }
+        step.failure_condition()
     }
 
     fn success(step: Step) -> Authenticated {
-        match step {
-            Step::Success(a) => a,
-            other => panic!("expected success, got {other:?}"),
-        }
+        step.authenticated()
     }
 
     #[test]

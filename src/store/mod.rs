@@ -524,6 +524,41 @@ mod tests {
     use super::test_kit::{key, record};
     use super::*;
 
+    /// An admin tool names a client by account and whole hash; what it reads back is the same
+    /// key, and a malformed one is refused, never a key of another client.
+    #[test]
+    fn client_keys_serialize_as_account_and_hash() {
+        let k = ClientKey::new("alice", "ua").unwrap();
+        let json = serde_json::to_value(&k).unwrap();
+        let hash = crate::xmpp::lower_hex(k.client_hash());
+        assert_eq!(
+            json,
+            serde_json::json!({"account": "alice", "client": hash})
+        );
+        assert!(hash.starts_with(&k.client_label()));
+        let back: ClientKey = serde_json::from_value(json).unwrap();
+        assert_eq!(back, k);
+        let upper: ClientKey = serde_json::from_value(
+            serde_json::json!({"account": "alice", "client": hash.to_uppercase()}),
+        )
+        .unwrap();
+        assert_eq!(upper, k);
+        let signed = format!("+{}", &hash[1..]);
+        for (account, client) in [
+            ("alice", &hash[..63]),
+            ("alice", &format!("{hash}0")[..]),
+            ("alice", &signed[..]),
+            ("alice", &"zz".repeat(32)[..]),
+            ("", &hash[..]),
+        ] {
+            let v = serde_json::json!({"account": account, "client": client});
+            assert!(
+                serde_json::from_value::<ClientKey>(v).is_err(),
+                "{account:?} {client:?}"
+            );
+        }
+    }
+
     /// A memory store where a concurrent login updates each record just before the first
     /// `races` deletes of it land: what the default `remove_account` must survive.
     #[derive(Debug)]

@@ -140,6 +140,9 @@ impl From<TcpStream> for ShapedTcp {
     }
 }
 
+// The `poll_read` shape below is shared with `transport::HandshakeSocket` only as tokio's
+// trait signature and the `get_mut` of an `Unpin` wrapper: what each does with the read (a
+// token bucket here, releasing held writes there) is its own.
 impl AsyncRead for ShapedTcp {
     fn poll_read(
         self: Pin<&mut Self>,

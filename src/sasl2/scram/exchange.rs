@@ -86,16 +86,7 @@ impl ScramMechanism {
     async fn client_first(&mut self, input: &[u8]) -> Result<Pending, Step> {
         use SaslCondition::*;
         let text = message_text(input).ok_or_else(|| fail(MalformedRequest))?;
-        let cf = match parse_client_first(text) {
-            Ok(cf) => cf,
-            Err(ParseError::MandatoryExtension) => {
-                return Err(fail_text(
-                    MalformedRequest,
-                    "unsupported mandatory extension",
-                ));
-            }
-            Err(ParseError::Malformed) => return Err(fail(MalformedRequest)),
-        };
+        let cf = parse_client_first(text).map_err(unparsable)?;
 
         // Channel binding (RFC 5802 §6). R-6: a type this stream cannot produce (tls-unique:
         // rustls has no Finished message) fails, never succeeds unbound.
@@ -191,16 +182,7 @@ impl ScramMechanism {
         let Some(text) = message_text(input) else {
             return Err(fail(MalformedRequest));
         };
-        let cf = match parse_client_final(text) {
-            Ok(cf) => cf,
-            Err(ParseError::MandatoryExtension) => {
-                return Err(fail_text(
-                    MalformedRequest,
-                    "unsupported mandatory extension",
-                ));
-            }
-            Err(ParseError::Malformed) => return Err(fail(MalformedRequest)),
-        };
+        let cf = parse_client_final(text).map_err(unparsable)?;
         let (Ok(cbind), Ok(proof)) = (B64.decode(cf.cbind), B64.decode(cf.proof)) else {
             return Err(fail(MalformedRequest));
         };
@@ -298,5 +280,17 @@ impl Mechanism for ScramMechanism {
             State::Received(pending, proof) => self.check_proof(&pending, &proof),
             _ => fail(SaslCondition::MalformedRequest),
         }
+    }
+}
+
+/// The failure for a message that did not parse: `malformed-request`, naming an unknown
+/// mandatory extension (RFC 5802 §7) so the client can tell why.
+fn unparsable(e: ParseError) -> Step {
+    match e {
+        ParseError::MandatoryExtension => fail_text(
+            SaslCondition::MalformedRequest,
+            "unsupported mandatory extension",
+        ),
+        ParseError::Malformed => fail(SaslCondition::MalformedRequest),
     }
 }

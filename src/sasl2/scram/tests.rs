@@ -89,17 +89,11 @@ fn challenge(step: Step) -> String {
 }
 
 fn condition(step: Step) -> SaslCondition {
-    match step {
-        Step::Failure(f) => f.condition,
-        other => panic!("expected failure, got {other:?}"),
-    }
+    step.failure_condition()
 }
 
 fn success(step: Step) -> Authenticated {
-    match step {
-        Step::Success(a) => a,
-        other => panic!("expected success, got {other:?}"),
-    }
+    step.authenticated()
 }
 
 /// A minimal SCRAM client for the tests (the RFC vectors pin down the primitives, the
@@ -186,17 +180,22 @@ async fn run_client(p: &ScramProvider, s: &StreamInfo, client: &mut Client) -> S
 
 // --- RFC vectors --------------------------------------------------------------------
 
-#[tokio::test]
-async fn rfc5802_sha1_vector() {
+/// The provider of the RFC test vectors: `user` with password `pencil`, 4096 iterations and
+/// `salt_b64`, and the vector's server nonce part.
+fn vector_provider(hash: ScramHash, salt_b64: &str, nonce_suffix: &str) -> ScramProvider {
     let a = Arc::new(MemoryAccounts::new());
-    let salt = B64.decode("QSXCR+Q6sek8bf92").unwrap();
+    let salt = B64.decode(salt_b64).unwrap();
     a.set_credentials(
         "user",
-        ScramHash::Sha1,
-        derive_credentials_with_salt(ScramHash::Sha1, "pencil", &salt, 4096),
+        hash,
+        derive_credentials_with_salt(hash, "pencil", &salt, 4096),
     );
-    let p = ScramProvider::new(ScramHash::Sha1, false, a)
-        .dangerous_fixed_nonce_for_tests("3rfcNHYJY1ZVvWVs7j");
+    ScramProvider::new(hash, false, a).dangerous_fixed_nonce_for_tests(nonce_suffix)
+}
+
+#[tokio::test]
+async fn rfc5802_sha1_vector() {
+    let p = vector_provider(ScramHash::Sha1, "QSXCR+Q6sek8bf92", "3rfcNHYJY1ZVvWVs7j");
     let mut m = start(&p, &plain_stream());
     let c = challenge(
         crate::sasl2::step_unthrottled(&mut *m, Some(b"n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL"))
@@ -227,15 +226,11 @@ async fn rfc5802_sha1_vector() {
 
 #[tokio::test]
 async fn rfc7677_sha256_vector() {
-    let a = Arc::new(MemoryAccounts::new());
-    let salt = B64.decode("W22ZaJ0SNY7soEsUEjb6gQ==").unwrap();
-    a.set_credentials(
-        "user",
+    let p = vector_provider(
         ScramHash::Sha256,
-        derive_credentials_with_salt(ScramHash::Sha256, "pencil", &salt, 4096),
+        "W22ZaJ0SNY7soEsUEjb6gQ==",
+        "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0",
     );
-    let p = ScramProvider::new(ScramHash::Sha256, false, a)
-        .dangerous_fixed_nonce_for_tests("%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0");
     let mut m = start(&p, &plain_stream());
     let c = challenge(
         crate::sasl2::step_unthrottled(&mut *m, Some(b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO")).await,
@@ -258,15 +253,11 @@ async fn rfc7677_sha256_vector() {
 
 #[tokio::test]
 async fn rfc7677_vector_with_wrong_proof_fails() {
-    let a = Arc::new(MemoryAccounts::new());
-    let salt = B64.decode("W22ZaJ0SNY7soEsUEjb6gQ==").unwrap();
-    a.set_credentials(
-        "user",
+    let p = vector_provider(
         ScramHash::Sha256,
-        derive_credentials_with_salt(ScramHash::Sha256, "pencil", &salt, 4096),
+        "W22ZaJ0SNY7soEsUEjb6gQ==",
+        "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0",
     );
-    let p = ScramProvider::new(ScramHash::Sha256, false, a)
-        .dangerous_fixed_nonce_for_tests("%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0");
     let mut m = start(&p, &plain_stream());
     challenge(
         crate::sasl2::step_unthrottled(&mut *m, Some(b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO")).await,

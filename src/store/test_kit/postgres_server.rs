@@ -19,6 +19,18 @@ fn err(m: impl Into<String>) -> TestPostgresError {
     TestPostgresError(m.into())
 }
 
+/// Runs `cmd` (`what` names it in errors) to its end; its stderr is the error of a failure.
+fn run(cmd: &mut Command, what: &str) -> Result<(), TestPostgresError> {
+    let out = cmd.output().map_err(|e| err(format!("{what}: {e}")))?;
+    if !out.status.success() {
+        return Err(err(format!(
+            "{what} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    Ok(())
+}
+
 /// A running throwaway server.
 #[derive(Debug)]
 pub struct TestPostgres {
@@ -161,16 +173,7 @@ impl TestPostgres {
                     .arg(format!("--pwfile={}", file.display()));
             }
         }
-        let out = initdb
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| err(format!("initdb: {e}")))?;
-        if !out.status.success() {
-            return Err(err(format!(
-                "initdb failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            )));
-        }
+        run(initdb.stdin(Stdio::null()), "initdb")?;
         let mut pg = TestPostgres {
             bin,
             data,
@@ -180,18 +183,7 @@ impl TestPostgres {
             _dir: dir,
         };
         pg.launch()?;
-        let out = Command::new(pg.bin.join("createdb"))
-            .arg("-h")
-            .arg(&pg.data)
-            .args(["-p", &pg.port.to_string(), "-U", "fast", "fast"])
-            .output()
-            .map_err(|e| err(format!("createdb: {e}")))?;
-        if !out.status.success() {
-            return Err(err(format!(
-                "createdb failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            )));
-        }
+        pg.createdb("fast")?;
         Ok(pg)
     }
 
@@ -261,19 +253,19 @@ impl TestPostgres {
             std::process::id(),
             N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         );
-        let out = Command::new(self.bin.join("createdb"))
-            .arg("-h")
-            .arg(&self.data)
-            .args(["-p", &self.port.to_string(), "-U", "fast", &name])
-            .output()
-            .map_err(|e| err(format!("createdb: {e}")))?;
-        if !out.status.success() {
-            return Err(err(format!(
-                "createdb failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            )));
-        }
+        self.createdb(&name)?;
         Ok(self.url_for(&name))
+    }
+
+    /// `createdb NAME` on this server.
+    fn createdb(&self, name: &str) -> Result<(), TestPostgresError> {
+        run(
+            Command::new(self.bin.join("createdb"))
+                .arg("-h")
+                .arg(&self.data)
+                .args(["-p", &self.port.to_string(), "-U", "fast", name]),
+            "createdb",
+        )
     }
 
     /// Stops the server: `immediate` is a crash (no checkpoint, what `kill -9` of the

@@ -175,12 +175,7 @@ async fn token_expiry_is_written_in_the_z_form() {
 
     let (server, _) = server(false);
     let mut n = Negotiator::new(server, stream());
-    let xml = format!(
-        "<authenticate xmlns='urn:xmpp:sasl:2' mechanism='PLAIN'><initial-response>{PLAIN_IR}</initial-response>\
-         <user-agent id='d4565fa7-4d72-4749-b3d3-740edbf87770'/>\
-         <request-token xmlns='urn:xmpp:fast:0' mechanism='HT-SHA-256-NONE'/></authenticate>"
-    );
-    let s = success_of(n.handle(parse(&xml)).await);
+    let s = success_of(n.handle(plain_asking_for_a_token()).await);
     let token = s.get_child("token", ns::FAST).expect("a <token>");
     let expiry = token.attr("expiry").unwrap();
     // YYYY-MM-DDThh:mm:ssZ: UTC, `Z`, whole seconds, as written on the wire.
@@ -337,12 +332,7 @@ async fn features_parse_back_with_xmpp_parsers() {
 
     // <success> with additional data (SCRAM's server signature) and the inline results.
     let mut n = Negotiator::new(server, stream());
-    let xml = format!(
-        "<authenticate xmlns='urn:xmpp:sasl:2' mechanism='PLAIN'><initial-response>{PLAIN_IR}</initial-response>\
-         <user-agent id='d4565fa7-4d72-4749-b3d3-740edbf87770'/>\
-         <request-token xmlns='urn:xmpp:fast:0' mechanism='HT-SHA-256-NONE'/></authenticate>"
-    );
-    let s = success_of(n.handle(parse(&xml)).await);
+    let s = success_of(n.handle(plain_asking_for_a_token()).await);
     let back = xmpp_parsers::sasl2::Success::try_from(s).unwrap();
     assert_eq!(
         back.authorization_identifier.to_string(),
@@ -350,4 +340,13 @@ async fn features_parse_back_with_xmpp_parsers() {
     );
     let token = xmpp_parsers::fast::Token::try_from(back.payloads[0].clone()).unwrap();
     assert!(!token.token.is_empty());
+}
+
+/// A SASL2 PLAIN login with a user agent that asks for an `HT-SHA-256-NONE` token.
+fn plain_asking_for_a_token() -> Element {
+    parse(&format!(
+        "<authenticate xmlns='urn:xmpp:sasl:2' mechanism='PLAIN'><initial-response>{PLAIN_IR}</initial-response>\
+         <user-agent id='d4565fa7-4d72-4749-b3d3-740edbf87770'/>\
+         <request-token xmlns='urn:xmpp:fast:0' mechanism='HT-SHA-256-NONE'/></authenticate>"
+    ))
 }

@@ -41,36 +41,8 @@ fn config(dir: &Path, extra: &str) -> PathBuf {
     path
 }
 
-/// `host ctl --config cfg ARGS...` with `stdin`.
-fn ctl_in(cfg: &Path, args: &[&str], stdin: &str) -> Output {
-    use std::io::Write as _;
-    let mut child = Command::new(HOST)
-        .arg("ctl")
-        .arg("--config")
-        .arg(cfg)
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
-
-fn ctl(cfg: &Path, args: &[&str]) -> Output {
-    ctl_in(cfg, args, "")
-}
-
-/// `host SUBCOMMAND --config cfg ARGS...` with `stdin`: the older names `passwd` and
-/// `clients`.
-fn older_in(subcommand: &str, cfg: &Path, args: &[&str], stdin: &str) -> Output {
+/// `host SUBCOMMAND --config cfg ARGS...` with `stdin`.
+fn run_host(subcommand: &str, cfg: &Path, args: &[&str], stdin: &str) -> Output {
     use std::io::Write as _;
     let mut child = Command::new(HOST)
         .arg(subcommand)
@@ -90,6 +62,15 @@ fn older_in(subcommand: &str, cfg: &Path, args: &[&str], stdin: &str) -> Output 
         .write_all(stdin.as_bytes())
         .unwrap();
     child.wait_with_output().unwrap()
+}
+
+/// `host ctl --config cfg ARGS...` with `stdin`.
+fn ctl_in(cfg: &Path, args: &[&str], stdin: &str) -> Output {
+    run_host("ctl", cfg, args, stdin)
+}
+
+fn ctl(cfg: &Path, args: &[&str]) -> Output {
+    ctl_in(cfg, args, "")
 }
 
 fn out(o: &Output) -> String {
@@ -344,7 +325,7 @@ async fn host_passwd_and_clients_are_ctl_by_their_older_names() {
     let addr = host.addr();
     let (mut session, _) = issue(addr, &data, UA1, "alicepass", true).await;
 
-    let older = ok(older_in("clients", &cfg, &["alice"], ""));
+    let older = ok(run_host("clients", &cfg, &["alice"], ""));
     assert_eq!(older, ok(ctl(&cfg, &["clients", "alice"])), "one printout");
     assert!(older.contains(&format!("client {}", label(UA1))), "{older}");
 
@@ -358,7 +339,7 @@ async fn host_passwd_and_clients_are_ctl_by_their_older_names() {
     assert_eq!(listed["new"][0], MECH, "{json}");
 
     // `host passwd` on the running host: the host changes it and closes the sessions.
-    let o = ok(older_in("passwd", &cfg, &["alice"], "n3w-p4ssw0rd\n"));
+    let o = ok(run_host("passwd", &cfg, &["alice"], "n3w-p4ssw0rd\n"));
     assert!(o.contains("password of alice changed"), "{o}");
     assert!(o.contains("1 live session(s) closed"), "{o}");
     assert!(!o.contains("n3w-p4ssw0rd"));

@@ -27,7 +27,7 @@ use sasl2_fast::sasl2::accounts::MemoryAccounts;
 use sasl2_fast::sasl2::bind2::Bind2;
 use sasl2_fast::sasl2::plain::PlainProvider;
 use sasl2_fast::sasl2::scram::{DEFAULT_FAKE_ITERATIONS, ScramProvider};
-use sasl2_fast::sasl2::{Sasl2Server, ScramHash};
+use sasl2_fast::sasl2::{BackoffThrottle, Sasl2Server, ScramHash};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
@@ -85,9 +85,14 @@ impl Server {
             .mechanism(scram(ScramHash::Sha1, false))
             .mechanism(Arc::new(PlainProvider::new(accounts.clone())))
             .inline_feature(Arc::new(Bind2::new()));
+        // Password guessing is bounded by the library's default throttle; FAST's client
+        // records make the owners' devices known, so strangers cannot lock them out.
+        let mut throttle = BackoffThrottle::default();
         if let Some(f) = &fast {
             sasl2 = sasl2.inline_feature(Arc::new(f.clone()));
+            throttle = throttle.with_known_devices(f.tokens().clone());
         }
+        sasl2 = sasl2.login_throttle(Arc::new(throttle));
 
         let (cert_pem, key_pem) = certificate(s)?;
         let (mut tls, bindings) = sasl2_fast::rustls::load_pem_files(&cert_pem, &key_pem)?;

@@ -36,7 +36,7 @@ pub enum SetupError {
 }
 
 /// Creates the data directory (owner-only on Unix).
-pub fn ensure_data_dir(dir: &Path) -> Result<(), SetupError> {
+fn ensure_data_dir(dir: &Path) -> Result<(), SetupError> {
     std::fs::create_dir_all(dir).map_err(|e| SetupError::Io(format!("{}: {e}", dir.display())))?;
     #[cfg(unix)]
     {

@@ -297,11 +297,6 @@ impl UnknownAccounts {
         self
     }
 
-    /// The iteration count the fake credentials carry.
-    pub fn iterations(&self) -> u32 {
-        self.iterations
-    }
-
     /// The fake credentials of `username` for `hash`; `None` when there is no key (the OS
     /// random generator failed at start: every attempt then fails with
     /// `temporary-auth-failure`).

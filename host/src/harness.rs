@@ -258,6 +258,30 @@ impl Drop for HostProcess {
     }
 }
 
+/// `bin SUBCOMMAND --config config ARGS...` with `stdin` written to its standard input (then
+/// closed) and `RUST_LOG=warn`; its output once it exits.
+pub fn host_command(
+    bin: &Path,
+    subcommand: &str,
+    config: &Path,
+    args: &[&str],
+    stdin: &[u8],
+) -> Result<std::process::Output, BoxError> {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new(bin)
+        .arg(subcommand)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    child.stdin.take().ok_or("no stdin")?.write_all(stdin)?;
+    Ok(child.wait_with_output()?)
+}
+
 /// `bin passwd --config config user` with `password` on stdin; its output.
 pub fn host_passwd(
     bin: &Path,
@@ -265,21 +289,5 @@ pub fn host_passwd(
     user: &str,
     password: &str,
 ) -> Result<std::process::Output, BoxError> {
-    use std::io::Write as _;
-    let mut child = std::process::Command::new(bin)
-        .arg("passwd")
-        .arg("--config")
-        .arg(config)
-        .arg(user)
-        .env("RUST_LOG", "warn")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()?;
-    child
-        .stdin
-        .take()
-        .ok_or("no stdin")?
-        .write_all(password.as_bytes())?;
-    Ok(child.wait_with_output()?)
+    host_command(bin, "passwd", config, &[user], password.as_bytes())
 }

@@ -8,12 +8,12 @@
 use std::net::SocketAddr;
 use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use sasl2_fast::store::ClientKey;
 use sasl2_fast_host::client::{Client, ClientError, ConnectOptions, LoginOptions, Outcome, Tls};
-use sasl2_fast_host::harness::HostProcess;
+use sasl2_fast_host::harness::{HostProcess, host_command};
 use serde_json::Value;
 
 const HOST: &str = env!("CARGO_BIN_EXE_host");
@@ -43,25 +43,7 @@ fn config(dir: &Path, extra: &str) -> PathBuf {
 
 /// `host SUBCOMMAND --config cfg ARGS...` with `stdin`.
 fn run_host(subcommand: &str, cfg: &Path, args: &[&str], stdin: &str) -> Output {
-    use std::io::Write as _;
-    let mut child = Command::new(HOST)
-        .arg(subcommand)
-        .arg("--config")
-        .arg(cfg)
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    host_command(Path::new(HOST), subcommand, cfg, args, stdin.as_bytes()).unwrap()
 }
 
 /// `host ctl --config cfg ARGS...` with `stdin`.

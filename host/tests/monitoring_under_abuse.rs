@@ -7,14 +7,14 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt as _, Empty};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use sasl2_fast_host::client::{LoginOptions, Tls};
-use sasl2_fast_host::harness::TestHost;
+use sasl2_fast_host::harness::{TestHost, host_command};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpStream, UnixStream};
@@ -129,21 +129,11 @@ fn ctl_config(t: &TestHost) -> PathBuf {
 
 /// `host ctl --config cfg --timeout 1 ARGS...` with `stdin`.
 fn ctl(cfg: &Path, args: &[&str], stdin: &[u8]) -> Output {
-    use std::io::Write as _;
-    let mut child = Command::new(HOST)
-        .arg("ctl")
-        .arg("--config")
-        .arg(cfg)
-        .args(["--timeout", "1"])
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    child.wait_with_output().unwrap()
+    let args: Vec<&str> = ["--timeout", "1"]
+        .into_iter()
+        .chain(args.iter().copied())
+        .collect();
+    host_command(Path::new(HOST), "ctl", cfg, &args, stdin).unwrap()
 }
 
 /// One raw request line on the admin socket and the host's JSON answer, within `within`.

@@ -9,10 +9,10 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use sasl2_fast_host::client::{Client, ConnectOptions, LoginOptions, Outcome, Tls};
-use sasl2_fast_host::harness::{HostProcess, host_passwd};
+use sasl2_fast_host::harness::{HostProcess, host_command, host_passwd};
 
 const HOST: &str = env!("CARGO_BIN_EXE_host");
 const MECH: &str = "HT-SHA-256-EXPR";
@@ -116,21 +116,15 @@ fn restore(dir: &Path, backup: &Path, with_seal: bool) {
 }
 
 fn ctl_passwd(cfg: &Path, user: &str, password: &str) -> Output {
-    use std::io::Write as _;
-    let mut child = Command::new(HOST)
-        .args(["ctl", "--config"])
-        .arg(cfg)
-        .args(["passwd", user])
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(format!("{password}\n").as_bytes()).unwrap();
-    drop(stdin);
-    child.wait_with_output().unwrap()
+    let stdin = format!("{password}\n");
+    host_command(
+        Path::new(HOST),
+        "ctl",
+        cfg,
+        &["passwd", user],
+        stdin.as_bytes(),
+    )
+    .unwrap()
 }
 
 fn assert_ok(o: &Output, what: &str) {

@@ -1,5 +1,8 @@
 //! One client connection: TLS / STARTTLS, stream headers, SASL (SASL2 and RFC 6120), binding,
-//! stanzas.
+//! stanzas. This file holds the connection's loop (reads, routed stanzas, timeouts, writes);
+//! `transport` opens the socket (TCP, STARTTLS, direct TLS), `stream` answers the peer's
+//! header and writes features and stream errors, `login` runs SASL through the negotiator,
+//! `stanza` and `cam` serve a logged-in session, `early_data` checks TLS 0-RTT bytes.
 //!
 //! Everything the peer sends goes through the bounded [`StreamReader`]; everything we send is
 //! collected in `out` and written once per batch of events. Before authentication nothing

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use sasl2_fast::store::sled_store::{DamagePolicy, SledOptions, SledStore, seal_path};
 use sasl2_fast::store::test_kit::{key, record};
 use sasl2_fast::store::{CasOutcome, Durability, RevocationScope, StoreError, TokenStore};
+use sasl2_fast_host::harness::copy_dir;
 
 const RECORDS: u64 = 200;
 const CUTOFF: u64 = 5_000;
@@ -52,25 +53,12 @@ async fn intact(store: &SledStore) -> bool {
     true
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), target).unwrap();
-        }
-    }
-}
-
 /// A fresh copy of the pristine store (and its seal) in `work`.
 fn fresh_copy(pristine: &Path, work: &Path) -> PathBuf {
     let _ = std::fs::remove_dir_all(work);
     std::fs::create_dir_all(work).unwrap();
     let path = work.join("fast-tokens");
-    copy_dir(pristine, &path);
+    copy_dir(pristine, &path).unwrap();
     std::fs::copy(seal_path(pristine), seal_path(&path)).unwrap();
     path
 }

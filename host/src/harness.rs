@@ -291,3 +291,34 @@ pub fn host_passwd(
 ) -> Result<std::process::Output, BoxError> {
     host_command(bin, "passwd", config, &[user], password.as_bytes())
 }
+
+/// Writes `dir/host.toml` for a `host` process: STARTTLS on a free loopback port, data in
+/// `dir/data`, FAST on sled, alice's password `alicepass`, and `extra` appended to
+/// `[plugins.fast]`; returns its path.
+pub fn write_config(dir: &Path, extra: &str) -> std::io::Result<PathBuf> {
+    let path = dir.join("host.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\ndomain = \"localhost\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\n\
+             [accounts]\nalice = \"alicepass\"\n[plugins.fast]\nenabled = true\n{extra}"
+        ),
+    )?;
+    Ok(path)
+}
+
+/// Copies the directory `from` to `to`, recursively (a stopped host's store, for backups and
+/// restores in tests).
+pub fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        let target = to.join(e.file_name());
+        if e.file_type()?.is_dir() {
+            copy_dir(&e.path(), &target)?;
+        } else {
+            std::fs::copy(e.path(), target)?;
+        }
+    }
+    Ok(())
+}

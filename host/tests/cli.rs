@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use sasl2_fast_host::client::{Client, ConnectOptions, LoginOptions, Outcome, Tls};
-use sasl2_fast_host::harness::{HostProcess, host_passwd};
+use sasl2_fast_host::harness::{HostProcess, host_passwd, write_config};
 
 const HOST: &str = env!("CARGO_BIN_EXE_host");
 const UA: &str = "0d9d5a6c-25f1-4d52-9b38-0a4c5c6f7e21";
@@ -30,19 +30,9 @@ fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-/// A config in `dir` listening on a free loopback port (STARTTLS only), FAST on, alice's
-/// password `alicepass`, plus `extra` lines appended to `[plugins.fast]`.
+/// The tests' config ([`write_config`]); `extra` is appended to `[plugins.fast]`.
 fn config(dir: &Path, extra: &str) -> PathBuf {
-    let path = dir.join("host.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[server]\ndomain = \"localhost\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\n\
-             [accounts]\nalice = \"alicepass\"\n[plugins.fast]\nenabled = true\n{extra}"
-        ),
-    )
-    .unwrap();
-    path
+    write_config(dir, extra).unwrap()
 }
 
 #[test]

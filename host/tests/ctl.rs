@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use sasl2_fast::store::ClientKey;
 use sasl2_fast_host::client::{Client, ClientError, ConnectOptions, LoginOptions, Outcome, Tls};
-use sasl2_fast_host::harness::{HostProcess, host_command};
+use sasl2_fast_host::harness::{HostProcess, host_command, write_config};
 use serde_json::Value;
 
 const HOST: &str = env!("CARGO_BIN_EXE_host");
@@ -26,19 +26,9 @@ fn label(ua: &str) -> String {
     ClientKey::new("alice", ua).unwrap().client_label()
 }
 
-/// A config in `dir` (data in `dir/data`), STARTTLS on a free loopback port, FAST on sled,
-/// alice's password `alicepass`; `extra` is appended to `[plugins.fast]`.
+/// The tests' config ([`write_config`]); `extra` is appended to `[plugins.fast]`.
 fn config(dir: &Path, extra: &str) -> PathBuf {
-    let path = dir.join("host.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[server]\ndomain = \"localhost\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\n\
-             [accounts]\nalice = \"alicepass\"\n[plugins.fast]\nenabled = true\n{extra}"
-        ),
-    )
-    .unwrap();
-    path
+    write_config(dir, extra).unwrap()
 }
 
 /// `host SUBCOMMAND --config cfg ARGS...` with `stdin`.

@@ -12,26 +12,16 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use sasl2_fast_host::client::{Client, ConnectOptions, LoginOptions, Outcome, Tls};
-use sasl2_fast_host::harness::{HostProcess, host_command, host_passwd};
+use sasl2_fast_host::harness::{HostProcess, copy_dir, host_command, host_passwd, write_config};
 
 const HOST: &str = env!("CARGO_BIN_EXE_host");
 const MECH: &str = "HT-SHA-256-EXPR";
 const UA1: &str = "9a0e3c1d-5b7f-4e2a-8c6d-1f2e3d4c5b01";
 const UA2: &str = "9a0e3c1d-5b7f-4e2a-8c6d-1f2e3d4c5b02";
 
-/// A config in `dir` (data in `dir/data`), STARTTLS on a free loopback port, FAST on sled,
-/// alice's password `alicepass`; `extra` is appended to `[plugins.fast]`.
+/// The tests' config ([`write_config`]); `extra` is appended to `[plugins.fast]`.
 fn config(dir: &Path, extra: &str) -> PathBuf {
-    let path = dir.join("host.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[server]\ndomain = \"localhost\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\n\
-             [accounts]\nalice = \"alicepass\"\n[plugins.fast]\nenabled = true\n{extra}"
-        ),
-    )
-    .unwrap();
-    path
+    write_config(dir, extra).unwrap()
 }
 
 fn start(cfg: &Path) -> HostProcess {
@@ -83,24 +73,11 @@ fn store_files(dir: &Path) -> (PathBuf, PathBuf) {
     )
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), target).unwrap();
-        }
-    }
-}
-
 /// Copies the (stopped) host's token store and seal to `backup`.
 fn back_up(dir: &Path, backup: &Path) {
     let (store, seal) = store_files(dir);
     let _ = std::fs::remove_dir_all(backup);
-    copy_dir(&store, &backup.join("fast-tokens"));
+    copy_dir(&store, &backup.join("fast-tokens")).unwrap();
     std::fs::copy(&seal, backup.join("fast-tokens.seal")).unwrap();
 }
 
@@ -108,7 +85,7 @@ fn back_up(dir: &Path, backup: &Path) {
 fn restore(dir: &Path, backup: &Path, with_seal: bool) {
     let (store, seal) = store_files(dir);
     std::fs::remove_dir_all(&store).unwrap();
-    copy_dir(&backup.join("fast-tokens"), &store);
+    copy_dir(&backup.join("fast-tokens"), &store).unwrap();
     let _ = std::fs::remove_file(&seal);
     if with_seal {
         std::fs::copy(backup.join("fast-tokens.seal"), &seal).unwrap();

@@ -302,18 +302,19 @@ impl Lifecycle {
         });
     }
 
-    /// Writes a record (compare-and-swap already decided), with a fresh version on insert.
+    /// Writes a record (compare-and-swap already decided), with a fresh version on insert: one
+    /// above every version written so far, as the real stores' random starting version is
+    /// (`store::fresh_version`), so a record deleted and inserted again never shows a version a
+    /// host read from the old one (no ABA).
     fn write(s: &mut State, c: usize, rec: Rec) {
         s.records[c] = if rec.is_empty() {
             None
         } else {
             let version = match s.records[c] {
                 Some(old) => old.version + 1,
-                None => {
-                    s.next_version += 1;
-                    s.next_version
-                }
+                None => s.next_version + 1,
             };
+            s.next_version = s.next_version.max(version);
             Some(Stored { version, rec })
         };
     }

@@ -1,7 +1,7 @@
 //! Planted bugs for the lifecycle checks (docs/model.md, "Planted bugs"): with the
 //! `model-mutations` feature, `SASL2_FAST_MUTATION=<name>` switches on one deliberate bug in
-//! `fast/login.rs`, so `scripts/model-mutations` can show that the property test
-//! (`tests/lifecycle_conformance.rs`) catches it. Without the feature [`planted`] is the
+//! `fast/login.rs` or `fast/tokens.rs`, so `scripts/model-mutations` can show that the property
+//! test (`tests/lifecycle_conformance.rs`) catches it. Without the feature [`planted`] is the
 //! constant `false` and the hooks compile away: no build a host uses can carry them.
 
 /// True when the planted bug `name` is switched on.

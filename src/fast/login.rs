@@ -20,7 +20,7 @@ use zeroize::Zeroizing;
 use super::hooks::RejectReason;
 use super::ht::HtMechanism;
 use super::token::FastToken;
-use super::tokens::{FastTokens, IssuedToken, MAX_CAS_RETRIES, TokenRequest, ms};
+use super::tokens::{FastTokens, IssuedToken, MAX_CAS_RETRIES, TokenRequest, decided_later, ms};
 use crate::mutation::planted;
 use crate::store::{
     CasOutcome, ClientKey, ClientRecord, Durability, LoginView, StoreError, TokenSlot,
@@ -377,6 +377,9 @@ impl FastTokens {
             ..
         } = verified;
         let mech_name = attempt.mechanism.name();
+        // What the verifying read found in `new`: with `verified_at`, what a token this login
+        // issues may overwrite, however often the record is read again below.
+        let seen_new = plan.before.new.clone();
         for _ in 0..MAX_CAS_RETRIES {
             let now = self.now_ms();
             let mut next = plan.next.clone();
@@ -391,7 +394,17 @@ impl FastTokens {
             } else {
                 verified_at
             };
+            // F-19 overwrites an unused `new`, but not one written by a login decided after
+            // this one (docs/model.md, "Findings", 2): the client may have given up on this
+            // login and got that token elsewhere. Nothing is issued then; the login still
+            // succeeds and the client keeps the token it used.
+            let newer = next
+                .new
+                .as_ref()
+                .is_some_and(|n| decided_later(n, verified_at, seen_new.as_ref()))
+                && !planted("overwrite-newer-token");
             if let Some(r) = issue
+                && !newer
                 && let Some(slot) = self.new_slot(r.mechanism, chain_started_at, stamp)
             {
                 // F-19: an unused `new` is overwritten; F-17: `current` stays.

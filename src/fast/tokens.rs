@@ -18,6 +18,7 @@ use super::hooks::{
 };
 use super::ht::HtMechanism;
 use super::token::{FastToken, Pepper, new_nonce};
+use crate::mutation::planted;
 use crate::sasl2::accounts::{AccountStore, RevocationCutoff};
 use crate::store::{
     CasOutcome, ClientKey, ClientRecord, Durability, MAX_LABEL_BYTES, RevocationScope, StoreError,
@@ -141,6 +142,29 @@ fn audit(account: &str, client: &str, by: &RevokedBy) {
         jid = by.jid(),
         "FAST access revoked"
     );
+}
+
+/// Whether the stored `new` slot was written by a login decided after the one that is about to
+/// overwrite it with a token of its own: a login decided at `decided_at` (the read that
+/// decided a FAST login, `Verified::verified_at`; the start of `issue` for a password login),
+/// whose deciding read found `seen` in `new`. Such a `new` is left alone and the late login
+/// issues nothing (docs/model.md, "Findings", 2): a client that gave up on a slow login and
+/// logged in again elsewhere holds that newer token, and F-19 would otherwise leave it with a
+/// dead one. Skipping only costs a token: the late login's client keeps the one it used (or,
+/// after a password login, logs in with its password again).
+///
+/// Equal stamps are common (milliseconds here, ticks in the model), so the tie needs an order
+/// that the stamp does not give: a `new` stamped in the same millisecond is older than this
+/// login if its deciding read saw it (its writer's read and write came first), and newer
+/// otherwise (written after this login's read). Overwriting only what the read saw keeps F-19
+/// (a second login in the same millisecond still replaces an unused token); skipping every
+/// tie would close the gap too but leave such a login without its token. Not seen by this: a
+/// login stamped in the same millisecond whose write lands between this login's clock read
+/// and its store read (docs/model.md explains why that cannot cost a client its token in
+/// practice).
+pub(super) fn decided_later(new: &TokenSlot, decided_at: u64, seen: Option<&TokenSlot>) -> bool {
+    new.issued_at > decided_at
+        || (new.issued_at == decided_at && seen.is_none_or(|s| s.nonce != new.nonce))
 }
 
 pub(super) fn bounded_label(s: Option<&str>) -> Option<String> {
@@ -291,7 +315,10 @@ impl FastTokens {
     /// (A FAST login issues through [`FastTokens::commit`] instead, in the same write as its
     /// own state change.)
     ///
-    /// Returns `Ok(None)` when `token_max_chain_age` forbids a token (never for a new chain).
+    /// Returns `Ok(None)` when `token_max_chain_age` forbids a token (never for a new chain), or
+    /// when the stored `new` was written by a login decided after this one started (a client
+    /// that gave up on this login and logged in elsewhere holds it, docs/model.md "Findings",
+    /// 2): it is left alone and nothing is written.
     pub async fn issue(
         &self,
         key: &ClientKey,
@@ -302,8 +329,21 @@ impl FastTokens {
             return Ok(None);
         };
         let mut written = false;
+        // The `new` of the first read: with `now`, what this login may overwrite. `now` stands
+        // for the time the password was checked, a little earlier (docs/model.md, "What it
+        // leaves out": a login decided in between looks older than this one).
+        let mut seen: Option<Option<TokenSlot>> = None;
         for _ in 0..MAX_CAS_RETRIES {
             let current = self.store.get(key).await?;
+            let seen =
+                seen.get_or_insert_with(|| current.as_ref().and_then(|v| v.value.new.clone()));
+            if let Some(stored) = current.as_ref().and_then(|v| v.value.new.as_ref())
+                && decided_later(stored, now, seen.as_ref())
+                && !planted("overwrite-newer-token")
+            {
+                debug!("no FAST token: a login decided later wrote a newer one");
+                return Ok(None);
+            }
             let mut rec = match &current {
                 Some(v) => v.value.clone(),
                 None => {

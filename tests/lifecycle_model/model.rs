@@ -11,7 +11,7 @@
 
 use stateright::{Model, Property};
 
-use super::spec::{Attempt, Mutation, Plan, Policy, Rec, Reject, Slot, Tick, TokenId};
+use super::spec::{Attempt, Decided, Mutation, Plan, Policy, Rec, Reject, Slot, Tick, TokenId};
 use super::spec::{commit_next, issue_next, revoke_next, sweepable, wants_token};
 
 /// How far the checker looks.
@@ -106,14 +106,21 @@ pub enum Outcome {
 /// Where a host's operation is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Phase {
-    /// `issue` after a password login: read done, the compare-and-swap next.
-    Issue { slot: Slot, read: Option<Stored> },
+    /// `issue` after a password login: read done, the compare-and-swap next. `seen_new`: the
+    /// token in `new` at its first read (docs/model.md, "Findings", 2).
+    Issue {
+        slot: Slot,
+        read: Option<Stored>,
+        seen_new: Option<TokenId>,
+    },
     /// A verified FAST login: its commit next.
     Commit {
         attempt: Attempt,
         request: bool,
         want: bool,
         stamp: Tick,
+        /// The token in `new` at the verifying read (kept across re-reads).
+        seen_new: Option<TokenId>,
         version: u8,
         plan: Plan,
     },
@@ -280,6 +287,7 @@ impl Lifecycle {
                 request,
                 want: wants_token(&self.policy, &plan, &a, request, now),
                 stamp: now,
+                seen_new: plan.before.new.map(|n| n.token),
                 version: rec.map_or(0, |r| r.version),
                 plan,
             },
@@ -294,18 +302,19 @@ impl Lifecycle {
         });
     }
 
-    /// Writes a record (compare-and-swap already decided), with a fresh version on insert.
+    /// Writes a record (compare-and-swap already decided), with a fresh version on insert: one
+    /// above every version written so far, as the real stores' random starting version is
+    /// (`store::fresh_version`), so a record deleted and inserted again never shows a version a
+    /// host read from the old one (no ABA).
     fn write(s: &mut State, c: usize, rec: Rec) {
         s.records[c] = if rec.is_empty() {
             None
         } else {
             let version = match s.records[c] {
                 Some(old) => old.version + 1,
-                None => {
-                    s.next_version += 1;
-                    s.next_version
-                }
+                None => s.next_version + 1,
             };
+            s.next_version = s.next_version.max(version);
             Some(Stored { version, rec })
         };
     }
@@ -353,18 +362,30 @@ impl Lifecycle {
         let c = op.client as usize;
         let now = s.now;
         match op.phase {
-            Phase::Issue { mut slot, read } => {
+            Phase::Issue {
+                mut slot,
+                read,
+                seen_new,
+            } => {
                 if s.records[c].map(|r| r.version) != read.map(|r| r.version) {
                     // Conflict: `issue` reads again (the slot keeps its stamp).
                     op.phase = Phase::Issue {
                         slot,
                         read: s.records[c],
+                        seen_new,
                     };
                 } else {
                     slot.token = s.tokens.len() as TokenId + 1;
-                    Self::write(s, c, issue_next(read.as_ref().map(|r| &r.rec), slot));
-                    Self::ghost_issue(s, c, &slot, &op, false);
-                    op.phase = Phase::Answer(Outcome::Success(Some(slot.token)));
+                    let rec = read.as_ref().map(|r| &r.rec);
+                    op.phase = match issue_next(self.mutation, rec, slot, seen_new) {
+                        Some(next) => {
+                            Self::write(s, c, next);
+                            Self::ghost_issue(s, c, &slot, &op, false);
+                            Phase::Answer(Outcome::Success(Some(slot.token)))
+                        }
+                        // A newer `new` is stored: left alone, no token.
+                        None => Phase::Answer(Outcome::Success(None)),
+                    };
                 }
             }
             Phase::Commit {
@@ -372,16 +393,29 @@ impl Lifecycle {
                 request,
                 want,
                 stamp,
+                seen_new,
                 version,
                 plan,
             } => {
                 let token = s.tokens.len() as TokenId + 1;
+                let decided = Decided {
+                    at: stamp,
+                    seen_new,
+                };
                 let stamp = if self.mutation == Some(Mutation::StampAtCommit) {
                     now
                 } else {
                     stamp
                 };
-                let (next, issued) = commit_next(&self.policy, &plan, want, token, stamp);
+                let (next, issued) = commit_next(
+                    &self.policy,
+                    self.mutation,
+                    &plan,
+                    want,
+                    token,
+                    stamp,
+                    decided,
+                );
                 let stored = s.records[c];
                 let matches = match self.mutation {
                     Some(Mutation::WriteWithoutCas) => true,
@@ -410,7 +444,8 @@ impl Lifecycle {
                                 attempt,
                                 request,
                                 want,
-                                stamp,
+                                stamp: decided.at,
+                                seen_new,
                                 version: stored.map_or(0, |r| r.version),
                                 plan,
                             };
@@ -633,6 +668,7 @@ impl Model for Lifecycle {
                     phase: Phase::Issue {
                         slot,
                         read: s.records[c],
+                        seen_new: s.records[c].and_then(|r| r.rec.new).map(|n| n.token),
                     },
                 });
             }

@@ -41,16 +41,20 @@ pub enum Mutation {
     /// A token issued by a FAST login is stamped with the time of its commit, not of the read
     /// that decided the login (the gap this model found, docs/model.md "Findings").
     StampAtCommit,
+    /// A late commit or `issue` overwrites a `new` that a login decided after it wrote (the
+    /// code before docs/model.md "Findings", 2 was fixed).
+    OverwriteNewerToken,
 }
 
 impl Mutation {
     /// Every planted bug.
-    pub const ALL: [Mutation; 5] = [
+    pub const ALL: [Mutation; 6] = [
         Mutation::PromoteOnAnyUse,
         Mutation::WriteWithoutCas,
         Mutation::RevokeOneSlot,
         Mutation::CountEqualAccepted,
         Mutation::StampAtCommit,
+        Mutation::OverwriteNewerToken,
     ];
 
     /// The name `SASL2_FAST_MUTATION` takes for the hook in `src/fast`.
@@ -61,6 +65,7 @@ impl Mutation {
             Mutation::RevokeOneSlot => "revoke-one-slot",
             Mutation::CountEqualAccepted => "count-equal-accepted",
             Mutation::StampAtCommit => "stamp-at-commit",
+            Mutation::OverwriteNewerToken => "overwrite-newer-token",
         }
     }
 
@@ -240,20 +245,48 @@ impl Policy {
     }
 }
 
+/// When a login was decided (its deciding read: `verify`'s for a FAST login, the start of
+/// `issue` for a password login) and the token its deciding read saw in `new`: what decides
+/// whether a token it issues may overwrite the `new` it finds when it writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Decided {
+    pub at: Tick,
+    pub seen_new: Option<TokenId>,
+}
+
+impl Decided {
+    /// `tokens.rs`'s `decided_later`: `new` was written by a login decided after this one, so
+    /// this one leaves it alone (docs/model.md, "Findings", 2): stamped later, or stamped in
+    /// the same tick and not the `new` this login's deciding read saw (a `new` it saw was
+    /// decided before it; one it did not see was written after its read).
+    pub fn decided_later(&self, new: &Slot) -> bool {
+        new.issued_at > self.at || (new.issued_at == self.at && Some(new.token) != self.seen_new)
+    }
+}
+
 /// What a FAST login's commit writes: the plan, with the token it issues (F-16 rotation or
 /// H-11 request) in `new` (F-19 overwrites an unused one, F-17 keeps `current`). `stamp` is
-/// the time the token is stamped with (the verifying read's, see [`Mutation::StampAtCommit`]),
-/// `now` the time of the commit. `None` for the token when the chain is too old (H-13).
+/// the time the token is stamped with (the verifying read's, see [`Mutation::StampAtCommit`]).
+/// `None` for the token when the chain is too old (H-13), or when the `new` it would overwrite
+/// was written by a login decided after this one (`decided`, docs/model.md "Findings", 2): the
+/// login then issues nothing and the client keeps the token it used.
 pub fn commit_next(
     policy: &Policy,
+    mutation: Option<Mutation>,
     plan: &Plan,
     issue: bool,
     token: TokenId,
     stamp: Tick,
+    decided: Decided,
 ) -> (Rec, Option<Slot>) {
     let mut next = plan.next;
     let mut issued = None;
-    if issue && let Some(slot) = policy.new_slot(token, plan.used.chain, stamp) {
+    let newer = mutation != Some(Mutation::OverwriteNewerToken)
+        && next.new.is_some_and(|n| decided.decided_later(&n));
+    if issue
+        && !newer
+        && let Some(slot) = policy.new_slot(token, plan.used.chain, stamp)
+    {
         next.new = Some(slot);
         issued = Some(slot);
     }
@@ -266,11 +299,28 @@ pub fn wants_token(policy: &Policy, plan: &Plan, a: &Attempt, requested: bool, n
     requested || (!a.invalidate && policy.rotation_due(&plan.used, now))
 }
 
-/// `FastTokens::issue` after a password login: the record with `slot` in `new`.
-pub fn issue_next(record: Option<&Rec>, slot: Slot) -> Rec {
+/// `FastTokens::issue` after a password login: the record with `slot` in `new`, or `None`
+/// (nothing written, no token) when the stored `new` was written by a login decided after this
+/// one, which was decided when `slot` was stamped and whose first read saw `seen_new` in `new`
+/// (docs/model.md, "Findings", 2).
+pub fn issue_next(
+    mutation: Option<Mutation>,
+    record: Option<&Rec>,
+    slot: Slot,
+    seen_new: Option<TokenId>,
+) -> Option<Rec> {
+    let decided = Decided {
+        at: slot.issued_at,
+        seen_new,
+    };
     let mut rec = record.copied().unwrap_or_default();
+    if mutation != Some(Mutation::OverwriteNewerToken)
+        && rec.new.is_some_and(|n| decided.decided_later(&n))
+    {
+        return None;
+    }
     rec.new = Some(slot);
-    rec
+    Some(rec)
 }
 
 /// `FastTokens::revoke_client`: every token issued up to `now` distrusted.

@@ -19,7 +19,7 @@
 mod spec;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -36,6 +36,7 @@ use sasl2_fast::store::postgres::{PostgresOptions, PostgresStore};
 use sasl2_fast::store::sled_store::{SledStore, seal_path};
 use sasl2_fast::store::test_kit::TestPostgres;
 use sasl2_fast::store::{ClientKey, ClientRecord, TokenSlot, TokenStore};
+use sasl2_fast_host::harness::copy_dir;
 use spec::{Attempt, Decided, Plan, Policy, Rec, Reject, Slot, Tick, TokenId, Which};
 
 const T0: u64 = 1_800_000_000_000;
@@ -223,19 +224,6 @@ fn reason(r: RejectReason) -> Reject {
     }
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), &target).unwrap();
-        }
-    }
-}
-
 impl System {
     async fn open(backend: Backend) -> System {
         let mut s = System {
@@ -299,7 +287,7 @@ impl System {
             *generation += 1;
             let image = dir.path().join(format!("tokens-{generation}"));
             std::fs::copy(seal_path(path), seal_path(&image)).unwrap();
-            copy_dir(path, &image);
+            copy_dir(path, &image).unwrap();
             *path = image;
         }
         self.hosts.clear();

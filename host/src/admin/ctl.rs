@@ -223,7 +223,7 @@ fn print_reply(reply: &Reply) {
                     clients.join(", ")
                 );
             }
-            println!("{sessions_closed} live session(s) closed");
+            print_sessions_closed(*sessions_closed);
         }
         Reply::PasswordChanged {
             account,
@@ -231,7 +231,7 @@ fn print_reply(reply: &Reply) {
             sessions_closed,
         } => {
             println!("password of {account} changed (stored in {file}); FAST tokens revoked");
-            println!("{sessions_closed} live session(s) closed");
+            print_sessions_closed(*sessions_closed);
         }
         Reply::RevokedBefore { before_ms } => {
             println!(
@@ -240,6 +240,15 @@ fn print_reply(reply: &Reply) {
             );
         }
         Reply::Stats(s) => print_stats(s),
+    }
+}
+
+fn print_sessions_closed(closed: Option<usize>) {
+    match closed {
+        Some(n) => println!("{n} live session(s) closed"),
+        // Said, not left as "0": with PostgreSQL, hosts of the cluster may still serve the
+        // account's sessions.
+        None => println!("no host answered: live sessions, if any, were not closed"),
     }
 }
 

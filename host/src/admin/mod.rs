@@ -149,8 +149,9 @@ pub enum Reply {
         account: String,
         /// Labels of the clients revoked.
         clients: Vec<String>,
-        /// Live sessions of those clients that were closed (0 when the host is stopped).
-        sessions_closed: usize,
+        /// Live sessions of those clients that were closed; `None` when no host answered (the
+        /// store was changed directly, and sessions on running hosts of a cluster stay open).
+        sessions_closed: Option<usize>,
     },
     /// `passwd`.
     PasswordChanged {
@@ -158,8 +159,8 @@ pub enum Reply {
         account: String,
         /// Where the new keys are stored.
         file: String,
-        /// Live sessions of the account that were closed.
-        sessions_closed: usize,
+        /// Live sessions of the account that were closed; `None` when no host answered.
+        sessions_closed: Option<usize>,
     },
     /// `revoke-before`.
     RevokedBefore {

@@ -236,9 +236,13 @@ impl AdminContext {
     }
 
     /// Tells the account's bound sessions whose user-agent id `matches` to close; returns how
-    /// many were told (0 when the host is stopped).
-    fn close_sessions(&self, account: &str, matches: impl Fn(Option<&str>) -> bool) -> usize {
-        let Some(live) = &self.live else { return 0 };
+    /// many were told, or `None` outside a running host (no sessions to reach).
+    fn close_sessions(
+        &self,
+        account: &str,
+        matches: impl Fn(Option<&str>) -> bool,
+    ) -> Option<usize> {
+        let live = self.live.as_ref()?;
         let closed = live.router.close_matching(
             account,
             matches,
@@ -254,7 +258,7 @@ impl AdminContext {
                 "session closed"
             );
         }
-        closed.len()
+        Some(closed.len())
     }
 
     async fn stats(&self) -> Result<Reply, AdminError> {

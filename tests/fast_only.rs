@@ -192,6 +192,20 @@ fn authenticate_as(ua: &str, mechanism: &str, initial: Vec<u8>, payloads: Vec<El
     .into()
 }
 
+/// Juliet's PLAIN login from the client `ua`, asking for a `mechanism` token.
+fn password_login_asking_for(ua: &str, mechanism: HtMechanism) -> Element {
+    let request: Element = RequestToken {
+        mechanism: mechanism.name().into(),
+    }
+    .into();
+    authenticate_as(
+        ua,
+        "PLAIN",
+        b"\0juliet\0r0m30myr0m30".to_vec(),
+        vec![request],
+    )
+}
+
 fn condition(el: &Element) -> Option<&str> {
     (el.is("failure", ns::SASL2))
         .then(|| el.children().next().map(Element::name))
@@ -263,16 +277,8 @@ async fn fast_login_through_the_standalone_pieces_alone() -> TResult {
 
     // The server's own password login asks for an EXPR token.
     let expr = HtMechanism::from_name("HT-SHA-256-EXPR").ok_or("EXPR")?;
-    let request: Element = RequestToken {
-        mechanism: expr.name().into(),
-    }
-    .into();
     let ok = server
-        .authenticate(
-            &stream,
-            Some(&offer),
-            &authenticate("PLAIN", b"\0juliet\0r0m30myr0m30".to_vec(), vec![request]),
-        )
+        .authenticate(&stream, Some(&offer), &password_login_asking_for(UA, expr))
         .await;
     let t1 = token_of(&ok).ok_or("no token after the password login")?;
     assert_eq!(events.issued.load(Ordering::Relaxed), 1);
@@ -321,20 +327,11 @@ async fn fast_login_through_the_standalone_pieces_alone() -> TResult {
     // (a second client of the account: tokens belong to a user-agent id).
     const PHONE: &str = "0f0b1c2d-3e4f-4a5b-8c6d-7e8f9a0b1c2d";
     let endp = HtMechanism::from_name("HT-SHA-256-ENDP").ok_or("ENDP")?;
-    let request: Element = RequestToken {
-        mechanism: endp.name().into(),
-    }
-    .into();
     let ok = server
         .authenticate(
             &other,
             Some(&offer),
-            &authenticate_as(
-                PHONE,
-                "PLAIN",
-                b"\0juliet\0r0m30myr0m30".to_vec(),
-                vec![request],
-            ),
+            &password_login_asking_for(PHONE, endp),
         )
         .await;
     let e1 = token_of(&ok).ok_or("no ENDP token")?;
@@ -390,16 +387,8 @@ async fn fast_login_through_the_standalone_pieces_alone() -> TResult {
     ));
 
     // Revocation (a password change): credentials-expired (F-28).
-    let request: Element = RequestToken {
-        mechanism: expr.name().into(),
-    }
-    .into();
     let ok = server
-        .authenticate(
-            &stream,
-            Some(&offer),
-            &authenticate("PLAIN", b"\0juliet\0r0m30myr0m30".to_vec(), vec![request]),
-        )
+        .authenticate(&stream, Some(&offer), &password_login_asking_for(UA, expr))
         .await;
     let t3 = token_of(&ok).ok_or("no token")?;
     clock.advance(Duration::from_secs(1));

@@ -187,11 +187,9 @@ async fn a_damaged_seal_is_noticed() {
     ));
 }
 
-#[tokio::test]
-async fn distrust_opens_a_damaged_store_with_every_token_revoked() {
-    let tmp = tempfile::tempdir().unwrap();
-    let pristine = pristine(tmp.path()).await;
-    std::fs::remove_dir_all(&pristine).unwrap();
+/// `store_recovery = "distrust"` opens the store at `path` with a global cutoff after now
+/// (every token revoked) and seals it anew, so the next plain open succeeds.
+async fn opens_distrusted_with_every_token_revoked(path: &Path) {
     let before = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -201,11 +199,18 @@ async fn distrust_opens_a_damaged_store_with_every_token_revoked() {
         o.on_damage = DamagePolicy::Distrust;
         o
     };
-    let store = SledStore::open_with(&pristine, options).unwrap();
+    let store = SledStore::open_with(path, options).unwrap();
     assert!(store.revocation_cutoff("anyone").await.unwrap() > before);
     drop(store);
-    // Sealed anew: the next plain open succeeds.
-    SledStore::open(&pristine).unwrap();
+    SledStore::open(path).unwrap();
+}
+
+#[tokio::test]
+async fn distrust_opens_a_damaged_store_with_every_token_revoked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pristine = pristine(tmp.path()).await;
+    std::fs::remove_dir_all(&pristine).unwrap();
+    opens_distrusted_with_every_token_revoked(&pristine).await;
 }
 
 #[tokio::test]
@@ -252,20 +257,7 @@ async fn records_without_a_seal_are_refused_unless_distrusted() {
         }
         assert!(!seal_path(&pristine).exists(), "the refusal wrote a seal");
     }
-    let before = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
-    let options = {
-        let mut o = SledOptions::default();
-        o.on_damage = DamagePolicy::Distrust;
-        o
-    };
-    let store = SledStore::open_with(&pristine, options).unwrap();
-    assert!(store.revocation_cutoff("anyone").await.unwrap() > before);
-    drop(store);
-    // Sealed anew: the next plain open succeeds.
-    SledStore::open(&pristine).unwrap();
+    opens_distrusted_with_every_token_revoked(&pristine).await;
 }
 
 // ---------------------------------------------------------------------------------------------

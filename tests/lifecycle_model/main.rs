@@ -20,7 +20,7 @@ use model::{
     A_WAY_BACK_IN, Action, Bounds, Lifecycle, NEW_PROMOTED_ONLY_BY_ITS_OWN_USE,
     NO_DISTRUSTED_TOKEN_ACCEPTED, NO_TOKEN_LOST, ONE_SUCCESS_PER_COUNT, Phase, State,
 };
-use spec::{Mutation, Policy};
+use spec::{Mutation, Policy, Tick};
 
 /// Lifetimes in ticks: rotation due after 1, expiry after 3, chain limit 4, so every one of
 /// them is reached within `t_max`.
@@ -39,34 +39,24 @@ fn bounds_of_record() -> Vec<(&'static str, Bounds)> {
     if cfg!(debug_assertions) {
         return debug_bounds();
     }
-    let one = |counting: bool| Bounds {
-        clients: vec![counting],
-        hosts: 2,
-        t_max: 4,
-        logins: 3,
-        crashes: 1,
-        captures: 1,
-        replays: 1,
-        revocations: 1,
-        password_changes: 1,
-        sweeps: 1,
-        give_ups: 0,
-    };
-    vec![
-        ("a 0-RTT client (count on every attempt)", one(true)),
-        ("a client without count", one(false)),
-    ]
+    both_clients(4, 3)
 }
 
 /// Debug builds explore about six times fewer states per second: two logins per client and a
 /// shorter clock keep `cargo test --workspace` quick. Every `sometimes` property is still
 /// reached.
 fn debug_bounds() -> Vec<(&'static str, Bounds)> {
+    both_clients(3, 2)
+}
+
+/// One client that sends `count` and one that does not, each with two hosts, one of every
+/// fault and no give-ups, up to time `t_max` and `logins` logins.
+fn both_clients(t_max: Tick, logins: u8) -> Vec<(&'static str, Bounds)> {
     let one = |counting: bool| Bounds {
         clients: vec![counting],
         hosts: 2,
-        t_max: 3,
-        logins: 2,
+        t_max,
+        logins,
         crashes: 1,
         captures: 1,
         replays: 1,

@@ -379,7 +379,8 @@ impl FastTokens {
         let mech_name = attempt.mechanism.name();
         // What the verifying read found in `new`: with `verified_at`, what a token this login
         // issues may overwrite, however often the record is read again below.
-        let seen_new = plan.before.new.clone();
+        // Its nonce only (no copy of the whole slot on every login), zeroized as the slot's is.
+        let seen_new = plan.before.new.as_ref().map(|n| Zeroizing::new(n.nonce));
         for _ in 0..MAX_CAS_RETRIES {
             let now = self.now_ms();
             let mut next = plan.next.clone();
@@ -401,7 +402,7 @@ impl FastTokens {
             let newer = next
                 .new
                 .as_ref()
-                .is_some_and(|n| decided_later(n, verified_at, seen_new.as_ref()))
+                .is_some_and(|n| decided_later(n, verified_at, seen_new.as_deref()))
                 && !planted("overwrite-newer-token");
             if let Some(r) = issue
                 && !newer

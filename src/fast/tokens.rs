@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tracing::{debug, info};
+use zeroize::Zeroizing;
 
 use super::clock::{Clock, SystemClock};
 use super::config::FastConfig;
@@ -147,7 +148,7 @@ fn audit(account: &str, client: &str, by: &RevokedBy) {
 /// Whether the stored `new` slot was written by a login decided after the one that is about to
 /// overwrite it with a token of its own: a login decided at `decided_at` (the read that
 /// decided a FAST login, `Verified::verified_at`; the start of `issue` for a password login),
-/// whose deciding read found `seen` in `new`. Such a `new` is left alone and the late login
+/// whose deciding read found the slot with nonce `seen` in `new`. Such a `new` is left alone and the late login
 /// issues nothing (docs/model.md, "Findings", 2): a client that gave up on a slow login and
 /// logged in again elsewhere holds that newer token, and F-19 would otherwise leave it with a
 /// dead one. Skipping only costs a token: the late login's client keeps the one it used (or,
@@ -162,9 +163,8 @@ fn audit(account: &str, client: &str, by: &RevokedBy) {
 /// login stamped in the same millisecond whose write lands between this login's clock read
 /// and its store read (docs/model.md explains why that cannot cost a client its token in
 /// practice).
-pub(super) fn decided_later(new: &TokenSlot, decided_at: u64, seen: Option<&TokenSlot>) -> bool {
-    new.issued_at > decided_at
-        || (new.issued_at == decided_at && seen.is_none_or(|s| s.nonce != new.nonce))
+pub(super) fn decided_later(new: &TokenSlot, decided_at: u64, seen: Option<&[u8; 32]>) -> bool {
+    new.issued_at > decided_at || (new.issued_at == decided_at && seen != Some(&new.nonce))
 }
 
 pub(super) fn bounded_label(s: Option<&str>) -> Option<String> {
@@ -332,13 +332,17 @@ impl FastTokens {
         // The `new` of the first read: with `now`, what this login may overwrite. `now` stands
         // for the time the password was checked, a little earlier (docs/model.md, "What it
         // leaves out": a login decided in between looks older than this one).
-        let mut seen: Option<Option<TokenSlot>> = None;
+        // Zeroizing: a nonce is token material, as in the slot it is copied from.
+        let mut seen: Option<Option<Zeroizing<[u8; 32]>>> = None;
         for _ in 0..MAX_CAS_RETRIES {
             let current = self.store.get(key).await?;
-            let seen =
-                seen.get_or_insert_with(|| current.as_ref().and_then(|v| v.value.new.clone()));
+            let seen = seen.get_or_insert_with(|| {
+                current
+                    .as_ref()
+                    .and_then(|v| v.value.new.as_ref().map(|n| Zeroizing::new(n.nonce)))
+            });
             if let Some(stored) = current.as_ref().and_then(|v| v.value.new.as_ref())
-                && decided_later(stored, now, seen.as_ref())
+                && decided_later(stored, now, seen.as_deref())
                 && !planted("overwrite-newer-token")
             {
                 debug!("no FAST token: a login decided later wrote a newer one");
